@@ -1,0 +1,60 @@
+# petvision. `make help` lists the targets.
+# The first two are the README's quick start: `make run` and `make test` on a fresh clone.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# make install GPU=1: TensorFlow with CUDA instead of the CPU wheel.
+GPU ?=
+FLAVOUR := $(if $(GPU),gpu,cpu)
+STAMP := $(VENV)/.installed-$(FLAVOUR)
+# Stage commands in dvc.yaml call `python`: make it the venv's.
+export PATH := $(abspath $(BIN)):$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-fast params lock bench mlflow-ui clean-venv
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+ifeq ($(FLAVOUR),cpu)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+else
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock "tensorflow[and-cuda]==2.21.0" -r requirements.lock
+endif
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP) ## create .venv with the pinned dependencies (GPU=1 for CUDA)
+
+run: install ## run the whole pipeline on the default configuration (dvc repro)
+	$(BIN)/dvc repro
+
+test: install ## run the whole test suite (slow tests included)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+params: install ## recompose params.yaml from conf/ (what dvc exp run -S does)
+	$(BIN)/python scripts/compose_params.py
+
+lock: ## re-resolve the pinned versions in pyproject.toml into requirements.lock
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e ".[cpu,test]"
+	{ echo "# The whole dependency tree, pinned (CPU machines, Python 3.11). Rebuild with: make lock"; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -vi '^petvision'; } > requirements.lock
+	rm -rf .lock-venv
+
+bench: install ## measure the project against the seed's way (writes docs/benchmarks.md)
+	$(BIN)/python bench/run_all.py
+
+mlflow-ui: install ## open the MLflow UI on the project's store at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns --host 127.0.0.1 --port 5000
+
+clean-venv: ## remove .venv
+	rm -rf $(VENV)
