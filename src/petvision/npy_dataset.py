@@ -89,11 +89,28 @@ def load_split(root: Path, task: str, split: str) -> Split:
     return Split(task=task, name=split, stems=stems, **arrays)
 
 
-def make_index(task: str, image_size: int, splits: dict[str, list[str]]) -> dict:
-    """The content of index.json (the caller writes it atomically with the arrays)."""
+def make_index(task: str, image_size: int, splits: dict[str, list[str]], **extra: object) -> dict:
+    """The content of index.json (the caller writes it atomically with the arrays); ``extra``
+    keys (how the arrays were made: interpolation, seed...) are recorded before the stem lists."""
     return {
         "task": task,
         "image_size": image_size,
         "counts": {name: len(stems) for name, stems in splits.items()},
+        **extra,
         "splits": splits,
     }
+
+
+def check_image_size(split: Split, expected: int, key: str) -> None:
+    """The arrays on disk must match the configured size; otherwise preprocess is out of date."""
+    actual = split.images.shape[1]
+    if actual != expected:
+        raise DataError(
+            f"{split.task}/{split.name}_images.npy holds {actual}x{actual} images but {key}={expected}; "
+            "rerun preprocess (dvc repro, or python -m petvision.preprocess with the same overrides)"
+        )
+
+
+def split_files(root: Path, split: Split) -> list[Path]:
+    """The files a split was read from (for content digests)."""
+    return [array_path(root, split.task, split.name, name) for name in ARRAYS[split.task]]

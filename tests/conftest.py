@@ -1,0 +1,47 @@
+"""Shared fixtures: the real configuration, composed once per test and pointed at tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests commit into temporary git repositories; CI machines may have no git identity.
+for var, value in {"GIT_AUTHOR_NAME": "petvision tests", "GIT_AUTHOR_EMAIL": "tests@petvision.local",
+                   "GIT_COMMITTER_NAME": "petvision tests", "GIT_COMMITTER_EMAIL": "tests@petvision.local"}.items():
+    os.environ.setdefault(var, value)
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def path_overrides(base: Path) -> list[str]:
+    """Hydra overrides that move every output of the pipeline under ``base``."""
+    names = ["raw", "downloads", "npy", "models", "reports", "state"]
+    return [f"paths.{name}={base / name}" for name in names]
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """``make_config(*overrides)`` -> a validated Config whose paths all lie under tmp_path, with
+    its own local MLflow store there."""
+    from petvision import config
+
+    def make(*overrides: str, raw: bool = False):
+        composed = config.compose(
+            [*path_overrides(tmp_path), f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides]
+        )
+        return composed if raw else config.load(composed)
+
+    return make
+
+
+def run_module(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 600):
+    """Run ``python -m <module> args`` as a user would; returns the CompletedProcess."""
+    full_env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
