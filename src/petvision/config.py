@@ -39,7 +39,11 @@ class PathsConfig:
     state: str = MISSING
 
     def resolve(self, name: str) -> Path:
-        """The named path, absolute against the project root."""
+        """The named path, absolute against the project root. The download cache resolves against
+        the user's workspace instead, so temporary and queued DVC experiments (which run in a
+        throwaway copy) share one cache rather than fetching the archives again."""
+        if name == "downloads":
+            return project_paths.resolve(getattr(self, name), root=project_paths.tracking_root())
         return project_paths.resolve(getattr(self, name))
 
 

@@ -55,7 +55,7 @@ def conf_dir() -> Path:
     return project_root() / "conf"
 
 
-def resolve(path: str | os.PathLike[str]) -> Path:
-    """A configured path, made absolute against the project root."""
+def resolve(path: str | os.PathLike[str], root: Path | None = None) -> Path:
+    """A configured path, made absolute against the project root (or ``root``)."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else project_root() / p
+    return p if p.is_absolute() else (root or project_root()) / p

@@ -18,7 +18,7 @@ from petvision.config import Config
 from petvision.models import build_segmentation_model
 from petvision.session import TrainingSession
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("petvision.train_segmentation")  # not __name__: that is "__main__" under -m
 
 TASK = "segmentation"
 MODEL_FILE = "segmentation.keras"

@@ -18,7 +18,7 @@ from petvision.config import Config
 from petvision.models import build_classifier
 from petvision.session import TrainingSession
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("petvision.train_xception")  # not __name__: that is "__main__" under -m
 
 TASK = "classification"
 NUM_MISCLASSIFIED = 8
