@@ -40,8 +40,11 @@ def make_config(tmp_path):
     return make
 
 
-def run_module(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 600):
-    """Run ``python -m <module> args`` as a user would; returns the CompletedProcess."""
+def run_module(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 600,
+               hydra_dir: Path | None = None):
+    """Run ``python -m <module> args`` as a user would; returns the CompletedProcess. Hydra's run
+    folder goes to ``hydra_dir`` (a tmp path) so tests leave nothing in the checkout."""
     full_env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    extra = [f"hydra.run.dir={hydra_dir}"] if hydra_dir else []
+    return subprocess.run([sys.executable, "-m", module, *args, *extra], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
