@@ -188,12 +188,21 @@ class FiltersConfig:
     image_size: int = MISSING
     crop: int = MISSING
     margin: int = MISSING
+    layers: dict[str, list[str]] = MISSING  # per architecture; none listed: first, middle and last convolution
 
 
 @dataclass
 class GradcamConfig:
     alpha: float = MISSING
     other_class: bool = MISSING
+    localization_images: int = MISSING  # test images for the localization metrics; 0 = all
+
+
+@dataclass
+class ImagenetConfig:
+    weights_url: str = MISSING
+    class_index_url: str = MISSING
+    timeout_s: float = MISSING
 
 
 @dataclass
@@ -209,6 +218,7 @@ class VisualizeConfig:
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     gradcam: GradcamConfig = field(default_factory=GradcamConfig)
     segmentation: SegmentationVisualizeConfig = field(default_factory=SegmentationVisualizeConfig)
+    imagenet: ImagenetConfig = field(default_factory=ImagenetConfig)
 
 
 @dataclass
@@ -267,8 +277,8 @@ def validate(cfg: Config) -> None:
         "segmentation.train.epochs", "segmentation.train.batch_size",
         "classification.train.epochs", "classification.train.batch_size",
         "visualize.num_images", "visualize.activations.images_per_row",
-        "visualize.filters.num_filters", "visualize.filters.steps",
-        "tracking.connect_timeout_s", "data.oxford_pets.timeout_s",
+        "visualize.filters.num_filters", "visualize.filters.steps", "visualize.filters.image_size",
+        "tracking.connect_timeout_s", "data.oxford_pets.timeout_s", "visualize.imagenet.timeout_s",
     ]
     for key in positive:
         value = _get(cfg, key)
@@ -280,7 +290,7 @@ def validate(cfg: Config) -> None:
     for key in ["data.preprocess.workers", "data.segmentation.val_count", "data.oxford_pets.retries",
                 "segmentation.train.early_stopping_patience", "classification.train.early_stopping_patience",
                 "visualize.segmentation.worst", "visualize.activations.image_index", "visualize.filters.crop",
-                "visualize.filters.margin"]:
+                "visualize.filters.margin", "visualize.gradcam.localization_images"]:
         if _get(cfg, key) < 0:
             raise _fail(key, _get(cfg, key), "must not be negative")
 
@@ -296,6 +306,10 @@ def validate(cfg: Config) -> None:
                     f"need 1 <= jpeg_quality_min <= jpeg_quality_max={syn.jpeg_quality_max} <= 100")
     if cfg.data.source == "synthetic":
         check_split_sizes(cfg, syn.num_images, f"data.synthetic.num_images={syn.num_images}")
+    if cfg.classification.model.name == "simple_convnet" and cfg.data.classification.image_size < 78:
+        raise _fail("data.classification.image_size", cfg.data.classification.image_size,
+                    "classification/model=simple_convnet needs at least 78 px (five valid 3x3 convolutions "
+                    "and four poolings)")
     if not 0 <= cfg.classification.model.dropout < 1:
         raise _fail("classification.model.dropout", cfg.classification.model.dropout, "must be in [0, 1)")
     if not 0 < cfg.visualize.gradcam.alpha <= 1:

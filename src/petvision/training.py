@@ -175,7 +175,9 @@ def fit(
     stack.extend(callbacks)
 
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=train.epochs, callbacks=stack, verbose=verbose)
+        # shuffle=False: the input pipeline shuffles (Keras cannot shuffle a tf.data.Dataset).
+        model.fit(train_ds, validation_data=val_ds, epochs=train.epochs, callbacks=stack, verbose=verbose,
+                  shuffle=False)
     except Exception as exc:  # noqa: BLE001 - only out-of-memory is translated
         if _is_out_of_memory(exc):
             raise TrainingError(
