@@ -25,6 +25,10 @@ def _tmp_sibling(final: Path, is_dir: bool) -> Path:
     if not is_dir:
         os.close(made[0])  # type: ignore[index]
         made = made[1]  # type: ignore[index]
+    # mkstemp/mkdtemp make owner-only entries; outputs get the usual permissions instead.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(made, (0o777 if is_dir else 0o666) & ~umask)  # type: ignore[arg-type]
     return Path(made)  # type: ignore[arg-type]
 
 
