@@ -48,3 +48,54 @@ def run_module(module: str, *args: str, cwd: Path = ROOT, env: dict | None = Non
     extra = [f"hydra.run.dir={hydra_dir}"] if hydra_dir else []
     return subprocess.run([sys.executable, "-m", module, *args, *extra], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the moment of asking)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` (SQLite backend, proxied artifacts) on a free local port; yields
+    ``(uri, kill)`` where ``kill()`` stops it at once (SIGKILL), as a crashed server would."""
+    import signal
+    import time
+
+    import requests
+
+    port = free_port()
+    log_file = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(
+        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+
+    def kill() -> None:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # the server and its uvicorn workers
+            process.wait(timeout=30)
+
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if requests.get(f"{uri}/health", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            kill()
+            log_file.close()
+            pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.3)
+
+    yield uri, kill
+    kill()
+    log_file.close()

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from petvision import config as config_lib
 from petvision import tracking
 from petvision.errors import DataError, TrackingError
 
-from conftest import ROOT, VENV_BIN
+from conftest import ROOT, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -54,12 +52,6 @@ def store_config(make_config, shared_store):
         return make_config(f"tracking.uri=sqlite:///{shared_store}/mlflow.db", *overrides)
 
     return make
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny_segmenter() -> keras.Model:
@@ -268,40 +260,7 @@ def test_ui_url_opens_the_runs_table():
 # --------------------------------------------------------------------------- a real server
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real ``mlflow server`` (SQLite backend, proxied artifacts) on a free local port."""
-    port = free_port()
-    log_file = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    import requests
-
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if requests.get(f"{uri}/health", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-
-    def kill() -> None:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)  # the server and its uvicorn workers
-            process.wait(timeout=30)
-
-    yield uri, kill
-    kill()
-    log_file.close()
+# mlflow_server: the fixture in conftest.py
 
 
 @pytest.mark.slow

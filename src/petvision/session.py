@@ -5,13 +5,24 @@ trains through :func:`petvision.training.fit` with per-epoch logging, and at the
 stage's DVC outputs — the best model, ``metrics.json``, ``history.csv`` and the pictures —
 and logs the same to MLflow, model included. Only the chief of a multi-worker job writes
 outputs and logs; the other workers train and keep their state in a private folder.
+
+The outputs are replaced together: the stage draws its pictures in a staging folder
+(:attr:`TrainingSession.reports_dir`), :meth:`TrainingSession.finish` writes the rest next to
+them and only then renames them all into place, so a failure at any point before leaves every
+previous output as it was. Saved training state is resumed only if the same settings and data
+made it (a fingerprint of the stage's params and the data's digests); otherwise training
+starts afresh.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
+import json
 import logging
+import os
 import shutil
 from collections.abc import Sequence
 from datetime import datetime
@@ -22,6 +33,7 @@ import numpy as np
 
 from petvision import atomic, npy_dataset, tracking, training
 from petvision.config import Config, TrainConfig
+from petvision.errors import TrainingError
 from petvision.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -36,6 +48,12 @@ def model_path(cfg: Config, task: str) -> Path:
 
 def reports_dir(cfg: Config, task: str) -> Path:
     return cfg.paths.resolve("reports") / task
+
+
+def staging_dir(cfg: Config, task: str) -> Path:
+    """Where a run's report files are written before they replace the old ones together (beside
+    the final folder, so the renames stay on one file system; not a DVC output)."""
+    return cfg.paths.resolve("reports") / f".{task}.partial"
 
 
 def history_csv(history: dict[str, list[float]]) -> str:
@@ -62,42 +80,83 @@ class TrainingSession:
                  splits: Sequence[npy_dataset.Split]):
         self.cfg, self.task, self.stage_name, self.model_name, self.rt = cfg, task, stage_name, model_name, rt
         self.splits = splits
-        state = cfg.paths.resolve("state") / task
-        self.workdir = training.Workdir(state if rt.is_chief else state / f"worker-{rt.worker_index}")
+        # Another worker's folder lies beside the chief's, not inside it: the chief clears its own
+        # folder (settings changed, training done) while the other workers may still use theirs.
+        state = cfg.paths.resolve("state")
+        self.workdir = training.Workdir(state / task if rt.is_chief else state / f"{task}.worker-{rt.worker_index}")
         if not cfg.trainer.resume:
             self.workdir.clear()
-        self.reports_dir = reports_dir(cfg, task)
+        # Not reports/<task>/ itself: finish() moves the files there once all of them are written.
+        # Other workers of a multi-worker job draw in their private folder: they never publish,
+        # and a shared staging folder would be cleared under the chief's feet.
+        self.reports_dir = staging_dir(cfg, task) if rt.is_chief else self.workdir.root / "reports"
         self.run: tracking.Run | tracking.NoRun = tracking.NoRun()
 
     # ------------------------------------------------------------------ run
     def __enter__(self) -> "TrainingSession":
+        digests = self._data_digests()
+        fingerprint = self._fingerprint(digests)
+        # Clears state that other settings or data made, and repairs what a kill left (training.Workdir).
+        self.workdir.adopt(fingerprint)
         if self.rt.is_chief:
-            resume_id = self.workdir.run_id() if self.workdir.has_progress() else None
+            # The run of the saved state, progress or not: a run killed in its first epoch is reused
+            # rather than left behind as a second, empty run.
+            resume_id = self.workdir.run_id()
             name = f"{self.model_name} {self.cfg.preset} {datetime.now():%m-%d %H:%M}"
             self.run = tracking.Run(self.cfg, self.task, self.stage_name, run_name=name,
                                     resume_run_id=resume_id, tags={"model": self.model_name, **self.rt.describe()})
         self.run.__enter__()
+        # Only now that the run has started (tracking can fail at start): nothing is written before.
+        self.workdir.save_fingerprint(fingerprint)
+        shutil.rmtree(self.reports_dir, ignore_errors=True)  # what a killed run left half-staged
         if self.rt.is_chief:
             self.workdir.save_run_id(self.run.run_id)
-            self._log_inputs()
+            self._log_inputs(digests)
+            if self.run.resumed:
+                self._log_missed_epochs()
         return self
 
     def __exit__(self, *exc_info):
+        shutil.rmtree(self.reports_dir, ignore_errors=True)
         return self.run.__exit__(*exc_info)
 
-    def _log_inputs(self) -> None:
+    def _data_digests(self) -> dict[str, str]:
         npy = self.cfg.paths.resolve("npy")
-        digests = {}
+        return {split.name: tracking.data_digest(npy_dataset.split_files(npy, split)) for split in self.splits}
+
+    def _fingerprint(self, digests: dict[str, str]) -> str:
+        """What the saved training state depends on: the stage's params in dvc.yaml (trainer.resume
+        aside) and the data."""
+        trainer = {k: v for k, v in dataclasses.asdict(self.cfg.trainer).items() if k != "resume"}
+        made_of = {
+            "image_size": getattr(self.cfg.data, self.task).image_size,
+            self.task: dataclasses.asdict(getattr(self.cfg, self.task)),
+            "trainer": trainer,
+            "data": digests,
+        }
+        return hashlib.sha256(json.dumps(made_of, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _log_inputs(self, digests: dict[str, str]) -> None:
+        npy = self.cfg.paths.resolve("npy")
         for split in self.splits:
-            files = npy_dataset.split_files(npy, split)
-            digest = tracking.data_digest(files)
-            digests[split.name] = digest
             self.run.log_input_dataset(
-                name=f"{self.task}-{split.name}", digest=digest, source=str(npy / self.task),
+                name=f"{self.task}-{split.name}", digest=digests[split.name], source=str(npy / self.task),
                 context=SPLIT_CONTEXT[split.name],
                 shape_info={"count": len(split), "image_shape": list(split.images.shape[1:])},
             )
         self.run.set_tags({f"data_digest.{name}": d for name, d in digests.items()})
+
+    def _log_missed_epochs(self) -> None:
+        """MLflow logs an epoch after it is committed (training module docstring), so a kill in
+        between, or a tracking server down before the interruption, leaves steps out of the
+        resumed run: log them from the saved history."""
+        history = self.workdir.history()
+        logged = self.run.logged_steps("loss")
+        if logged is None:  # cannot tell: better a gap than a step logged twice
+            return
+        for epoch in range(len(history.get("loss", []))):
+            if epoch not in logged:
+                self.run.log_metrics({k: v[epoch] for k, v in history.items() if epoch < len(v)}, step=epoch)
 
     # ------------------------------------------------------------------ training
     def fit(self, model: keras.Model, train_ds, val_ds, train_cfg: TrainConfig) -> training.FitResult:
@@ -106,12 +165,16 @@ class TrainingSession:
                             callbacks=[self.run.keras_callback()], verbose=training.verbosity())
 
     def load_best(self) -> keras.Model:
-        return keras.saving.load_model(self.workdir.best_model, safe_mode=True)
+        best = self.workdir.best_model()
+        if best is None:
+            raise TrainingError(f"{self.workdir.root}: no best model saved; train first")
+        return keras.saving.load_model(best, safe_mode=True)
 
     # ------------------------------------------------------------------ outputs
     def finish(self, best: keras.Model, result: training.FitResult, pictures: Sequence[Path],
                example: np.ndarray, extra: dict | None = None) -> dict:
-        """Write the DVC outputs, log them to MLflow, clear the work folder; return the metrics."""
+        """Write the DVC outputs, log them to MLflow, clear the work folder; return the metrics.
+        ``pictures`` must lie in :attr:`reports_dir` (the staging folder)."""
         summary = {
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history.get("loss", [])),
@@ -123,18 +186,24 @@ class TrainingSession:
             self.workdir.clear()
             return summary
 
-        metrics_file = self.reports_dir / "metrics.json"
-        history_file = self.reports_dir / "history.csv"
-        atomic.write_json(metrics_file, summary)
+        staging, final_dir = self.reports_dir, reports_dir(self.cfg, self.task)
+        atomic.write_json(staging / "metrics.json", summary)
         # Lets the visualize stage link its pictures to this run in the MLflow UI.
-        atomic.write_json(self.reports_dir / "mlflow_run.json",
+        atomic.write_json(staging / "mlflow_run.json",
                           {"run_id": self.run.run_id, "experiment_id": self.run.experiment_id,
                            "tracking_uri": self.run.uri})
-        atomic.write_text(history_file, history_csv(result.history))
+        atomic.write_text(staging / "history.csv", history_csv(result.history))
+        staged = [staging / "metrics.json", staging / "mlflow_run.json", staging / "history.csv",
+                  *(Path(p) for p in pictures)]
         final_model = model_path(self.cfg, self.task)
-        final_model.parent.mkdir(parents=True, exist_ok=True)
         with atomic.atomic_file(final_model) as tmp:
             shutil.copyfile(result.best_model, tmp)
+            # Every output is complete: from here on only renames, the model's last (on leaving).
+            final_dir.mkdir(parents=True, exist_ok=True)
+            for path in staged:
+                os.replace(path, final_dir / path.name)
+        metrics_file, history_file = final_dir / "metrics.json", final_dir / "history.csv"
+        pictures = [final_dir / path.name for path in staged[3:]]
 
         flat = {f"best.{split}.{k}": v for split in ("train", "val", "test") for k, v in summary.get(split, {}).items()
                 if isinstance(v, (int, float))}

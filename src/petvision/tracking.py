@@ -604,6 +604,15 @@ class Run:
 
         self._safe(f"metrics {sorted(metrics)} at step {step or 0}", send)
 
+    def logged_steps(self, key: str) -> set[int] | None:
+        """The steps at which metric ``key`` is in this run; None if the store cannot say (a
+        resumed training session uses it to log the epochs the run is missing)."""
+        try:
+            return {m.step for m in _retry_locked(lambda: self._client.get_metric_history(self.run_id, key))}
+        except Exception as exc:  # noqa: BLE001 - a read: nothing is lost
+            log.warning("MLflow: cannot read the %s history of run %s (%s)", key, self.run_id, _first_line(exc, 200))
+            return None
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)
 
@@ -710,6 +719,9 @@ class NoRun:
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         pass
+
+    def logged_steps(self, key: str) -> set[int] | None:
+        return None
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         pass

@@ -1,9 +1,21 @@
 """Training shared by both training stages: optimizer, callbacks, resume, and failure handling.
 
 A stage-private work folder (``<paths.state>/<task>/``, never a DVC output) holds what an
-interrupted run needs to go on: Keras's ``BackupAndRestore`` state (weights, optimizer, epoch),
-the best checkpoint so far, the per-epoch history and the MLflow run id. Running the stage
-again resumes from the last completed epoch; a completed run clears the folder.
+interrupted run needs to go on. Every epoch ends with the same steps, in this order:
+
+1. if the epoch improved the monitored value, the model is saved as ``best-<epoch>.keras``;
+2. Keras's ``BackupAndRestore`` saves the weights, the optimizer state and the epoch count;
+3. ``history.json`` (every epoch's logs) is replaced atomically. This is the *commit*: an epoch
+   counts as done when, and only when, it is in ``history.json``;
+4. best models older than the newest committed one are removed; early stopping decides; the
+   epoch's logs go to MLflow.
+
+A kill can land anywhere in there. :meth:`Workdir.recover` brings the folder back in step with
+``history.json`` before training resumes: a backup that ran ahead (or was cut off) is replaced by
+Keras's previous copy (``double_checkpoint``), and best models of uncommitted epochs are removed.
+An epoch whose loss became NaN or infinite is never committed, so neither the backup nor the
+best model ever holds its weights. Running the stage again resumes after the last committed
+epoch with the same optimizer state; a completed run clears the folder.
 """
 
 from __future__ import annotations
@@ -12,19 +24,21 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
-from petvision.atomic import atomic_file, write_json
+from petvision.atomic import atomic_file, write_json, write_text
 from petvision.config import TrainConfig
 from petvision.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+_BEST_FILE = re.compile(r"best-(\d+)\.keras")
 
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
@@ -42,10 +56,6 @@ class Workdir:
         return self.root / "backup"
 
     @property
-    def best_model(self) -> Path:
-        return self.root / "best.keras"
-
-    @property
     def history_file(self) -> Path:
         return self.root / "history.json"
 
@@ -53,72 +63,155 @@ class Workdir:
     def run_id_file(self) -> Path:
         return self.root / "mlflow_run_id"
 
+    @property
+    def fingerprint_file(self) -> Path:
+        return self.root / "fingerprint"
+
+    @property
+    def model_signature_file(self) -> Path:
+        return self.root / "model_signature.json"
+
+    def best_file(self, epoch: int) -> Path:
+        """Where the model of ``epoch`` (1-based) is kept if it is the best so far."""
+        return self.root / f"best-{epoch:04d}.keras"
+
+    def best_files(self) -> dict[int, Path]:
+        found = {}
+        for path in self.root.glob("best-*.keras"):
+            match = _BEST_FILE.fullmatch(path.name)
+            if match:
+                found[int(match.group(1))] = path
+        return found
+
+    def best_model(self) -> Path | None:
+        """The best model of the committed epochs: a best file is only written on improvement,
+        so it is the newest one of a committed epoch."""
+        done = self.epochs_done()
+        committed = [epoch for epoch in self.best_files() if epoch <= done]
+        return self.best_file(max(committed)) if committed else None
+
     def history(self) -> dict[str, list[float]]:
         if not self.history_file.is_file():
             return {}
         return json.loads(self.history_file.read_text(encoding="utf-8"))
 
+    def epochs_done(self) -> int:
+        return len(self.history().get("loss", []))
+
+    def has_progress(self) -> bool:
+        return self.epochs_done() > 0
+
     def run_id(self) -> str | None:
         return self.run_id_file.read_text().strip() if self.run_id_file.is_file() else None
 
     def save_run_id(self, run_id: str) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.run_id_file.write_text(run_id)
+        write_text(self.run_id_file, run_id)
 
-    def has_progress(self) -> bool:
-        return bool(self.history().get("loss"))
+    def fingerprint(self) -> str | None:
+        return self.fingerprint_file.read_text().strip() if self.fingerprint_file.is_file() else None
+
+    def save_fingerprint(self, fingerprint: str) -> None:
+        write_text(self.fingerprint_file, fingerprint)
+
+    def adopt(self, fingerprint: str) -> int:
+        """Keep the saved state only if the same settings and data made it (``fingerprint``),
+        else clear it: resuming someone else's half-trained model would give an output that
+        matches neither configuration. Returns the committed epochs kept (see :meth:`recover`).
+        Writes nothing: the caller saves the fingerprint once the run has really started."""
+        saved = self.fingerprint()
+        # Its own files, not the folder: other workers' folders may be nested in the chief's.
+        own_state = saved is not None or self.history_file.exists() or self.backup.exists()
+        if own_state and saved != fingerprint:
+            if self.has_progress():
+                log.warning("%s holds %d epoch(s) of an interrupted run with other settings or data; "
+                            "starting afresh", self.root, self.epochs_done())
+            self.clear()
+        return self.recover()
+
+    def recover(self) -> int:
+        """Bring the backup and the best models in step with ``history.json`` after a kill;
+        return the number of committed epochs to resume after (0: start afresh)."""
+        if not self.root.exists():
+            return 0
+        done = self.epochs_done()
+        if done and not _align_backup(self.backup, done):
+            log.warning("%s: no training backup holds the %d epoch(s) in %s; starting afresh",
+                        self.backup, done, self.history_file.name)
+            self.clear()
+            return 0
+        if not done:
+            # Nothing committed: whatever a first epoch cut short left behind is of no use.
+            shutil.rmtree(self.backup, ignore_errors=True)
+        self.prune_best()
+        return done
+
+    def prune_best(self) -> None:
+        keep = self.best_model()
+        for path in self.best_files().values():
+            if path != keep:
+                path.unlink(missing_ok=True)
+
+    def check_model(self, model: keras.Model) -> None:
+        """The model must be the one the saved state was made with (same layers and weight
+        shapes): a code change between a kill and the rerun is not covered by the fingerprint."""
+        signature = _model_signature(model)
+        if self.has_progress() and self.model_signature_file.is_file():
+            saved = json.loads(self.model_signature_file.read_text(encoding="utf-8"))
+            if saved != signature:
+                raise TrainingError(
+                    f"{self.root} holds an interrupted run of a different model (the code changed since?); "
+                    "run again with trainer.resume=false to start afresh, or delete that folder"
+                )
+        write_json(self.model_signature_file, signature)
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-class EpochHistory(keras.callbacks.Callback):
-    """Every epoch's logs, kept on disk so that a resumed run continues the same history."""
-
-    def __init__(self, workdir: Workdir):
-        super().__init__()
-        self.workdir = workdir
-        self.history: dict[str, list[float]] = {}
-
-    def on_train_begin(self, logs=None):
-        # BackupAndRestore (earlier in the callback list) has set the epoch to resume from; a kill
-        # between our write and its backup can leave us one epoch ahead, so cut back to it.
-        start = getattr(self.model, "_initial_epoch", 0) or 0
-        self.history = {k: v[:start] for k, v in self.workdir.history().items()}
-
-    def on_epoch_end(self, epoch, logs=None):
-        for key, value in (logs or {}).items():
-            self.history.setdefault(key, []).append(float(value))
-        write_json(self.workdir.history_file, self.history)
+def _backup_epoch(metadata: Path) -> int | None:
+    """The epoch count in a BackupAndRestore metadata file; None if missing or cut off."""
+    try:
+        return int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
-class BestCheckpoint(keras.callbacks.Callback):
-    """Keep the model of the best finite ``monitor`` value; the file is replaced atomically, so a
-    kill mid-save or a NaN epoch never damages the best model so far."""
+def _align_backup(folder: Path, epochs: int) -> bool:
+    """Make Keras's backup in ``folder`` hold the state after ``epochs`` epochs; False if
+    neither of its two copies does.
 
-    def __init__(self, path: Path, monitor: str, best: float | None):
-        super().__init__()
-        self.path, self.monitor = Path(path), monitor
-        self.best = math.inf if best is None else best
+    Saving epoch n+1, Keras copies the latest pair (weights, then epoch count) over the previous
+    pair, then writes the new weights, then the new epoch count. An epoch count is therefore only
+    ever written after its weights are complete, and if the previous pair already says ``epochs``
+    a save of a later epoch had begun, so the latest weights may be new or half-written."""
+    names = keras.callbacks.BackupAndRestore(str(folder), double_checkpoint=True)
+    latest = (Path(names._weights_path), Path(names._training_metadata_path))
+    previous = (Path(names._prev_weights_path), Path(names._prev_training_metadata_path))
+    if _backup_epoch(previous[1]) == epochs and previous[0].is_file():
+        for source, target in zip(previous, latest):
+            shutil.copyfile(source, target)
+        return True
+    return _backup_epoch(latest[1]) == epochs and latest[0].is_file()
 
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(value) or value >= self.best:
-            return
-        self.best = float(value)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(self.path) as tmp:
-            self.model.save(tmp)
-        log.info("epoch %d: %s improved to %.4f, saved %s", epoch + 1, self.monitor, value, self.path)
+
+def _model_signature(model: keras.Model) -> list:
+    """Layer classes and weight shapes, independent of Keras's generated layer names."""
+    layers = [[type(layer).__name__, [list(w.shape) for w in layer.weights]] for layer in model.layers]
+    return [type(model.optimizer).__name__ if model.optimizer else None, layers]
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
-    """Stop at the first NaN or infinite loss; the stage then fails with a clear error."""
+    """Stop at the first NaN or infinite loss. The epoch it happens in is not committed (the
+    callbacks below check :attr:`failed`) and the stage then fails with a clear error."""
 
     def __init__(self):
         super().__init__()
         self.where: tuple[int, int, float] | None = None
         self._epoch = 0
+
+    @property
+    def failed(self) -> bool:
+        return self.where is not None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -127,6 +220,100 @@ class StopOnNonFinite(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.where = (self._epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model of each epoch that lowers the finite ``monitor`` value (strictly) as
+    ``best-<epoch>.keras``, atomically; older ones are removed once the epoch is committed."""
+
+    def __init__(self, workdir: Workdir, monitor: str, best: float | None, guard: StopOnNonFinite):
+        super().__init__()
+        self.workdir, self.monitor, self.guard = workdir, monitor, guard
+        self.best = math.inf if best is None else best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if self.guard.failed or value is None or not math.isfinite(value) or value >= self.best:
+            return
+        self.best = float(value)
+        path = self.workdir.best_file(epoch + 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            self.model.save(tmp)
+        log.info("epoch %d: %s improved to %.4f, saved %s", epoch + 1, self.monitor, value, path)
+
+
+class _Backup(keras.callbacks.BackupAndRestore):
+    """Keras's backup (weights, optimizer state, epoch), skipped for an epoch that went NaN."""
+
+    def __init__(self, workdir: Workdir, guard: StopOnNonFinite):
+        # delete_checkpoint=False: the stage clears the whole work folder once its outputs are written.
+        super().__init__(str(workdir.backup), double_checkpoint=True, delete_checkpoint=False)
+        self.guard = guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.guard.failed:
+            super().on_epoch_end(epoch, logs)
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Every epoch's logs, kept on disk so that a resumed run continues the same history.
+    Writing them is the epoch's commit (see the module docstring)."""
+
+    def __init__(self, workdir: Workdir, guard: StopOnNonFinite):
+        super().__init__()
+        self.workdir, self.guard = workdir, guard
+        self.history: dict[str, list[float]] = {}
+
+    def on_train_begin(self, logs=None):
+        self.history = self.workdir.history()
+        # BackupAndRestore (earlier in the list) has restored the epoch count; Workdir.recover made
+        # it agree with history.json, so a disagreement means the folder was tampered with.
+        start = getattr(self.model, "_initial_epoch", 0) or 0
+        done = len(self.history.get("loss", []))
+        if start != done:
+            raise TrainingError(f"{self.workdir.root}: the training backup is after epoch {start} but "
+                                f"history.json after epoch {done}; delete that folder to start afresh")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.failed:
+            return
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        write_json(self.workdir.history_file, self.history)
+        self.workdir.prune_best()
+
+
+def early_stop_epoch(values: list[float], patience: int) -> int | None:
+    """Keras's ``EarlyStopping`` rule (mode min, min_delta 0) applied to a whole run's values:
+    the 1-based epoch after which training stops, or None."""
+    if patience <= 0:
+        return None
+    best, wait = None, 0
+    for epoch, value in enumerate(values):
+        wait += 1
+        if best is None or value < best:  # a NaN never improves
+            best, wait = value, 0
+        elif wait >= patience and epoch > 0:
+            return epoch + 1
+    return None
+
+
+class ResumableEarlyStopping(keras.callbacks.Callback):
+    """Early stopping counted over the whole run, the epochs before a resume included (Keras's
+    own callback starts counting again at every ``fit``)."""
+
+    def __init__(self, monitor: str, patience: int, prior: list[float], guard: StopOnNonFinite):
+        super().__init__()
+        self.monitor, self.patience, self.guard = monitor, patience, guard
+        self.values = list(prior)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.failed:
+            return
+        self.values.append(float((logs or {}).get(self.monitor, math.nan)))
+        if early_stop_epoch(self.values, self.patience):
             self.model.stop_training = True
 
 
@@ -152,28 +339,50 @@ def fit(
     verbose: str | int = "auto",
 ) -> FitResult:
     """``model.fit`` with resume, the best checkpoint, early stopping and clear failures.
-    ``config_key`` (``segmentation`` or ``classification``) names the settings in error messages."""
+    ``config_key`` (``segmentation`` or ``classification``) names the settings in error messages.
+    A run that had already finished training (killed while writing its outputs) is not trained
+    again: the result comes from the work folder."""
+    resumed_from = workdir.recover()
     prior = workdir.history()
-    resumed_from = len(prior.get("loss", []))
-    prior_best = min((v for v in prior.get(monitor, []) if math.isfinite(v)), default=None)
+    prior_values = prior.get(monitor, [])
+    patience = train.early_stopping_patience
+    finished = resumed_from >= train.epochs or early_stop_epoch(prior_values, patience) is not None
     if resumed_from:
-        log.info("resuming %s training after epoch %d of %d", config_key, resumed_from, train.epochs)
+        log.info("resuming %s training after epoch %d of %d%s", config_key, resumed_from, train.epochs,
+                 " (training had finished)" if finished else "")
 
-    nonfinite = StopOnNonFinite()
-    history = EpochHistory(workdir)
-    stack = [
-        # delete_checkpoint=False: the stage clears the whole work folder once its outputs are written.
-        keras.callbacks.BackupAndRestore(str(workdir.backup), double_checkpoint=True, delete_checkpoint=False),
-        history,
-        BestCheckpoint(workdir.best_model, monitor, prior_best),
-        nonfinite,
-    ]
-    early = None
+    record = prior
+    if not finished:
+        workdir.check_model(model)
+        record = _train(model, train_ds, val_ds, train, workdir, config_key=config_key, callbacks=callbacks,
+                        monitor=monitor, verbose=verbose, prior_values=prior_values)
+
+    values = record.get(monitor, [])
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        raise TrainingError(f"no epoch produced a finite {monitor}; nothing to keep")
+    best_epoch = values.index(min(finite)) + 1
+    best_model = workdir.best_model()
+    if best_model != workdir.best_file(best_epoch):
+        raise TrainingError(f"{workdir.root}: the best model of epoch {best_epoch} is missing; "
+                            "run again with trainer.resume=false")
+    return FitResult(record, best_epoch, best_model, resumed_from,
+                     stopped_early=early_stop_epoch(values, patience) is not None)
+
+
+def _train(model, train_ds, val_ds, train: TrainConfig, workdir: Workdir, *, config_key: str, callbacks,
+           monitor: str, verbose, prior_values: list[float]) -> dict[str, list[float]]:
+    """One ``model.fit`` from the last committed epoch; returns the whole run's history."""
+    guard = StopOnNonFinite()
+    history = EpochHistory(workdir, guard)
+    prior_best = min((v for v in prior_values if math.isfinite(v)), default=None)
+    # The order is the commit protocol of the module docstring; MLflow (in `callbacks`) comes last.
+    stack = [guard, BestCheckpoint(workdir, monitor, prior_best, guard), _Backup(workdir, guard), history]
     if train.early_stopping_patience > 0:
-        early = keras.callbacks.EarlyStopping(monitor=monitor, patience=train.early_stopping_patience)
-        stack.append(early)
+        stack.append(ResumableEarlyStopping(monitor, train.early_stopping_patience, prior_values, guard))
     stack.extend(callbacks)
 
+    workdir.root.mkdir(parents=True, exist_ok=True)
     try:
         # shuffle=False: the input pipeline shuffles (Keras cannot shuffle a tf.data.Dataset).
         model.fit(train_ds, validation_data=val_ds, epochs=train.epochs, callbacks=stack, verbose=verbose,
@@ -186,22 +395,14 @@ def fit(
                 f"(or a smaller data.{config_key}.image_size)"
             ) from exc
         raise
-    if nonfinite.where:
-        epoch, batch, value = nonfinite.where
+    if guard.where:
+        epoch, batch, value = guard.where
         raise TrainingError(
-            f"the loss became {value} at epoch {epoch}, batch {batch}; the best checkpoint so far is kept "
-            f"({workdir.best_model}). Lower {config_key}.train.learning_rate={train.learning_rate} "
-            f"or change {config_key}.train.optimizer={train.optimizer!r}"
+            f"the loss became {value} at epoch {epoch}, batch {batch}; the best model so far is kept in "
+            f"{workdir.root} and epoch {epoch} was not saved. Lower {config_key}.train.learning_rate="
+            f"{train.learning_rate} or change {config_key}.train.optimizer={train.optimizer!r}"
         )
-    if not workdir.best_model.is_file():
-        raise TrainingError(f"no epoch produced a finite {monitor}; nothing to keep")
-
-    record = history.history
-    values = record.get(monitor, [])
-    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
-    best_epoch = min(finite)[1] + 1
-    stopped_early = bool(early and early.stopped_epoch)
-    return FitResult(record, best_epoch, workdir.best_model, resumed_from, stopped_early)
+    return history.history
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
