@@ -11,7 +11,10 @@ STAMP := $(VENV)/.installed-$(FLAVOUR)
 # Stage commands in dvc.yaml call `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Stage logs appear as they happen, also when the output is a pipe (CI, dvc queue logs).
+export PYTHONUNBUFFERED ?= 1
 PYTEST_ARGS ?=
+MLFLOW_PORT ?= 5000
 
 .PHONY: help install run test test-fast params lock bench mlflow-ui clean-venv
 
@@ -53,8 +56,9 @@ lock: ## re-resolve the pinned versions in pyproject.toml into requirements.lock
 bench: install ## measure the project against the seed's way (writes docs/benchmarks.md)
 	$(BIN)/python bench/run_all.py
 
-mlflow-ui: install ## open the MLflow UI on the project's store at http://127.0.0.1:5000
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns --host 127.0.0.1 --port 5000
+mlflow-ui: install ## the MLflow UI on the project's store at http://127.0.0.1:5000 (MLFLOW_PORT=... to move it)
+	@echo "runs table of an experiment: http://127.0.0.1:$(MLFLOW_PORT)/#/experiments/<id>/runs?workflowType=machine_learning"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 clean-venv: ## remove .venv
 	rm -rf $(VENV)
