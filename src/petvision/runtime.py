@@ -8,6 +8,10 @@ It turns ``trainer.*`` into concrete choices, applies them, logs them, and retur
 ``precision: auto`` picks ``mixed_bfloat16`` only where bfloat16 is native (a CPU with AVX-512
 BF16 or AMX, a GPU of compute capability 8.0 or newer): there it is about twice as fast as
 float32 (SPEC §6); elsewhere it is emulated and slower, so ``auto`` stays with float32.
+
+On the JAX backend ``xla`` is always true (Keras runs a JAX step compiled only through XLA) and
+only the default strategy exists. A multi-worker strategy also patches two faults of Keras 3's
+TensorFlow trainer that otherwise stop ``fit`` under it (:func:`_let_keras_fit_multi_worker`).
 """
 
 from __future__ import annotations
@@ -257,7 +261,49 @@ def _make_strategy(name: str) -> tuple[Any, bool, int]:
         return tf.distribute.MirroredStrategy(), True, 0
     tf_config = _parse_tf_config(os.environ.get("TF_CONFIG"))
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    _let_keras_fit_multi_worker()
     return strategy, _is_chief(tf_config), int(tf_config["task"]["index"])
+
+
+def _let_keras_fit_multi_worker() -> None:
+    """Work around two bugs that stop Keras 3's ``fit`` under ``MultiWorkerMirroredStrategy``
+    (open upstream as keras-team/keras#20585; seen with Keras 3.15.1; tests/test_multiworker.py fails
+    without this):
+
+    * before training, Keras all-reduces a whole input batch (``strategy.reduce("MEAN", batch)``)
+      only to learn its shapes, which a collective cannot do ("Attempt to convert a value
+      (PerReplica ...)"): the shapes come from the dataset's ``element_spec`` instead;
+    * after each step, Keras reduces every logged scalar along ``axis=0``, which a scalar does not
+      have ("Invalid reduction dimension 0"): the mean over the replicas is taken instead, as Keras
+      does for every other strategy.
+
+    Only processes that create a multi-worker strategy are patched; it is done once."""
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if getattr(tf_trainer, "_petvision_multi_worker", False):
+        return
+    if not all(hasattr(tf_trainer, name) for name in ("reduce_per_replica", "_collective_all_reduce_multi_worker")):
+        log.warning("runtime: this Keras (%s) has another TensorFlow trainer; multi-worker fit is unpatched",
+                    keras.__version__)
+        return
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return
+        if data_batch is None and iterator is not None:
+            data_batch = iterator.data_adapter.get_tf_dataset().element_spec
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+            return tf_trainer.tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer._petvision_multi_worker = True
 
 
 def _set_determinism(deterministic: bool) -> None:
@@ -272,6 +318,16 @@ def _set_determinism(deterministic: bool) -> None:
         flags = os.environ.get("XLA_FLAGS", "")
         if "--xla_gpu_deterministic_ops" not in flags:
             os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+
+
+def _jit_compile(configured: bool) -> bool:
+    """``trainer.xla`` is TensorFlow's choice. Keras on JAX runs a step compiled only through XLA
+    (``jit_compile=False`` there means op by op, many times slower), so JAX always gets True."""
+    if keras.backend.backend() == "jax":
+        if not configured:
+            log.info("runtime: the JAX backend always compiles with XLA (trainer.xla=false applies to TensorFlow)")
+        return True
+    return bool(configured)
 
 
 def setup(cfg: TrainerConfig) -> Runtime:
@@ -293,7 +349,7 @@ def setup(cfg: TrainerConfig) -> Runtime:
     rt = Runtime(
         device=device,
         precision=precision,
-        xla=bool(cfg.xla),
+        xla=_jit_compile(cfg.xla),
         strategy=strategy,
         strategy_name=cfg.strategy,
         num_replicas=int(strategy.num_replicas_in_sync),
@@ -310,6 +366,6 @@ def setup(cfg: TrainerConfig) -> Runtime:
         device, accelerator, precision, why, rt.xla, rt.strategy_name, rt.num_replicas,
         "" if rt.is_chief else f", worker {worker_index} (not chief)", cfg.seed, rt.deterministic,
     )
-    if rt.xla and device == "cpu":
+    if rt.xla and device == "cpu" and _uses_tensorflow():
         log.info("runtime: trainer.xla=true on a CPU is often slower than without (SPEC §6)")
     return rt

@@ -1,0 +1,137 @@
+"""Backend neutrality: where TensorFlow is absent but Keras 3 and JAX are (the lent GPU machine),
+the model builders, the input batches and the resumable ``training.fit`` still work.
+
+The JAX check runs in a subprocess with ``KERAS_BACKEND=jax`` and ``import tensorflow`` made to
+fail, so anything on that path that needs TensorFlow shows. It is skipped where JAX is not
+installed (the project's own environment pins TensorFlow only); ``docs/benchmarks.md``
+("Backends") says how to run it in a virtual environment that has JAX. The batches that such a
+backend gets are checked here on any backend.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+from petvision import inputs
+
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+
+
+def epoch(ds) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [ds[i] for i in range(len(ds))]
+
+
+def test_array_batches_give_every_row_once_per_epoch_paired_and_reshuffled():
+    """The batches backends without tf.data get (runs on any backend)."""
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1)
+    targets = images * 2
+    ds = inputs.ArrayBatches(images, targets, 4, shuffle=True, seed=3)
+    first = epoch(ds)
+    assert [len(x) for x, _ in first] == [4, 4, 2]
+    rows = np.concatenate([x for x, _ in first]).ravel()
+    assert sorted(rows) == list(range(10))
+    assert all((y == x * 2).all() for x, y in first)  # images and targets stay paired
+    assert all((np.diff(x.ravel()) > 0).all() for x, _ in first)  # sorted reads from the memory map
+    assert [x.tolist() for x, _ in epoch(inputs.ArrayBatches(images, targets, 4, shuffle=True, seed=3))] == \
+        [x.tolist() for x, _ in first]  # the seed decides the order
+    ds.on_epoch_end()
+    second = np.concatenate([x for x, _ in epoch(ds)]).ravel()
+    assert sorted(second) == list(range(10)) and second.tolist() != rows.tolist()
+    in_order = inputs.ArrayBatches(images, targets, 4, shuffle=False, seed=3, drop_remainder=True)
+    assert [x.ravel().tolist() for x, _ in epoch(in_order)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+ON_JAX = textwrap.dedent("""
+    import json, sys
+
+    class NoTensorFlow:  # any import of TensorFlow on this path fails loudly
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "tensorflow":
+                raise ImportError(f"{name}: TensorFlow is blocked in this check")
+
+    sys.meta_path.insert(0, NoTensorFlow())
+    from pathlib import Path
+    import keras, numpy as np
+    from petvision import inputs, metrics, runtime, training
+    from petvision.config import (AugmentationConfig, ClassificationModelConfig, SegmentationModelConfig,
+                                  TrainConfig, TrainerConfig)
+    from petvision.models import build_classifier, build_segmentation_model
+
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    work = Path(sys.argv[1])
+    rt = runtime.setup(TrainerConfig(device="cpu", precision=sys.argv[2], xla=False, strategy="default",
+                                     seed=1, deterministic=False, resume=False))
+    rng = np.random.default_rng(0)
+    augmentation = AugmentationConfig(enabled=True, flip="horizontal", rotation=0.1, zoom=0.2)
+    cases = [
+        ("segmentation", build_segmentation_model(SegmentationModelConfig(name="seed", num_classes=3), 16), 16),
+        ("segmentation", build_segmentation_model(SegmentationModelConfig(name="unet", num_classes=3), 16), 16),
+        ("classification", build_classifier(ClassificationModelConfig(name="mini_xception", augmentation=augmentation,
+                                                                      dropout=0.5), 32), 32),
+        ("classification", build_classifier(ClassificationModelConfig(name="simple_convnet", augmentation=augmentation,
+                                                                      dropout=0.5), 80), 80),
+        ("classification", build_classifier(ClassificationModelConfig(name="residual_convnet", augmentation=None,
+                                                                      dropout=0.0), 32), 32),
+    ]
+    report = {"xla": rt.xla, "precision": rt.precision, "models": {}}
+    for task, model, size in cases:
+        x = rng.integers(0, 256, (6, size, size, 3), dtype=np.uint8)
+        y = rng.integers(0, 3, (6, size, size, 1), dtype=np.uint8) if task == "segmentation" \\
+            else rng.integers(0, 2, (6,), dtype=np.uint8)
+        train_ds = inputs.batches(x[:4], y[:4], 4, shuffle=True, seed=1)
+        val_ds = inputs.batches(x[4:], y[4:], 4, shuffle=False, seed=1)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss="sparse_categorical_crossentropy" if task == "segmentation" else "binary_crossentropy",
+                      metrics=metrics.segmentation_metrics(3) if task == "segmentation" else metrics.classification_metrics(),
+                      jit_compile=rt.xla)
+        result = training.fit(model, train_ds, val_ds, TrainConfig(optimizer="adam", learning_rate=1e-3, batch_size=4,
+                                                                   epochs=1, early_stopping_patience=0),
+                              training.Workdir(work / model.name), config_key=task, verbose=0)
+        best = keras.saving.load_model(result.best_model, safe_mode=True)
+        report["models"][model.name] = {
+            "input_kind": type(train_ds).__name__,
+            "jit_compile": bool(model.jit_compile),
+            "history": sorted(result.history),
+            "prediction_shape": list(np.asarray(best.predict(x[:2], verbose=0)).shape),
+        }
+    print(json.dumps(report))
+""")
+
+
+def run_on_jax(tmp_path, precision: str) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", ON_JAX, str(tmp_path), precision], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@needs_jax
+@pytest.mark.slow
+@pytest.mark.timeout(1000)
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_every_model_builds_and_trains_one_step_on_jax_without_tensorflow(tmp_path, precision):
+    report = run_on_jax(tmp_path, precision)
+    assert report["xla"] is True  # JAX runs a step compiled only through XLA (runtime.setup)
+    assert report["precision"] == precision
+    models = report["models"]
+    assert set(models) == {"seed_segmentation", "unet_segmentation", "mini_xception", "simple_convnet",
+                           "residual_convnet"}
+    for name, seen in models.items():
+        assert seen["input_kind"] == "ArrayBatches", name
+        assert "loss" in seen["history"] and "val_loss" in seen["history"], name
+    assert models["seed_segmentation"]["prediction_shape"] == [2, 16, 16, 3]
+    assert models["unet_segmentation"]["prediction_shape"] == [2, 16, 16, 3]
+    assert models["mini_xception"]["prediction_shape"] == [2, 1]
+    # The models without random rotation/zoom layers train compiled.
+    assert models["seed_segmentation"]["jit_compile"] and models["residual_convnet"]["jit_compile"]
