@@ -1,0 +1,228 @@
+"""The synthetic source: the Oxford layout, honest trimaps, determinism, and guards that keep the
+task from being solvable by colour alone (so that the models must learn shape)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from petvision import config, layout, synthetic
+from petvision.config import SyntheticConfig
+from petvision.errors import ConfigError, DataError
+
+NUM_IMAGES = 300
+
+
+@pytest.fixture(scope="module")
+def default_cfg() -> SyntheticConfig:
+    """The generator's settings from conf/ (sizes, JPEG qualities, seed), with fewer images."""
+    raw = config.compose()
+    return SyntheticConfig(**{**dict(raw.data.synthetic), "num_images": NUM_IMAGES})
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, default_cfg):
+    root = tmp_path_factory.mktemp("synthetic")
+    summary = synthetic.generate(root, default_cfg, workers=2)
+    return root, summary
+
+
+@pytest.fixture(scope="module")
+def arrays(generated):
+    """Every image and trimap at 96 x 96 (nearest for trimaps), with its species, in list order."""
+    root, _ = generated
+    where = layout.Layout(root)
+    stems = [e.stem for e in layout.parse_list(where.list_file.read_text())]
+    images, trimaps = [], []
+    for stem in stems:
+        with Image.open(where.image_path(stem)) as im:
+            images.append(np.asarray(im.convert("RGB").resize((96, 96), Image.BILINEAR)))
+        with Image.open(where.trimap_path(stem)) as tm:
+            trimaps.append(np.asarray(tm.resize((96, 96), Image.NEAREST)))
+    species = np.array([layout.species_of(s) for s in stems])
+    # A fixed shuffle, so that train and test both hold every breed.
+    order = np.random.default_rng(0).permutation(len(stems))
+    return np.stack(images)[order], np.stack(trimaps)[order], species[order]
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def test_writes_the_oxford_layout_with_a_consistent_list(generated, default_cfg):
+    root, summary = generated
+    where = layout.Layout(root)
+    scan = layout.scan(root)
+    assert len(scan.pairs) == NUM_IMAGES == summary.num_images
+    assert not scan.images_without_trimap and not scan.trimaps_without_image and not scan.ignored
+
+    text = where.list_file.read_text()
+    assert text.startswith(layout.LIST_HEADER)
+    entries = layout.parse_list(text)
+    assert sorted(e.stem for e in entries) == scan.pairs
+
+    class_of, breed_of = {}, {}
+    for e in entries:
+        breed = layout.breed_of(e.stem)
+        assert e.stem == f"{breed}_{e.stem.rsplit('_', 1)[1]}" and e.stem.rsplit("_", 1)[1].isdigit()
+        assert e.species == layout.species_of(e.stem) + 1  # capitalized = cat = 1
+        assert class_of.setdefault(breed, e.class_id) == e.class_id
+        assert breed_of.setdefault(breed, (e.species, e.breed_id)) == (e.species, e.breed_id)
+    assert sorted(class_of.values()) == list(range(1, len(class_of) + 1))
+    for species in (1, 2):
+        ids = sorted(b for s, b in breed_of.values() if s == species)
+        assert ids == list(range(1, len(ids) + 1))
+    # the numbering within a breed starts at 1 and has no gaps
+    for breed, count in summary.breed_counts.items():
+        stems = {e.stem for e in entries if layout.breed_of(e.stem) == breed}
+        assert stems == {f"{breed}_{i}" for i in range(1, count + 1)}
+
+
+def test_species_are_balanced_and_each_has_several_breeds(generated):
+    _, summary = generated
+    assert summary.species_counts == {"cat": NUM_IMAGES // 2, "dog": NUM_IMAGES // 2}
+    cats = [b for b in summary.breed_counts if layout.species_of(b) == layout.CAT]
+    dogs = [b for b in summary.breed_counts if layout.species_of(b) == layout.DOG]
+    assert len(cats) >= 6 and len(dogs) >= 6
+    assert all(b[0].isupper() for b in cats) and all(b.islower() for b in dogs)
+
+
+def test_images_are_rgb_jpegs_within_the_size_bounds_and_match_their_trimaps(generated, default_cfg):
+    root, _ = generated
+    where = layout.Layout(root)
+    sizes = set()
+    for stem in layout.scan(root).pairs:
+        with Image.open(where.image_path(stem)) as im, Image.open(where.trimap_path(stem)) as tm:
+            assert im.format == "JPEG" and im.mode == "RGB"
+            assert tm.format == "PNG" and tm.mode == "L"
+            assert im.size == tm.size
+            assert default_cfg.min_side <= min(im.size) <= max(im.size) <= default_cfg.max_side
+            sizes.add(im.size)
+    assert len(sizes) > NUM_IMAGES // 2  # sizes vary, as in the real set
+
+
+# --------------------------------------------------------------------------- trimaps
+
+
+def test_trimaps_hold_pet_background_and_a_border_band_that_surrounds_the_pet(generated):
+    root, _ = generated
+    where = layout.Layout(root)
+    for stem in layout.scan(root).pairs:
+        with Image.open(where.trimap_path(stem)) as tm:
+            t = np.asarray(tm)
+        assert set(np.unique(t)) <= {layout.TRIMAP_PET, layout.TRIMAP_BACKGROUND, layout.TRIMAP_BORDER}, stem
+        pet, background = t == layout.TRIMAP_PET, t == layout.TRIMAP_BACKGROUND
+        assert pet.any() and background.any() and (t == layout.TRIMAP_BORDER).any(), stem
+        # no pet pixel touches a background pixel (8-neighbourhood): the band always lies between
+        padded = np.pad(background, 1)
+        h, w = t.shape
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                neighbour_bg = padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+                assert not (pet & neighbour_bg).any(), stem
+
+
+def test_pets_are_large_and_some_are_cut_by_the_edge(arrays):
+    _, trimaps, _ = arrays
+    covered = (trimaps != layout.TRIMAP_BACKGROUND).mean(axis=(1, 2))
+    # large enough for shapes to survive resizing to 96 px (about 0.3 at the time of writing)
+    assert 0.2 <= float(np.median(covered)) <= 0.45
+    edge = np.concatenate([trimaps[:, 0], trimaps[:, -1], trimaps[:, :, 0], trimaps[:, :, -1]], axis=1)
+    touching = (edge != layout.TRIMAP_BACKGROUND).any(axis=1).mean()
+    assert 0.1 <= touching <= 0.85  # close-ups always, whole pets now and then
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_output_is_byte_identical_whatever_the_worker_count(tmp_path, default_cfg):
+    cfg = dataclasses.replace(default_cfg, num_images=12)
+    one, two = tmp_path / "one", tmp_path / "two"
+    synthetic.generate(one, cfg, workers=1)
+    synthetic.generate(two, cfg, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert len(files) == 2 * 12 + 1
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    for rel in files:
+        assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
+
+
+def test_render_depends_on_the_seed_and_index_only(default_cfg):
+    jobs = synthetic.plan(default_cfg)
+    index, breed, stem = jobs[5]
+    a, b = synthetic.render(default_cfg, index, breed, stem), synthetic.render(default_cfg, index, breed, stem)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.trimap, b.trimap)
+    other = synthetic.render(dataclasses.replace(default_cfg, seed=default_cfg.seed + 1), index, breed, stem)
+    assert other.image.shape != a.image.shape or not np.array_equal(other.image, a.image)
+    # a longer data set starts with the same images
+    assert synthetic.plan(dataclasses.replace(default_cfg, num_images=500))[:NUM_IMAGES] == jobs
+
+
+# --------------------------------------------------------------------------- colour is not enough
+
+
+def _colour_bins(images: np.ndarray, levels: int) -> np.ndarray:
+    q = images.astype(np.int64) * levels // 256
+    return (q[..., 0] * levels + q[..., 1]) * levels + q[..., 2]
+
+
+def test_colour_histograms_do_not_tell_the_species(arrays):
+    """Nearest-centroid on per-image colour histograms stays near chance: coats are shared."""
+    images, _, species = arrays
+    bins = _colour_bins(images, 8).reshape(len(images), -1)
+    hist = np.stack([np.bincount(b, minlength=8**3) for b in bins]).astype(float) / bins.shape[1]
+    n_train = len(images) * 2 // 3
+    centroids = np.stack([hist[:n_train][species[:n_train] == s].mean(axis=0) for s in (layout.CAT, layout.DOG)])
+    distance = ((hist[n_train:, None, :] - centroids[None]) ** 2).sum(axis=-1)
+    accuracy = float((distance.argmin(axis=1) == species[n_train:]).mean())
+    assert accuracy <= 0.65, accuracy
+
+
+def test_pixel_colours_do_not_segment_the_pet(arrays):
+    """The best per-colour rule learned on training pixels (predict "pet" for the set of colour bins
+    that maximizes training IoU) stays far from a usable segmentation on held-out images."""
+    images, trimaps, _ = arrays
+    levels = 16
+    bins = _colour_bins(images, levels)
+    n_train = len(images) * 2 // 3
+    known = trimaps != layout.TRIMAP_BORDER  # the band is "not classified" in the real set
+    train_bins, train_pet = bins[:n_train][known[:n_train]], (trimaps[:n_train] == layout.TRIMAP_PET)[known[:n_train]]
+    pet = np.bincount(train_bins[train_pet], minlength=levels**3).astype(float)
+    total = np.bincount(train_bins, minlength=levels**3).astype(float)
+    order = np.argsort(-pet / np.maximum(total, 1))
+    chosen_pet, chosen_all = np.cumsum(pet[order]), np.cumsum(total[order])
+    train_iou = chosen_pet / (pet.sum() + chosen_all - chosen_pet)
+    chosen = np.zeros(levels**3, bool)
+    chosen[order[: int(train_iou.argmax()) + 1]] = True
+
+    test_known = known[n_train:]
+    predicted = chosen[bins[n_train:][test_known]]
+    truth = (trimaps[n_train:] == layout.TRIMAP_PET)[test_known]
+    iou = float((predicted & truth).sum() / (predicted | truth).sum())
+    assert iou <= 0.5, iou
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_settings_name_the_key(tmp_path, default_cfg):
+    with pytest.raises(ConfigError, match="max_side"):
+        synthetic.generate(tmp_path, dataclasses.replace(default_cfg, min_side=300, max_side=200))
+    with pytest.raises(ConfigError, match="jpeg_quality"):
+        synthetic.generate(tmp_path, dataclasses.replace(default_cfg, jpeg_quality_min=90, jpeg_quality_max=80))
+    with pytest.raises(ConfigError, match="num_images"):
+        synthetic.generate(tmp_path, dataclasses.replace(default_cfg, num_images=0))
+    assert not any(tmp_path.iterdir())
+
+
+def test_refuses_a_folder_that_already_holds_images(tmp_path, default_cfg):
+    images = layout.Layout(tmp_path).images_dir
+    images.mkdir(parents=True)
+    (images / "Abyssinian_1.jpg").write_bytes(b"old")
+    with pytest.raises(DataError, match=str(images)):
+        synthetic.generate(tmp_path, dataclasses.replace(default_cfg, num_images=2), workers=1)
+    assert (images / "Abyssinian_1.jpg").read_bytes() == b"old"
+    assert not Path(layout.Layout(tmp_path).list_file).exists()
