@@ -71,6 +71,41 @@ def test_simple_convnet_and_residual_demo_counts():
     assert counts(residual_convnet(32)) == (297_697, 297_697, 0)
 
 
+@pytest.mark.parametrize("size", [32, 97])
+def test_thin_strided_projection_computes_the_books_strided_1x1_convolution(size):
+    import keras
+
+    from petvision.models.classification import strided_pointwise_projection
+
+    inputs = keras.Input((size, size, 3))
+    ours = keras.Model(inputs, strided_pointwise_projection(inputs, 32, name="proj"))
+    books = keras.Sequential([keras.Input((size, size, 3)), keras.layers.Conv2D(32, 1, strides=2)])
+    assert ours.count_params() == books.count_params() == 3 * 32 + 32
+    books.set_weights(ours.get_layer("proj").get_weights())
+    x = np.random.default_rng(2).normal(size=(2, size, size, 3)).astype("float32")
+    np.testing.assert_allclose(ours.predict(x, verbose=0), books.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_residual_demo_trains_on_images_of_96_px_and_more(tmp_path):
+    """Regression: the book's strided 1x1 projection of the 3-channel image crashed TensorFlow's
+    CPU training (oneDNN heap corruption) at 96 px and above. Run in a child so a crash is a
+    failure here, not the end of the test session."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fit.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from petvision.models.classification import residual_convnet\n"
+        "m = residual_convnet(96)\n"
+        "m.compile('adam', 'binary_crossentropy')\n"
+        "x = np.random.default_rng(0).uniform(0, 255, (64, 96, 96, 3)).astype('float32')\n"
+        "m.fit(x, np.arange(64) % 2, batch_size=16, epochs=2, verbose=0)\n"
+        "print('trained')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("name", ["mini_xception", "simple_convnet", "residual_convnet"])
 def test_classifier_builder_names_its_last_conv_layer_and_outputs_a_probability(name):
     aug = AugmentationConfig(enabled=name != "residual_convnet", flip="horizontal", rotation=0.1, zoom=0.2)

@@ -88,6 +88,23 @@ def simple_convnet(image_size: int = 180, augmentation: AugmentationConfig | Non
     return keras.Model(inputs, _sigmoid_head(x, dropout, "head"), name="simple_convnet")
 
 
+# oneDNN's 1x1 stride-2 backward-weights kernel writes past its workspace when the input has
+# fewer channels than its channel block (16 with AVX-512, 8 with AVX2): TF 2.21 on CPU then
+# crashes or, on some machines, silently returns wrong gradients (uxlfoundation/oneDNN#6035).
+# Block 1 of the seed's network projects the 3-channel image that way at any size >= 96 px.
+_ONEDNN_SAFE_STRIDED_1X1_CHANNELS = 16
+
+
+def strided_pointwise_projection(x, filters: int, name: str):
+    """The seed's `Conv2D(filters, 1, strides=2)`. On thin inputs the same function is computed as
+    a 2x subsampling followed by a stride-1 1x1 convolution (identical output shape, kernel, bias
+    and parameter count) to stay off the oneDNN kernel above."""
+    if x.shape[-1] >= _ONEDNN_SAFE_STRIDED_1X1_CHANNELS:
+        return layers.Conv2D(filters, 1, strides=2, name=name)(x)
+    x = layers.MaxPooling2D(pool_size=1, strides=2, name=f"{name}_subsample")(x)
+    return layers.Conv2D(filters, 1, name=name)(x)
+
+
 def residual_block(x, filters: int, pooling: bool, block: int):
     """The seed's residual block: two 3x3 convolutions; the residual is projected with a 1x1
     convolution when the filters change, strided when the block max-pools."""
@@ -96,7 +113,7 @@ def residual_block(x, filters: int, pooling: bool, block: int):
     x = layers.Conv2D(filters, 3, activation="relu", padding="same", name=f"block{block}_conv2")(x)
     if pooling:
         x = layers.MaxPooling2D(2, padding="same", name=f"block{block}_pool")(x)
-        residual = layers.Conv2D(filters, 1, strides=2, name=f"block{block}_residual")(residual)
+        residual = strided_pointwise_projection(residual, filters, name=f"block{block}_residual")
     elif filters != residual.shape[-1]:
         residual = layers.Conv2D(filters, 1, name=f"block{block}_residual")(residual)
     return layers.add([x, residual], name=f"block{block}_add")
