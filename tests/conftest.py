@@ -19,6 +19,37 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 
+def write_quirky_image(path: Path, rgb, quirk: str) -> None:
+    """Save ``rgb`` under ``path`` (a .jpg name) as one of the real set's oddities (SPEC §5)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.fromarray(rgb)
+    if quirk in ("jpeg", "extraneous_bytes"):
+        buffer = io.BytesIO()
+        img.save(buffer, format="JPEG", quality=95)
+        data = buffer.getvalue()
+        if quirk == "extraneous_bytes":
+            # libjpeg's "Corrupt JPEG data: N extraneous bytes before marker 0xd9": decodes fine.
+            data = data[:-2] + b"\x00\x11\x22" + data[-2:]
+        path.write_bytes(data)
+    elif quirk == "png_as_jpg":
+        img.save(path, format="PNG")
+    elif quirk == "gif_as_jpg":
+        img.convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(path, format="GIF")
+    elif quirk == "rgba":
+        img.convert("RGBA").save(path, format="PNG")
+    elif quirk == "cmyk":
+        img.convert("CMYK").save(path, format="JPEG", quality=95)
+    elif quirk == "grayscale":
+        img.convert("L").save(path, format="JPEG", quality=95)
+    elif quirk == "palette":
+        img.convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(path, format="PNG")
+    else:
+        raise AssertionError(quirk)
+
+
 def path_overrides(base: Path) -> list[str]:
     """Hydra overrides that move every output of the pipeline under ``base``."""
     names = ["raw", "downloads", "npy", "models", "reports", "state"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_quirky_image
 from petvision import images
 from petvision.errors import DataError
 
@@ -44,28 +45,7 @@ def jpeg_bytes(rgb: np.ndarray, **kwargs) -> bytes:
 
 def write_quirk(path: Path, quirk: str) -> None:
     """Write one of the real set's oddities under a .jpg name."""
-    rgb = block_picture()
-    img = Image.fromarray(rgb)
-    if quirk == "jpeg":
-        img.save(path, format="JPEG", quality=95)
-    elif quirk == "png_as_jpg":
-        img.save(path, format="PNG")
-    elif quirk == "gif_as_jpg":
-        img.convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(path, format="GIF")
-    elif quirk == "rgba":
-        img.convert("RGBA").save(path, format="PNG")
-    elif quirk == "cmyk":
-        img.convert("CMYK").save(path, format="JPEG", quality=95)
-    elif quirk == "grayscale":
-        img.convert("L").save(path, format="JPEG", quality=95)
-    elif quirk == "palette":
-        img.convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(path, format="PNG")
-    elif quirk == "extraneous_bytes":
-        data = jpeg_bytes(rgb)
-        # libjpeg's "Corrupt JPEG data: N extraneous bytes before marker 0xd9": decodes fine.
-        path.write_bytes(data[:-2] + b"\x00\x11\x22" + data[-2:])
-    else:
-        raise AssertionError(quirk)
+    write_quirky_image(path, block_picture(), quirk)
 
 
 @pytest.mark.parametrize(("quirk", "kind", "grayscale"), [

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_quirky_image
 from petvision import images, layout, npy_dataset, preprocess
 from petvision.errors import ConfigError, DataError
 
@@ -65,36 +66,13 @@ QUIRKS = ("jpeg", "png_as_jpg", "gif_as_jpg", "rgba", "cmyk", "grayscale", "pale
 SIDES = ((64, 64), (96, 64), (64, 128), (128, 96))
 
 
-def write_image(path: Path, rgb: np.ndarray, quirk: str) -> None:
-    img = Image.fromarray(rgb)
-    if quirk in ("jpeg", "extraneous_bytes"):
-        img.save(path, format="JPEG", quality=95)
-        if quirk == "extraneous_bytes":
-            data = path.read_bytes()
-            path.write_bytes(data[:-2] + b"\x00\x01\x02" + data[-2:])
-    elif quirk == "png_as_jpg":
-        img.save(path, format="PNG")
-    elif quirk == "gif_as_jpg":
-        img.convert("P").save(path, format="GIF")
-    elif quirk == "rgba":
-        img.convert("RGBA").save(path, format="PNG")
-    elif quirk == "cmyk":
-        img.convert("CMYK").save(path, format="JPEG", quality=95)
-    elif quirk == "grayscale":
-        img.convert("L").save(path, format="JPEG", quality=95)
-    elif quirk == "palette":
-        img.convert("P").save(path, format="PNG")
-    else:
-        raise AssertionError(quirk)
-
-
 def write_pair(root: Path, stem: str, quirk: str = "jpeg", side: tuple[int, int] = (64, 64),
                image: bool = True, mask: bool = True) -> None:
     lay = layout.Layout(root)
     lay.images_dir.mkdir(parents=True, exist_ok=True)
     lay.trimaps_dir.mkdir(parents=True, exist_ok=True)
     if image:
-        write_image(lay.image_path(stem), picture(stem, *side), quirk)
+        write_quirky_image(lay.image_path(stem), picture(stem, *side), quirk)
     if mask:
         Image.fromarray(trimap(stem, *side)).save(lay.trimap_path(stem))
 
