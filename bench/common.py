@@ -7,11 +7,14 @@ on a machine without TensorFlow. Each function imports the backend it needs when
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform
 import re
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -290,6 +293,24 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def work_folder(folder: Path | None, prefix: str):
+    """``folder`` when given (kept, so a rerun reuses its generated data), else a temporary one."""
+    if folder:
+        yield Path(folder)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
+def report(results, text: str, json_path: Path | None):
+    """Print a benchmark's markdown and, on request, write its raw results as JSON."""
+    print(text)
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2))
+    return results
 
 
 # --------------------------------------------------------------------------- generated data

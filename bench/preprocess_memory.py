@@ -179,15 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.images = 60
-    if args.folder:
-        res = measure(args.images, args.size, args.cls_size, args.folder)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp:
-            res = measure(args.images, args.size, args.cls_size, Path(tmp))
-    print(markdown(res))
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
-    return res
+    with common.work_folder(args.folder, "bench-preprocess-") as folder:
+        res = measure(args.images, args.size, args.cls_size, folder)
+    return common.report(res, markdown(res), args.json)
 
 
 if __name__ == "__main__":

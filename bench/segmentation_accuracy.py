@@ -14,9 +14,7 @@ it is on by default (``--seeds 2``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -118,15 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.images, args.size, args.epochs, args.seeds = 96, 64, 2, 1
     precisions = [p for p in args.precisions.split(",") if p]
-    if args.folder:
-        res = measure(args.folder, args.images, args.size, args.epochs, args.seeds, precisions)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as tmp:
-            res = measure(Path(tmp), args.images, args.size, args.epochs, args.seeds, precisions)
-    print(markdown(res))
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
-    return res
+    with common.work_folder(args.folder, "bench-accuracy-") as folder:
+        res = measure(folder, args.images, args.size, args.epochs, args.seeds, precisions)
+    return common.report(res, markdown(res), args.json)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ The ceiling is the machine's matrix-multiply rate in the same precision (``tf.ma
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -233,10 +232,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
              "classification": Task("classification", "mini-Xception", args.cls_size)}
     results = [measure(tasks[name], setups(args.xla, args.levers), args.steps, args.skip, args.repeats, args.batch,
                        args.matmul_n) for name in args.models.split(",")]
-    print(markdown(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return results
+    return common.report(results, markdown(results), args.json)
 
 
 if __name__ == "__main__":
