@@ -20,6 +20,14 @@ LAST_CONV_LAYER = {
     "residual_convnet": "block3_add",
 }
 
+# Every block's output, shallow to deep (the last is LAST_CONV_LAYER's): the layers the visualize
+# stage compares, and among which it picks the ones its localization method fuses.
+BLOCK_OUTPUTS = {
+    "mini_xception": ("block1_add", "block2_add", "block3_add", "block4_add", "block5_add"),
+    "simple_convnet": ("conv1", "conv2", "conv3", "conv4", "conv5"),
+    "residual_convnet": ("block1_add", "block2_add", "block3_add"),
+}
+
 BOOK_AUGMENTATION = AugmentationConfig(enabled=True, flip="horizontal", rotation=0.1, zoom=0.2)
 
 
