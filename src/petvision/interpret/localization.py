@@ -1,0 +1,125 @@
+"""Where the classifier looks, layer by layer, and the stage's default localization method.
+
+A layer's map has one cell per ``stride`` x ``stride`` pixels of the image: the mini-Xception's
+last block is 3x3 at 96 px (stride 32), too coarse to say which third of the image the evidence
+is in. The default method takes a recipe of :mod:`cams` at the block outputs whose stride lies
+in the configured range (pixels of the image per cell, so the choice does not depend on the
+input size): by default HiResCAM at stride 8, the mini-Xception's block3 (12x12 at 96 px), where
+the measured per-block table of the quick preset localizes best. Several layers in the range are
+upsampled to the image and fused by the element-wise maximum, as LayerCAM does (Jiang et al.
+2021).
+
+The measures, per image and averaged: the share of the map's mass on the pet (chance: the pet's
+share of the image) and the pointing game (whether the map's peak is on the pet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+
+from petvision.errors import ConfigError
+from petvision.interpret import gradcam
+from petvision.interpret.cams import LayerMaps
+
+
+def stride(model: keras.Model, layer: str) -> int:
+    """Pixels of the (square) input per cell of ``layer``'s (square) feature map, rounded to a
+    power of two: the downsampling the layer is at, whatever the input size (valid convolutions
+    trim a few pixels: the mini-Xception's last block is 3x3 at 96 px and 6x6 at 180 px, both
+    stride 32)."""
+    size = int(model.inputs[0].shape[1])
+    cells = int(model.get_layer(layer).output.shape[1])
+    return int(2 ** round(float(np.log2(size / cells))))
+
+
+def layers_by_stride(
+    model: keras.Model, candidates: Sequence[str], min_stride: float, max_stride: float
+) -> list[str]:
+    """The candidates whose stride lies in ``[min_stride, max_stride]``; if none does, the one
+    nearest the range (on a log scale), so that a small input still gets a map."""
+    if not candidates:
+        raise ConfigError(f"{model.name}: no block outputs to choose the localization layers from")
+    strides = {layer: stride(model, layer) for layer in candidates}
+    inside = [layer for layer in candidates if min_stride <= strides[layer] <= max_stride]
+    if inside:
+        return inside
+
+    def distance(layer: str) -> float:
+        s = strides[layer]
+        return float(np.log(min_stride / s) if s < min_stride else np.log(s / max_stride))
+
+    return [min(candidates, key=distance)]
+
+
+def upsampled(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Maps ``(N, h, w)`` resized bilinearly to ``(N, H, W)``, each divided by its maximum again."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.shape[1:] == tuple(size):
+        return maps
+    up = (
+        np.stack([gradcam.upsample(m, size) for m in maps])
+        if len(maps)
+        else np.zeros((0, *size), np.float32)
+    )
+    peak = up.max(axis=(1, 2), keepdims=True) if len(up) else up
+    return np.where(peak > 0, up / np.where(peak > 0, peak, 1), 0).astype(np.float32)
+
+
+def fuse(maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Several layers' maps of the same images, each ``(N, h_l, w_l)``, upsampled to ``size`` and
+    combined by the element-wise maximum: the coarse layer says roughly where, the finer one
+    sharpens it, and neither can cancel the other's evidence."""
+    if not maps:
+        raise ValueError("nothing to fuse")
+    return np.max(np.stack([upsampled(m, size) for m in maps]), axis=0)
+
+
+def scores(maps: np.ndarray, masks: np.ndarray) -> dict:
+    """:func:`gradcam.localization` and the heat-on-pet ratio to chance (mean heat share over mean
+    pet share: 1 is chance, 2 is twice as much heat on the pet as its area)."""
+    result = gradcam.localization(maps, masks)
+    area = result["pet_area"]
+    result["heat_ratio"] = result["heat_on_pet"] / area if area > 0 else float("nan")
+    return result
+
+
+def per_layer(found: LayerMaps, model: keras.Model, masks: np.ndarray) -> dict[str, dict]:
+    """For every layer of ``found``: its map size and stride, and each method's scores."""
+    table: dict[str, dict] = {}
+    for layer, by_method in found.maps.items():
+        row: dict = {
+            "map_size": int(model.get_layer(layer).output.shape[1]),
+            "stride": stride(model, layer),
+        }
+        for method, maps in by_method.items():
+            s = scores(maps, masks)
+            row[method] = {k: s[k] for k in ("heat_on_pet", "heat_ratio", "pointing_game")}
+        table[layer] = row
+    return table
+
+
+def default_maps(
+    found: LayerMaps, layers: Sequence[str], method: str, size: tuple[int, int]
+) -> np.ndarray:
+    """The default method's maps at the image size: ``method`` at ``layers``, fused."""
+    return fuse([found.maps[layer][method] for layer in layers], size)
+
+
+def layer_rows(table: Mapping[str, Mapping], methods: Sequence[str]) -> list[dict]:
+    """The per-layer table flat, one row per layer in depth order (for a CSV or an HTML table)."""
+    rows = []
+    for depth, (layer, row) in enumerate(table.items(), start=1):
+        flat: dict = {
+            "depth": depth,
+            "layer": layer,
+            "map_size": row["map_size"],
+            "stride": row["stride"],
+        }
+        for method in methods:
+            for key, value in row[method].items():
+                flat[f"{method}_{key}"] = value
+        rows.append(flat)
+    return rows
