@@ -3,6 +3,7 @@ tiny preprocessed dataset: outputs, metrics, the MLflow run and its links to the
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import re
@@ -15,10 +16,11 @@ import pytest
 from conftest import path_overrides, run_module
 from petvision import atomic, npy_dataset, tracking
 from petvision.errors import ConfigError, DownloadError
+from petvision.models import BLOCK_OUTPUTS
 from petvision.models.classification import mini_xception
 from petvision.models.segmentation import seed_model
 from petvision.session import model_path, reports_dir
-from petvision.visualize import output_dir, run_visualize
+from petvision.visualize import output_dir, run_visualize, without_nan
 
 CLASSIFIER_SIZE, SEGMENTATION_SIZE = 64, 32
 TEST_IMAGES, VAL_IMAGES = 6, 4
@@ -81,20 +83,53 @@ def test_visualize_writes_every_picture_and_the_metrics_and_links_the_mlflow_run
     assert sorted(p.name for p in (out / "filters").iterdir()) == [
         "mini_xception_block2_sepconv1.jpg", "mini_xception_block4_sepconv1.jpg", "mini_xception_stem_conv.jpg"]
     assert (out / "gradcam" / "gradcam.jpg").is_file()
-    assert sorted(p.name for p in (out / "segmentation").iterdir()) == ["samples.jpg", "worst.jpg"]
+    assert sorted(p.name for p in (out / "segmentation").iterdir()) == [
+        "failure_modes.jpg", "iou_breakdown.png", "samples.jpg", "worst.jpg"]
+    assert sorted(p.name for p in (out / "layers").iterdir()) == ["localization_by_depth.png", "per_layer.jpg"]
+    assert [p.name for p in (out / "faithfulness").iterdir()] == ["deletion_insertion.png"]
+    assert [p.name for p in (out / "sanity").iterdir()] == ["cascade.jpg"]
+    by_layer = list(csv.DictReader((out / "localization_by_layer.csv").open()))
+    assert [row["layer"] for row in by_layer] == list(BLOCK_OUTPUTS["mini_xception"])
+    curves = list(csv.DictReader((out / "deletion_insertion.csv").open()))
+    assert len(curves) == 1 + 16 and float(curves[0]["fraction"]) == 0 and float(curves[-1]["fraction"]) == 1
+    assert {"default_deletion", "book_insertion", "random_deletion"} <= set(curves[0])
+    cascade = list(csv.DictReader((out / "sanity_cascade.csv").open()))
+    assert [row["randomized_down_to"] for row in cascade] == [
+        "output", "block5_add", "block4_add", "block3_add", "block2_add", "block1_add"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
     page = (out / "report.html").read_text()
     links = re.findall(r'<img src="([^"]+)"', page)
     assert "activations/classifier_01_stem_conv.png" in links and "gradcam/gradcam.jpg" in links
+    assert {"layers/per_layer.jpg", "faithfulness/deletion_insertion.png", "sanity/cascade.jpg",
+            "segmentation/failure_modes.jpg"} <= set(links)
+    for heading in ("Where the classifier looks", "Localization of every block", "Deletion and insertion",
+                    "Occlusion by the trimaps", "Sanity check", "Segmentation by pet size"):
+        assert heading in page
     assert all((out / link).resolve().is_file() for link in links)  # valid once the folder is in place
 
     written = json.loads((out / "metrics.json").read_text())
-    assert written == json.loads(json.dumps(metrics))
+    assert written == json.loads(json.dumps(without_nan(metrics)))  # an empty pet-size bucket: null
     g = written["gradcam"]
     assert g["images"] == TEST_IMAGES and g["layer"] == "block5_add"
     for key in ("heat_on_pet", "pointing_game"):
         assert g[key] is None or 0 <= g[key] <= 1
     assert g["pet_area"] == pytest.approx(0.25)
+    # 64 px: blocks 1..5 are 30, 15, 8, 4, 2 cells; stride 8 is block 3's.
+    loc = written["localization"]
+    assert loc["method"] == "hirescam" and loc["layers"] == "block3_add"
+    assert loc["images"] == TEST_IMAGES and loc["pet_area"] == pytest.approx(0.25)
+    assert list(written["layers"]) == list(BLOCK_OUTPUTS["mini_xception"])
+    assert [row["map_size"] for row in written["layers"].values()] == [30, 15, 8, 4, 2]
+    f = written["faithfulness"]
+    assert set(f["deletion_auc"]) == set(f["insertion_auc"]) == {"default", "book", "random"}
+    assert f["images"] == TEST_IMAGES and f["occlusion"]["images"] == TEST_IMAGES
+    assert all(0 <= f["occlusion"][k] <= 1 for k in ("nothing_greyed", "background_greyed", "pet_greyed"))
+    assert list(written["sanity"]["rank_correlation"]["default"]) == [
+        "1_output", "2_block5_add", "3_block4_add", "4_block3_add", "5_block2_add", "6_block1_add"]
+    seg = written["segmentation"]
+    assert set(seg["iou_by_class"]) == {"pet", "background", "border"}
+    assert list(seg["by_pet_size"]) == ["under_15pct", "15_to_30pct", "30pct_up"]
+    assert seg["by_pet_size"]["15_to_30pct"]["images"] == VAL_IMAGES  # every pet covers a quarter
     s = written["segmentation"]
     assert s["images"] == VAL_IMAGES and 0 <= s["worst_pet_iou"] <= s["mean_pet_iou"] <= 1
 
@@ -110,8 +145,17 @@ def test_visualize_writes_every_picture_and_the_metrics_and_links_the_mlflow_run
     logged = {a.path for folder in ("activations", "filters", "gradcam", "segmentation")
               for a in client.list_artifacts(interpretation.info.run_id, f"visualize/{folder}")}
     assert "visualize/gradcam/gradcam.jpg" in logged and "visualize/segmentation/worst.jpg" in logged
+    logged |= {a.path for folder in ("layers", "faithfulness", "sanity")
+               for a in client.list_artifacts(interpretation.info.run_id, f"visualize/{folder}")}
+    assert {"visualize/layers/per_layer.jpg", "visualize/faithfulness/deletion_insertion.png",
+            "visualize/sanity/cascade.jpg", "visualize/segmentation/failure_modes.jpg"} <= logged
+    assert interpretation.data.metrics["localization.pet_area"] == pytest.approx(0.25)
+    assert "layers.block3_add.hirescam.heat_ratio" in interpretation.data.metrics
+    assert "faithfulness.deletion_auc.random" in interpretation.data.metrics
+    assert "sanity.rank_correlation.default.6_block1_add" in interpretation.data.metrics
     pages = {a.path for a in client.list_artifacts(interpretation.info.run_id, "visualize")}
-    assert {"visualize/metrics.json", "visualize/report.html"} <= pages
+    assert {"visualize/metrics.json", "visualize/report.html", "visualize/localization_by_layer.csv",
+            "visualize/deletion_insertion.csv", "visualize/sanity_cascade.csv"} <= pages
     assert len([p for p in logged if p.startswith("visualize/activations/")]) == len(activations)
     # The segmentation model's run is not in this store: warned about, and the stage went on.
     assert any("0" * 32 in r.getMessage() and "not linked" in r.getMessage() for r in caplog.records)

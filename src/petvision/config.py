@@ -22,6 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from petvision import paths as project_paths
 from petvision.errors import ConfigError
+from petvision.interpret.settings import FaithfulnessConfig, LocalizationConfig, SanityConfig
+from petvision.interpret.settings import validate as validate_interpretation
 
 __all__ = ["Config", "ConfigError", "compose", "load", "validate"]
 
@@ -208,6 +210,7 @@ class ImagenetConfig:
 @dataclass
 class SegmentationVisualizeConfig:
     worst: int = MISSING
+    pet_size_edges: list[float] = MISSING  # IoU by pet size: the buckets' edges, shares of the image
 
 
 @dataclass
@@ -217,6 +220,9 @@ class VisualizeConfig:
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     gradcam: GradcamConfig = field(default_factory=GradcamConfig)
+    localization: LocalizationConfig = field(default_factory=LocalizationConfig)
+    faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)
+    sanity: SanityConfig = field(default_factory=SanityConfig)
     segmentation: SegmentationVisualizeConfig = field(default_factory=SegmentationVisualizeConfig)
     imagenet: ImagenetConfig = field(default_factory=ImagenetConfig)
 
@@ -314,6 +320,8 @@ def validate(cfg: Config) -> None:
         raise _fail("classification.model.dropout", cfg.classification.model.dropout, "must be in [0, 1)")
     if not 0 < cfg.visualize.gradcam.alpha <= 1:
         raise _fail("visualize.gradcam.alpha", cfg.visualize.gradcam.alpha, "must be in (0, 1]")
+    v = cfg.visualize
+    validate_interpretation(v.localization, v.faithfulness, v.sanity, v.segmentation.pet_size_edges)
     if not cfg.data.oxford_pets.mirrors:
         raise _fail("data.oxford_pets.mirrors", [], "needs at least one URL")
     for i, archive in enumerate(cfg.data.oxford_pets.archives):

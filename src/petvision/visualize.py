@@ -9,8 +9,13 @@ MLflow, and writes under ``<paths.reports>/visualize/``, all at once:
                    the segmentation model's encoder, for one image
     filters/       gradient-ascent patterns of the first filters of chosen classifier layers
     gradcam/       Grad-CAM heatmaps of the classifier's last convolutional block on test images
+    layers/        every block's maps, and the default localization method's (interpret/evidence.py)
+    faithfulness/  deletion and insertion curves of the maps against a random order
+    sanity/        the maps as the weights are randomized, top block first
     segmentation/  predicted masks on validation images, and the worst ones by pet IoU
-    metrics.json   Grad-CAM localization against the pet masks, segmentation IoU per image
+    metrics.json   localization against the pet masks (default method, book's Grad-CAM, every
+                   block), faithfulness, sanity check, segmentation IoU per image, class and pet size
+    *.csv          the per-layer table and the curves, for ``dvc plots``
     report.html    one page of the whole run: every stage's metrics and pictures under reports/
 
 ``visualize.model=imagenet_xception`` draws the filters and Grad-CAM of the book's ImageNet
@@ -32,14 +37,15 @@ import numpy as np
 from petvision import atomic, layout, npy_dataset, stage, tracking
 from petvision.config import Config
 from petvision.errors import ConfigError, DataError
-from petvision.interpret import activations, filters, gradcam, html_report, loading, sections
-from petvision.models import LAST_CONV_LAYER
+from petvision.interpret import activations, evidence, filters, gradcam, html_report, loading, report_tables, sections
+from petvision.models import BLOCK_OUTPUTS, LAST_CONV_LAYER
 from petvision.session import model_path, reports_dir
 
 log = logging.getLogger("petvision.visualize")  # not __name__: that is "__main__" under python -m
 
 TRAINING_STAGES = {"classification": "train_xception", "segmentation": "train_segmentation"}
-FOLDERS = ("activations", "filters", "gradcam", "segmentation")
+FOLDERS = ("activations", "filters", "gradcam", "layers", "faithfulness", "sanity", "segmentation")
+TABLES = ("localization_by_layer.csv", "deletion_insertion.csv", "sanity_cascade.csv")
 
 
 def output_dir(cfg: Config) -> Path:
@@ -71,13 +77,15 @@ def run_visualize(cfg: Config) -> dict:
             atomic.write_json(tmp / "metrics.json", without_nan(metrics))
             html_report.write_report(cfg.paths.resolve("reports"), tmp / "report.html", where={"visualize": tmp},
                                      title=f"petvision {cfg.preset} run: {cfg.classification.model.name} "
-                                           f"classifier, {cfg.segmentation.model.name} segmentation model")
+                                           f"classifier, {cfg.segmentation.model.name} segmentation model",
+                                     notes={"visualize": report_tables.visualize_section(metrics)})
         run.log_metrics(sections.flatten_metrics(metrics))
         for folder in FOLDERS:
             if (out / folder).is_dir():
                 run.log_artifact(out / folder, artifact_path=f"visualize/{folder}")
-        for page in ("metrics.json", "report.html"):
-            run.log_artifact(out / page, artifact_path="visualize")
+        for page in ("metrics.json", "report.html", *TABLES):
+            if (out / page).is_file():
+                run.log_artifact(out / page, artifact_path="visualize")
         link_model_runs(run, model_runs)
     log.info("visualize: pictures and metrics in %s", out)
     return metrics
@@ -97,9 +105,10 @@ def check_inputs(cfg: Config, classifier, segmenter, test: npy_dataset.Split, va
         raise ConfigError(f"visualize.activations.image_index={index}: the classification test split has "
                           f"{len(test)} images and the segmentation validation split {len(val)}")
     architecture = cfg.classification.model.name
-    layer = LAST_CONV_LAYER[architecture]
-    if layer not in {lay.name for lay in classifier.layers}:
-        raise DataError(f"{model_path(cfg, 'classification')} has no layer {layer!r}, the Grad-CAM layer of "
+    missing = [name for name in (LAST_CONV_LAYER[architecture], *BLOCK_OUTPUTS[architecture])
+               if name not in {lay.name for lay in classifier.layers}]
+    if missing:
+        raise DataError(f"{model_path(cfg, 'classification')} has no layer {missing[0]!r}, a Grad-CAM layer of "
                         f"classification.model.name={architecture}: it was trained with another "
                         f"architecture ({classifier.name}); rerun train_xception")
     if cfg.visualize.model == "trained":
@@ -139,7 +148,17 @@ def draw_everything(cfg: Config, classifier, segmenter, imagenet, test: npy_data
                                             g.alpha, g.other_class)
     seg = sections.explain_segmentation(segmenter, val.images, val.masks, val.stems, folder / "segmentation",
                                         vis.num_images, vis.segmentation.worst)
-    return {"model": architecture, "gradcam": explained, "segmentation": seg}
+    seg.update(evidence.explain_segmentation_failures(segmenter, val.images, val.masks, val.stems,
+                                                      folder / "segmentation", vis.segmentation.worst,
+                                                      vis.segmentation.pet_size_edges))
+    area = explained["pet_area"]
+    explained["heat_ratio"] = explained["heat_on_pet"] / area if area > 0 else float("nan")
+    if imagenet is not None:
+        return {"model": architecture, "gradcam": explained, "segmentation": seg}
+    where = evidence.explain_where(classifier, BLOCK_OUTPUTS[architecture], LAST_CONV_LAYER[architecture],
+                                   test.images, test.masks, labels, test.stems, folder, g.localization_images,
+                                   vis.localization, vis.faithfulness, vis.sanity, g.alpha, cfg.trainer.seed)
+    return {"model": architecture, **where, "gradcam": explained, "segmentation": seg}
 
 
 def without_nan(tree):

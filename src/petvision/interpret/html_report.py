@@ -75,10 +75,11 @@ def _pictures(folder: Path, page_dir: Path, recursive: bool) -> str:
 
 
 def write_report(reports: Path, page: Path, title: str = "petvision pipeline run",
-                 where: Mapping[str, Path] | None = None) -> Path:
+                 where: Mapping[str, Path] | None = None, notes: Mapping[str, str] | None = None) -> Path:
     """Write ``page`` (an HTML file inside ``reports``) describing ``reports/``. ``where`` maps a
     section's folder name to the folder actually holding it now (the visualize stage writes the
-    page while its own folder is still a temporary sibling, to be renamed into place)."""
+    page while its own folder is still a temporary sibling, to be renamed into place); ``notes``
+    maps a section's folder name to HTML put first in that section (its own tables)."""
     reports, page = Path(reports), Path(page)
     where = dict(where or {})
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -91,8 +92,9 @@ def write_report(reports: Path, page: Path, title: str = "petvision pipeline run
         metrics = [folder / "preprocess.json"] if sub == "." else sorted(folder.glob("metrics.json"))
         tables = "".join(_metrics_table(p) for p in metrics if p.is_file())
         pictures = "" if sub == "." else _pictures(folder, page.parent, recursive=sub == "visualize")
-        if tables or pictures:
-            parts.append(f"<h2>{html.escape(heading)}</h2>{tables}{pictures}")
+        note = (notes or {}).get(sub, "")
+        if tables or pictures or note:
+            parts.append(f"<h2>{html.escape(heading)}</h2>{note}{tables}{pictures}")
     parts.append("</body></html>")
     write_text(page, "\n".join(parts))
     return page
