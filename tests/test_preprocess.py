@@ -443,9 +443,7 @@ def test_classification_split_too_few_for_balance_names_the_keys():
         match=r"data.classification.train_count=2, data.classification.val_count=2, "
         r"data.classification.test_count=2: .* 1 usable cat",
     ):
-        splits.classification_split(
-            stems, frozenset(stems), {"train": 2, "val": 2, "test": 2}, 0
-        )
+        splits.classification_split(stems, frozenset(stems), {"train": 2, "val": 2, "test": 2}, 0)
 
 
 def test_shrinking_is_reported_and_logged(cfg, caplog):
