@@ -11,6 +11,8 @@ What makes the task mean something:
   thin, curving tail; dogs have hanging ears, a protruding snout and a shorter, straighter tail.
   Coats (solid, ticked, tabby stripes, spots, patches, colour points) and their colours come from
   one shared pool: each cat breed is paired with a dog breed that has the same typical coat.
+  Details that are not shape (eyes, nose, whiskers, shading) are drawn alike on both species:
+  a thin line or an outline found on one species only would tell them apart without any shape.
 * Backgrounds are textured (value noise, stripes, tiles, gradients, spots, often a wall/floor
   split), often out of focus, in a palette where fur colours are common, with distractor shapes,
   some fur-textured (striped, spotted) and a few ear- or tail-like. Across the set no colour marks
@@ -186,7 +188,6 @@ class Part:
     polygon: np.ndarray
     shade: float  # brightness factor: far-side limbs are darker
     extremity: bool = False  # coloured by a "points" coat (ears, face, legs, tail)
-    outline: float = 0.0  # >0: draw the outline this much darker (an ear lying on the head)
 
 
 @dataclass
@@ -197,7 +198,7 @@ class Face:
     eye_radius: float
     nose: np.ndarray
     nose_radius: float
-    whiskers: np.ndarray | None  # origin of a cat's whiskers
+    whiskers: np.ndarray  # their origin: both species have them, else thin light lines mark cats
 
 
 def _jitter(rng: np.random.Generator, value: float, spread: float = 0.12) -> float:
@@ -282,14 +283,15 @@ def _pet_parts(rng: np.random.Generator, breed: Breed, pose: str) -> tuple[list[
         mid = (root + tip) / 2
         angle = math.atan2(*(tip - root)[::-1])
         flap = _ellipse(*mid, length / 2 + 0.15 * rh, 0.42 * rh, angle)
-        head_parts_front.append(Part(flap, 0.9, True, outline=0.5))
+        # No darker outline round the flap: drawn on dogs only, a dark line would tell the species.
+        head_parts_front.append(Part(flap, 0.9, True))
         snout_from = head_point(20, 0.35)
         snout_to = head_c + _rot(head_tilt) @ (rh * np.array([0.85 + snout, 0.38]))
         snout_part = _stroke(np.array([snout_from, snout_to]), np.array([rh * 1.05, rh * 0.8]))
         head_parts_back.append(Part(snout_part, 1.0, True))
         nose_c = snout_to + _rot(head_tilt) @ (rh * np.array([0.22, -0.12]))
         nose_r = 0.14 * rh
-        whiskers = None
+        whiskers = snout_to + _rot(head_tilt) @ (rh * np.array([0.02, 0.12]))
 
     face = Face(head_c, rh, head_point(-22, 0.42), rh * float(rng.uniform(0.12, 0.16)), nose_c, nose_r, whiskers)
     parts = [tail_part, *back, body, *front, neck, *head_parts_back, head, *head_parts_front]
@@ -481,14 +483,11 @@ def _image_size(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[int, in
     return (long, short) if rng.random() < 0.65 else (short, long)  # (width, height)
 
 
-def _draw(size, polys, values, outlines=None, width=1) -> Image.Image:
+def _draw(size, polys, values) -> Image.Image:
     img = Image.new("L", size, 0)
     draw = ImageDraw.Draw(img)
-    for i, (poly, value) in enumerate(zip(polys, values)):
-        flat = poly.ravel().tolist()
-        draw.polygon(flat, fill=int(value))
-        if outlines is not None and outlines[i]:
-            draw.line(flat + flat[:2], fill=int(outlines[i]), width=width, joint="curve")
+    for poly, value in zip(polys, values):
+        draw.polygon(poly.ravel().tolist(), fill=int(value))
     return img
 
 
@@ -562,9 +561,7 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
     if x1 > x0 and y1 > y0:
         cw, ch = int(x1 - x0), int(y1 - y0)
         local = [p - [x0, y0] for p in placed]
-        line_w = max(1, round(scale * 0.012))
-        shade_img = _draw((cw, ch), local, [255 * p.shade for p in parts],
-                          [255 * p.shade * (1 - p.outline) if p.outline else 0 for p in parts], line_w)
+        shade_img = _draw((cw, ch), local, [255 * p.shade for p in parts])
         shade = np.asarray(shade_img, dtype=np.float32) / np.float32(255)
         inside = shade > 0
         mask_img = Image.fromarray(inside.astype(np.uint8) * np.uint8(255))
@@ -634,7 +631,7 @@ def _draw_face(rng: np.random.Generator, image: Image.Image, face: Face, transfo
         disc(eye, er * 0.4, (10, 10, 10))
         disc(eye + np.array([-0.25, -0.3]) * er, max(1.0, er * 0.15), (235, 235, 235))
     disc(at(face.nose), max(1.0, face.nose_radius * scale), (38, 30, 30))
-    if face.whiskers is not None and rng.random() < 0.6:
+    if rng.random() < 0.6:
         o = at(face.whiskers)
         length = face.head_radius * scale * 1.1
         for a in (-12, 0, 12):
