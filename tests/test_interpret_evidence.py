@@ -21,10 +21,15 @@ from petvision.interpret import (
     sanity,
     segmentation_breakdown,
 )
-from petvision.models import BLOCK_OUTPUTS, LAST_CONV_LAYER
+from petvision.models import registry
 from petvision.models.classification import mini_xception, residual_convnet, simple_convnet
 
 # --------------------------------------------------------------------------- the layer registry
+
+BLOCK_OUTPUTS = {
+    name: registry.lookup("classification", name).block_outputs
+    for name in ("mini_xception", "simple_convnet", "residual_convnet")
+}
 
 
 @pytest.mark.parametrize("builder", [mini_xception, simple_convnet, residual_convnet])
@@ -33,7 +38,7 @@ def test_block_outputs_go_shallow_to_deep_and_end_at_the_grad_cam_layer(builder)
     blocks = BLOCK_OUTPUTS[model.name]
     sizes = [model.get_layer(name).output.shape[1] for name in blocks]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
-    assert blocks[-1] == LAST_CONV_LAYER[model.name]
+    assert blocks[-1] == registry.last_conv_layer(model.name)
 
 
 def test_the_default_layers_are_chosen_by_stride_whatever_the_input_size():
@@ -433,7 +438,8 @@ def test_error_picture_colours_each_kind():
     "override, key",
     [
         ("visualize.localization.method=cam", "visualize.localization.method"),
-        ("visualize.localization.min_stride=32", "visualize.localization.min_stride"),
+        ("visualize.localization.min_stride=32", "visualize.localization.max_stride"),
+        ("visualize.localization.min_stride=0", "visualize.localization.min_stride"),
         ("visualize.faithfulness.fill=300", "visualize.faithfulness.fill"),
         ("visualize.sanity.images=-1", "visualize.sanity.images"),
         (
@@ -445,3 +451,7 @@ def test_error_picture_colours_each_kind():
 def test_bad_interpretation_settings_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config.load(config.compose([override]))
+
+
+def test_the_configurable_methods_are_the_recipes():
+    assert {m.value for m in config.CamMethod} == set(cams.METHODS)

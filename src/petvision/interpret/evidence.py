@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from petvision.atomic import write_text
+from petvision.config import FaithfulnessConfig, LocalizationConfig, SanityConfig
 from petvision.interpret import (
     cams,
     faithfulness,
@@ -36,7 +37,6 @@ from petvision.interpret import (
     segmentation_breakdown,
     segmentation_views,
 )
-from petvision.interpret.settings import FaithfulnessConfig, LocalizationConfig, SanityConfig
 
 log = logging.getLogger(__name__)
 PICTURE_IMAGES = 4  # images in the per-layer grid; 3 in the randomization cascade's
