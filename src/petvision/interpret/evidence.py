@@ -232,7 +232,9 @@ def _sanity(
         }
 
     keep = min(CASCADE_IMAGES, s)
-    result, kept = sanity.cascade(model, blocks, maps_fn, seed, keep=keep)
+    # Not the training's own seed: that would redraw the very weights training started from, and
+    # the layers that moved little in training (the output layer) would look unrandomized.
+    result, kept = sanity.cascade(model, blocks, maps_fn, seed + 1, keep=keep)
     survivors = sanity.survivors(result, check.max_correlation)
     result["max_correlation"] = check.max_correlation
     result["survives_randomization"] = {

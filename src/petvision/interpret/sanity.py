@@ -60,7 +60,8 @@ def cascade_groups(model: keras.Model, blocks: Sequence[str]) -> list[tuple[str,
 def cascade(
     model: keras.Model, blocks: Sequence[str], maps_fn: MapsFn, seed: int, keep: int = 0
 ) -> tuple[dict, dict[str, list[np.ndarray]]]:
-    """Cascading randomization of ``model`` (left untouched: a copy is randomized). ``maps_fn``
+    """Cascading randomization of ``model`` (left untouched: a copy is randomized) with fresh
+    weights drawn from ``seed``, which must not be the seed the model was trained from. ``maps_fn``
     gives each method's maps for the fixed images and classes. Returns the mean rank correlation
     with the trained maps per method and step, and the first ``keep`` images' maps per method:
     trained, then after each step."""
