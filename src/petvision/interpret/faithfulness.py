@@ -70,19 +70,20 @@ def curves(
     images = np.asarray(images, dtype=np.uint8)
     n, h, w, c = images.shape
     done = counts(h * w, steps)
-    deletion, insertion = np.zeros((n, steps + 1)), np.zeros((n, steps + 1))
+    # Every image's variants in one array, scored in the classifier's own batches: a call per
+    # image would run batches of 2 * (steps + 1), several times slower on a CPU.
+    variants = np.empty((n, 2, steps + 1, h * w, c), np.uint8)
     for i in range(n):
         source = images[i].reshape(h * w, c)
-        removed = np.empty((steps + 1, h * w, c), np.uint8)
-        inserted = np.full((steps + 1, h * w, c), fill, np.uint8)
+        removed, inserted = variants[i, 0], variants[i, 1]
+        removed[:] = source
+        inserted[:] = fill
         for k, m in enumerate(done):
-            removed[k] = source
             removed[k, orders[i][:m]] = fill
             inserted[k, orders[i][:m]] = source[orders[i][:m]]
-        both = np.concatenate([removed, inserted]).reshape(2 * (steps + 1), h, w, c)
-        p = class_probability(score(both), np.full(len(both), classes[i]))
-        deletion[i], insertion[i] = p[: steps + 1], p[steps + 1 :]
-    return deletion, insertion
+    p_dog = score(variants.reshape(-1, h, w, c)).reshape(n, 2, steps + 1)
+    p = class_probability(p_dog, np.asarray(classes).reshape(n, 1, 1))
+    return p[:, 0], p[:, 1]
 
 
 def auc(curve: np.ndarray) -> np.ndarray:
