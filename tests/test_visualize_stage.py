@@ -167,6 +167,7 @@ def test_visualize_writes_every_picture_and_the_metrics_and_links_the_mlflow_run
     loc = written["localization"]
     assert loc["method"] == "hirescam" and loc["layers"] == "block3_add"
     assert loc["images"] == TEST_IMAGES and loc["pet_area"] == pytest.approx(0.25)
+    assert loc["per_layer_images"] == TEST_IMAGES  # visualize.localization.layer_images: 100
     assert list(written["layers"]) == list(BLOCKS)
     assert [row["map_size"] for row in written["layers"].values()] == [30, 15, 8, 4, 2]
     f = written["faithfulness"]

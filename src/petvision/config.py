@@ -286,6 +286,7 @@ class LocalizationConfig:
     # the block outputs with min_stride <= image pixels per map cell <= max_stride, fused
     min_stride: int = MISSING
     max_stride: int = MISSING
+    layer_images: int = MISSING  # test images for the every-block table (0: as many as above)
 
 
 @dataclass
@@ -419,6 +420,7 @@ def _check_ranges(cfg: Config) -> None:
         "visualize.faithfulness.images",
         "visualize.faithfulness.occlusion_images",
         "visualize.sanity.images",
+        "visualize.localization.layer_images",
     ]:
         if _get(cfg, key) < 0:
             raise _fail(key, _get(cfg, key), "must not be negative")

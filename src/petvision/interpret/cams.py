@@ -10,9 +10,10 @@ respect to them, takes the ReLU of the weighted sum over channels and divides by
   ``a = G^2 / (2 G^2 + sum_ab A_ab G^3)``, the paper's closed form for an exponential score.
 - ``hirescam`` (Draelos & Carin 2020, "Use HiResCAM instead of Grad-CAM for faithful
   explanations of convolutional neural networks"): no averaging of the gradient at all, the map
-  is ``ReLU(sum_c G_c A_c)`` at each location. With a global average pooling and a dense output
-  (all three classifiers here) it is exact at the last block: its cells sum to the score; at an
-  earlier block it is the score's first-order Taylor share of each location.
+  is ``ReLU(sum_c G_c A_c)`` at each location. With a linear head after the last block (global
+  pooling or flattening, then one dense unit: all three classifiers here) it is exact there:
+  before the ReLU its cells sum to the score minus the bias; at an earlier block it is each
+  location's first-order Taylor share of the score.
 - ``layercam`` (Jiang et al. 2021, "LayerCAM: exploring hierarchical class activation maps for
   localization"): a weight per position and channel, ``ReLU(G_ij)``, so each location counts
   only the evidence found there; that keeps maps of shallow, high-resolution layers sharp.

@@ -75,12 +75,17 @@ def explain_where(
     images, masks = np.asarray(images), np.asarray(masks)
     size = images.shape[1:3]
     methods = list(dict.fromkeys(["gradcam", loc.method, *cams.METHODS]))
-    found = cams.layer_maps(model, blocks, images[:n], methods=methods)
     fused = localization.layers_by_stride(model, blocks, loc.min_stride, loc.max_stride)
-    default = localization.default_maps(found, fused, loc.method, size)
-    book = localization.upsampled(found.maps[book_layer]["gradcam"], size)
+    needed = list(dict.fromkeys([*fused, book_layer]))
+    head = cams.layer_maps(
+        model, needed, images[:n], methods=list(dict.fromkeys(["gradcam", loc.method]))
+    )
+    default = localization.default_maps(head, fused, loc.method, size)
+    book = localization.upsampled(head.maps[book_layer]["gradcam"], size)
     summary = localization.scores(default, masks[:n])
-    summary.update(method=loc.method, layers="+".join(fused))
+    # Every block by every recipe costs a pass per block: on fewer images than the headline.
+    m = n if loc.layer_images == 0 else min(loc.layer_images, n)
+    summary.update(method=loc.method, layers="+".join(fused), per_layer_images=m)
     log.info(
         "%s at %s on %d images: %.2f of the heat on the pet (%.2fx its area %.2f), "
         "peak on the pet in %.2f",
@@ -93,14 +98,15 @@ def explain_where(
         summary["pointing_game"],
     )
 
-    table = localization.per_layer(found, model, masks[:n])
+    found = cams.layer_maps(model, blocks, images[:m], methods=methods, classes=head.classes[:m])
+    table = localization.per_layer(found, model, masks[:m])
     rows = localization.layer_rows(table, methods)
     write_csv(folder / "localization_by_layer.csv", rows)
     (folder / "layers").mkdir(parents=True, exist_ok=True)
     figures.localization_by_depth(
         rows, methods, summary["pet_area"], folder / "layers" / "localization_by_depth.png"
     )
-    k = min(PICTURE_IMAGES, n)
+    k = min(PICTURE_IMAGES, m)
     columns: dict[str, dict[str, np.ndarray]] = {}
     for method in dict.fromkeys(["gradcam", loc.method]):
         columns[method] = {}
@@ -127,7 +133,7 @@ def explain_where(
         masks,
         labels,
         {"default": default, "book": book},
-        found.classes,
+        head.classes,
         faith,
         folder,
         seed,
@@ -140,7 +146,7 @@ def explain_where(
         loc.method,
         images,
         masks,
-        found.classes,
+        head.classes,
         check,
         folder,
         alpha,

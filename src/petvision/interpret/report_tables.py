@@ -68,7 +68,12 @@ def per_layer(metrics: Mapping) -> str:
                 row[method]["pointing_game"],
             ]
         rows.append(cells)
-    return table(header, rows, "Localization of every block's output (shallow to deep)")
+    images = metrics["localization"].get("per_layer_images", "")
+    return table(
+        header,
+        rows,
+        f"Localization of every block's output, shallow to deep ({images} test images)",
+    )
 
 
 def faithfulness(metrics: Mapping) -> str:
