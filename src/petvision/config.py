@@ -74,6 +74,11 @@ class OxfordPetsConfig:
 
 
 @dataclass
+class LocalDataConfig:
+    path: str = MISSING
+
+
+@dataclass
 class SegmentationDataConfig:
     image_size: int = MISSING
     val_count: int = MISSING
@@ -101,6 +106,7 @@ class DataConfig:
     source: str = MISSING
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     oxford_pets: OxfordPetsConfig = field(default_factory=OxfordPetsConfig)
+    local: LocalDataConfig = field(default_factory=LocalDataConfig)
     segmentation: SegmentationDataConfig = field(default_factory=SegmentationDataConfig)
     classification: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -167,11 +173,19 @@ class ExperimentNames:
 
 
 @dataclass
+class RegisteredModelNames:
+    segmentation: str = MISSING
+    classification: str = MISSING
+
+
+@dataclass
 class TrackingConfig:
     uri: str = MISSING
     experiments: ExperimentNames = field(default_factory=ExperimentNames)
     log_model: bool = MISSING
     connect_timeout_s: float = MISSING
+    register: bool = MISSING
+    registered_models: RegisteredModelNames = field(default_factory=RegisteredModelNames)
 
 
 @dataclass
@@ -222,6 +236,17 @@ class VisualizeConfig:
 
 
 @dataclass
+class PredictConfig:
+    input: Any = MISSING  # a path, or a list of paths (photos and folders of photos)
+    output: str = MISSING
+    classifier: str = MISSING
+    segmenter: str = MISSING
+    gradcam: bool = MISSING
+    overlay_alpha: float = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
 class Config:
     preset: str = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -231,12 +256,13 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     visualize: VisualizeConfig = field(default_factory=VisualizeConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
 
 # --------------------------------------------------------------------------- validation
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.source": ("synthetic", "oxford_pets"),
+    "data.source": ("synthetic", "oxford_pets", "local"),
     "data.segmentation.interpolation": ("nearest", "bilinear", "bicubic", "lanczos"),
     "data.classification.interpolation": ("nearest", "bilinear", "bicubic", "lanczos"),
     "segmentation.model.name": ("seed", "unet"),
@@ -279,6 +305,7 @@ def validate(cfg: Config) -> None:
         "visualize.num_images", "visualize.activations.images_per_row",
         "visualize.filters.num_filters", "visualize.filters.steps", "visualize.filters.image_size",
         "tracking.connect_timeout_s", "data.oxford_pets.timeout_s", "visualize.imagenet.timeout_s",
+        "predict.batch_size",
     ]
     for key in positive:
         value = _get(cfg, key)
@@ -312,6 +339,14 @@ def validate(cfg: Config) -> None:
                     "and four poolings)")
     if not 0 <= cfg.classification.model.dropout < 1:
         raise _fail("classification.model.dropout", cfg.classification.model.dropout, "must be in [0, 1)")
+    if not 0 < cfg.predict.overlay_alpha <= 1:
+        raise _fail("predict.overlay_alpha", cfg.predict.overlay_alpha, "must be in (0, 1]")
+    inputs = cfg.predict.input
+    if not (isinstance(inputs, str) or (isinstance(inputs, list) and all(isinstance(i, str) for i in inputs))):
+        raise _fail("predict.input", inputs, "must be a path or a list of paths")
+    if cfg.data.source == "local" and not cfg.data.local.path.strip():
+        raise _fail("data.local.path", cfg.data.local.path,
+                    "data.source=local needs the folder of the Oxford-IIIT Pet dataset or of its two archives")
     if not 0 < cfg.visualize.gradcam.alpha <= 1:
         raise _fail("visualize.gradcam.alpha", cfg.visualize.gradcam.alpha, "must be in (0, 1]")
     if not cfg.data.oxford_pets.mirrors:

@@ -31,7 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from petvision import atomic, npy_dataset, tracking, training
+from petvision import atomic, npy_dataset, registry, tracking, training
 from petvision.config import Config, TrainConfig
 from petvision.errors import TrainingError
 from petvision.runtime import Runtime
@@ -91,10 +91,11 @@ class TrainingSession:
         # and a shared staging folder would be cleared under the chief's feet.
         self.reports_dir = staging_dir(cfg, task) if rt.is_chief else self.workdir.root / "reports"
         self.run: tracking.Run | tracking.NoRun = tracking.NoRun()
+        self.digests: dict[str, str] = {}
 
     # ------------------------------------------------------------------ run
     def __enter__(self) -> "TrainingSession":
-        digests = self._data_digests()
+        digests = self.digests = self._data_digests()
         fingerprint = self._fingerprint(digests)
         # Clears state that other settings or data made, and repairs what a kill left (training.Workdir).
         self.workdir.adopt(fingerprint)
@@ -211,7 +212,8 @@ class TrainingSession:
         for path in [metrics_file, history_file, *pictures]:
             self.run.log_artifact(path, artifact_path="reports")
         if self.cfg.tracking.log_model:
-            self.run.log_keras_model(best, example, name="model")
+            model_uri = self.run.log_keras_model(best, example, name="model")
+            registry.register_trained_model(self.cfg, self.task, self.run, model_uri, summary, self.digests)
         self.run.set_tags({"best_epoch": str(result.best_epoch), "dvc.output.model": str(final_model)})
         if self.run.lost:
             summary["tracking_lost"] = list(self.run.lost)
