@@ -1,5 +1,5 @@
-"""data.source=local: your own copy of Oxford-IIIT Pet, extracted or as the two archives, with the
-real set's quirks; checked, verified, nothing over the network; DVC reruns when the folder changes."""
+"""data.source=local: your own copy of Oxford-IIIT Pet, extracted or as the two archives, with
+the real set's quirks; checked, verified, nothing over the network; DVC reruns when it changes."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def own_copy(folder, make_config):
     return cfg, stems
 
 
-def test_an_extracted_copy_with_the_real_sets_quirks_is_used_as_it_is(make_config, tmp_path, no_network):
+def test_an_extracted_copy_with_the_real_sets_quirks_is_used_as_it_is(
+    make_config, tmp_path, no_network
+):
     from petvision.download import run_download
     from petvision.preprocess import run_preprocess
 
@@ -59,10 +61,21 @@ def test_an_extracted_copy_with_the_real_sets_quirks_is_used_as_it_is(make_confi
     _, stems = own_copy(mine, make_config)
     cfg = make_config(*tiny_overrides(), "data.source=local", f"data.local.path={mine}")
     out = run_download(cfg)
-    assert json.loads((out / ".complete").read_text()) == {"source": "local", "path": str(mine), "kind": "extracted"}
-    assert (out / "images" / f"{stems[0]}.jpg").read_bytes() == (mine / "images" / f"{stems[0]}.jpg").read_bytes()
+    assert json.loads((out / ".complete").read_text()) == {
+        "source": "local",
+        "path": str(mine),
+        "kind": "extracted",
+    }
+    assert (out / "images" / f"{stems[0]}.jpg").read_bytes() == (
+        mine / "images" / f"{stems[0]}.jpg"
+    ).read_bytes()
     report = run_preprocess(cfg)
-    assert report["skipped"] == {"image_without_trimap": 1, "appledouble": 3, "mat_file": 1, "undecodable_image": 1}
+    assert report["skipped"] == {
+        "image_without_trimap": 1,
+        "appledouble": 3,
+        "mat_file": 1,
+        "undecodable_image": 1,
+    }
     assert report["converted"]["png_as_jpg"] == 1 and report["converted"]["gif_as_jpg+palette"] == 1
     assert report["converted"]["jpeg+cmyk"] == 1 and report["converted"]["jpeg+grayscale"] == 1
 
@@ -77,23 +90,33 @@ def test_archives_are_verified_before_they_are_extracted(make_config, tmp_path, 
     shelf = tmp_path / "shelf"
     shelf.mkdir()
     archives = []
-    for i, (name, folder) in enumerate((("images.tar.gz", "images"), ("annotations.tar.gz", "annotations"))):
+    for i, (name, folder) in enumerate(
+        (("images.tar.gz", "images"), ("annotations.tar.gz", "annotations"))
+    ):
         with tarfile.open(shelf / name, "w:gz") as tar:
             tar.add(extracted / folder, arcname=folder)
         data = (shelf / name).read_bytes()
-        archives += [f"data.oxford_pets.archives.{i}.size={len(data)}",
-                     f"data.oxford_pets.archives.{i}.sha256={hashlib.sha256(data).hexdigest()}"]
+        archives += [
+            f"data.oxford_pets.archives.{i}.size={len(data)}",
+            f"data.oxford_pets.archives.{i}.sha256={hashlib.sha256(data).hexdigest()}",
+        ]
     cfg = make_config(*tiny_overrides(), "data.source=local", f"data.local.path={shelf}", *archives)
     out = run_download(cfg)
     assert json.loads((out / ".complete").read_text())["kind"] == "archives"
-    assert run_preprocess(cfg)["usable_pairs"] == run_preprocess(
-        make_config(*tiny_overrides(), "data.source=local", f"data.local.path={extracted}"))["usable_pairs"]
+    assert (
+        run_preprocess(cfg)["usable_pairs"]
+        == run_preprocess(
+            make_config(*tiny_overrides(), "data.source=local", f"data.local.path={extracted}")
+        )["usable_pairs"]
+    )
 
     # one flipped byte: refused, naming the archive, and the previous output is left as it was
     data = bytearray((shelf / "annotations.tar.gz").read_bytes())
     data[100] ^= 0xFF
     (shelf / "annotations.tar.gz").write_bytes(bytes(data))
-    with pytest.raises(DataError, match=r"annotations.tar.gz: sha256 mismatch.*nothing was extracted"):
+    with pytest.raises(
+        DataError, match=r"annotations.tar.gz: sha256 mismatch.*nothing was extracted"
+    ):
         run_download(cfg)
     assert json.loads((out / ".complete").read_text())["kind"] == "archives"
 
@@ -109,11 +132,15 @@ def test_a_folder_that_is_not_the_dataset_is_named_with_what_is_missing(make_con
         run_download(cfg)
     (tmp_path / "only").mkdir()
     (tmp_path / "only" / "images.tar.gz").write_bytes(b"x")
-    cfg = make_config(*tiny_overrides(), "data.source=local", f"data.local.path={tmp_path / 'only'}")
+    cfg = make_config(
+        *tiny_overrides(), "data.source=local", f"data.local.path={tmp_path / 'only'}"
+    )
     with pytest.raises(DataError, match=r"holds images.tar.gz but not annotations.tar.gz"):
         run_download(cfg)
     with pytest.raises(DataError, match="no such folder"):
-        run_download(make_config(*tiny_overrides(), "data.source=local", f"data.local.path={tmp_path / 'x'}"))
+        run_download(
+            make_config(*tiny_overrides(), "data.source=local", f"data.local.path={tmp_path / 'x'}")
+        )
     with pytest.raises(ConfigError, match="data.local.path"):
         make_config(*tiny_overrides(), "data.source=local", "data.local.path=")
     assert not cfg.paths.resolve("raw").exists()
@@ -126,8 +153,18 @@ def test_dvc_reruns_from_download_when_the_local_folder_changes(make_config, tmp
     project = make_project(tmp_path / "project")
     # the default source does not need the folder, but DVC's dependency on it must exist
     dvc(project, "status", "download")
-    dvc(project, "exp", "run", "--set-param", "data.source=local", "--set-param", f"data.local.path={mine}",
-        "download", "preprocess", timeout=600)
+    dvc(
+        project,
+        "exp",
+        "run",
+        "--set-param",
+        "data.source=local",
+        "--set-param",
+        f"data.local.path={mine}",
+        "download",
+        "preprocess",
+        timeout=600,
+    )
     assert "download" not in dvc(project, "status", "download").stdout
     write_quirky_image(mine / "images" / "Extra_1.jpg", np.zeros((70, 70, 3), np.uint8), "jpeg")
     status = dvc(project, "status", "download").stdout

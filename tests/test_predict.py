@@ -13,7 +13,16 @@ from PIL import Image
 from project_copy import tiny_overrides
 
 SIZE = 32
-QUIRKS = ("jpeg", "extraneous_bytes", "png_as_jpg", "gif_as_jpg", "rgba", "cmyk", "grayscale", "palette")
+QUIRKS = (
+    "jpeg",
+    "extraneous_bytes",
+    "png_as_jpg",
+    "gif_as_jpg",
+    "rgba",
+    "cmyk",
+    "grayscale",
+    "palette",
+)
 
 
 @pytest.fixture
@@ -37,7 +46,9 @@ def _photos(folder, rng):
     sizes = {}
     for i, quirk in enumerate(QUIRKS):
         h, w = (SIZE, SIZE) if i == 0 else (40 + 7 * i, 90 - 5 * i)
-        write_quirky_image(folder / f"photo_{quirk}.jpg", rng.integers(0, 256, (h, w, 3), dtype=np.uint8), quirk)
+        write_quirky_image(
+            folder / f"photo_{quirk}.jpg", rng.integers(0, 256, (h, w, 3), dtype=np.uint8), quirk
+        )
         sizes[f"photo_{quirk}"] = (h, w)
     good = (folder / "photo_jpeg.jpg").read_bytes()
     (folder / "broken.jpg").write_bytes(good[: len(good) // 3])
@@ -62,10 +73,16 @@ def test_every_format_gets_probability_trimap_and_overlays_at_its_size(trained_d
     rng = np.random.default_rng(0)
     sizes = _photos(tmp_path / "photos", rng)
     out = tmp_path / "predictions"
-    table = run_predict(_with(trained_dir, input=str(tmp_path / "photos"), output=str(out), gradcam=True))
+    table = run_predict(
+        _with(trained_dir, input=str(tmp_path / "photos"), output=str(out), gradcam=True)
+    )
 
     assert table["counts"] == {"files": 10, "predicted": 8, "skipped": 2, "ignored_hidden": 1}
-    skipped = {r["file"].rsplit("/", 1)[-1]: r["error"] for r in table["photos"] if r["status"] == "skipped"}
+    skipped = {
+        r["file"].rsplit("/", 1)[-1]: r["error"]
+        for r in table["photos"]
+        if r["status"] == "skipped"
+    }
     assert set(skipped) == {"broken.jpg", "notes.txt"} and "broken.jpg" in skipped["broken.jpg"]
 
     classifier = keras.saving.load_model(model_path(trained_dir, "classification"))
@@ -78,7 +95,9 @@ def test_every_format_gets_probability_trimap_and_overlays_at_its_size(trained_d
         assert row["status"] == "ok", row
         # The probability is the classifier's on the photo resized as preprocess resizes.
         rgb, _ = images.load_rgb(tmp_path / "photos" / f"{stem}.jpg")
-        x = images.resize_image(rgb, SIZE, trained_dir.data.classification.interpolation)[None].astype("float32")
+        x = images.resize_image(rgb, SIZE, trained_dir.data.classification.interpolation)[
+            None
+        ].astype("float32")
         p_dog = float(classifier.predict(x, verbose=0)[0, 0])
         assert float(row["p_dog"]) == pytest.approx(p_dog, abs=1e-5)
         assert row["label"] == ("dog" if p_dog >= 0.5 else "cat")
@@ -88,7 +107,9 @@ def test_every_format_gets_probability_trimap_and_overlays_at_its_size(trained_d
         assert Image.open(out / row["overlay"]).size == (w, h)
         assert Image.open(out / row["gradcam"]).size == (w, h)
         if (h, w) == (SIZE, SIZE):  # at the model's own size the trimap is its argmax, plus one
-            y = images.resize_image(rgb, SIZE, trained_dir.data.segmentation.interpolation)[None].astype("float32")
+            y = images.resize_image(rgb, SIZE, trained_dir.data.segmentation.interpolation)[
+                None
+            ].astype("float32")
             expected = np.argmax(segmenter.predict(y, verbose=0)[0], axis=-1) + 1
             np.testing.assert_array_equal(mask, expected)
     assert rows["photo_cmyk.jpg"]["decoded_as"] == "jpeg+cmyk"
@@ -109,14 +130,21 @@ def test_a_dataset_photo_reaches_the_model_exactly_as_preprocess_wrote_it(make_c
         data = getattr(cfg.data, task)
         model = LoadedModel(task, None, "test", data.image_size, data.interpolation)
         for i in range(3):
-            photo, _ = read_photo(layout.Layout(cfg.paths.resolve("raw")).image_path(split.stems[i]))
+            photo, _ = read_photo(
+                layout.Layout(cfg.paths.resolve("raw")).image_path(split.stems[i])
+            )
             np.testing.assert_array_equal(model.prepare(photo), split.images[i])
 
 
 def test_names_stay_distinct_when_stems_collide(tmp_path):
     from petvision.inference import output_names
 
-    files = [tmp_path / "a" / "x.jpg", tmp_path / "a" / "x.png", tmp_path / "b" / "x.jpg", tmp_path / "y.gif"]
+    files = [
+        tmp_path / "a" / "x.jpg",
+        tmp_path / "a" / "x.png",
+        tmp_path / "b" / "x.jpg",
+        tmp_path / "y.gif",
+    ]
     assert output_names(files) == ["x_jpg", "x_png", "x_jpg_2", "y"]
 
 
@@ -141,8 +169,14 @@ def test_bad_inputs_are_named_and_leave_no_output(trained_dir, tmp_path):
         run_predict(_with(trained_dir, input=str(tmp_path / "ok.jpg"), output=str(mine)))
     assert (mine / "thesis.tex").read_text() == "precious"
     with pytest.raises(DataError, match="classifier.keras: missing"):
-        run_predict(_with(trained_dir, input=str(tmp_path / "ok.jpg"), output=str(out),
-                          classifier=str(tmp_path / "classifier.keras")))
+        run_predict(
+            _with(
+                trained_dir,
+                input=str(tmp_path / "ok.jpg"),
+                output=str(out),
+                classifier=str(tmp_path / "classifier.keras"),
+            )
+        )
 
 
 @pytest.mark.slow
@@ -151,11 +185,18 @@ def test_the_command_line_predicts_a_folder_with_a_progress_bar(trained_dir, tmp
 
     rng = np.random.default_rng(1)
     _photos(tmp_path / "photos", rng)
-    done = run_module("petvision.predict", *path_overrides(tmp_path), *tiny_overrides(),
-                      f"predict.input={tmp_path / 'photos'}", "predict.output=out", cwd=tmp_path,
-                      hydra_dir=tmp_path / "hydra")
+    done = run_module(
+        "petvision.predict",
+        *path_overrides(tmp_path),
+        *tiny_overrides(),
+        f"predict.input={tmp_path / 'photos'}",
+        "predict.output=out",
+        cwd=tmp_path,
+        hydra_dir=tmp_path / "hydra",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "predict: 100%" in done.stderr and "broken.jpg" in done.stderr
+    assert "predict: 100%" in done.stderr and "skipped: " in done.stdout + done.stderr
+    assert "broken.jpg" in done.stdout + done.stderr
     assert "predicted 8 photo(s), skipped 2 unreadable file(s)" in done.stdout
     with open(tmp_path / "out" / "predictions.csv", newline="") as f:
         assert sum(1 for r in csv.DictReader(f) if r["status"] == "ok") == 8

@@ -37,14 +37,16 @@ def _train(cfg, model, accuracy: float, digest: str, scale: float = 1.0):
     example = np.zeros((1, *model.inputs[0].shape[1:]), np.uint8)
     with tracking.Run(cfg, "classification", "train_xception") as run:
         uri = run.log_keras_model(model, example)
-        decision = registry.register_trained_model(cfg, "classification", run, uri,
-                                                   {"val": {"accuracy": accuracy}}, {"val": digest})
+        decision = registry.register_trained_model(
+            cfg, "classification", run, uri, {"val": {"accuracy": accuracy}}, {"val": digest}
+        )
     assert not run.lost, run.lost
     return run.run_id, decision
 
 
-def test_champion_moves_only_to_a_better_model_on_the_same_validation_data(store_cfg, classifier, monkeypatch,
-                                                                           tmp_path):
+def test_champion_moves_only_to_a_better_model_on_the_same_validation_data(
+    store_cfg, classifier, monkeypatch, tmp_path
+):
     import mlflow
 
     from petvision import inference, tracking
@@ -65,7 +67,11 @@ def test_champion_moves_only_to_a_better_model_on_the_same_validation_data(store
     # better on the same data: promoted
     classifier.set_weights(weights)
     run3, better = _train(store_cfg, classifier, 0.80, "digest-a", scale=1.5)
-    assert better.promoted and better.previous_champion == "1" and "beats champion version 1" in better.reason
+    assert (
+        better.promoted
+        and better.previous_champion == "1"
+        and "beats champion version 1" in better.reason
+    )
 
     # far better, but on other validation data: no comparison, no move
     run4, other = _train(store_cfg, classifier, 0.99, "digest-b", scale=0.5)
@@ -74,24 +80,36 @@ def test_champion_moves_only_to_a_better_model_on_the_same_validation_data(store
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "3"
     versions = {str(v.version): v for v in client.search_model_versions(f"name='{NAME}'")}
     assert set(versions) == {"1", "2", "3", "4"}
-    for version, run_id, decision in (("1", run1, "promoted"), ("2", run2, "kept"), ("3", run3, "promoted"),
-                                      ("4", run4, "kept")):
+    for version, run_id, decision in (
+        ("1", run1, "promoted"),
+        ("2", run2, "kept"),
+        ("3", run3, "promoted"),
+        ("4", run4, "kept"),
+    ):
         v = client.get_model_version(NAME, version)
         assert v.run_id == run_id
         assert v.tags["run_id"] == run_id and v.tags["dvc.exp_name"] == "lucky-dingo"
-        assert v.tags["champion.decision"] == decision and v.tags["champion.reason"] in v.description
+        assert (
+            v.tags["champion.decision"] == decision and v.tags["champion.reason"] in v.description
+        )
         assert v.tags["metric.name"] == "val_accuracy"
     assert versions["4"].tags["data_digest.val"] == "digest-b"
 
     # predict takes the champion by its alias: the third model's weights
     classifier.set_weights([w * 1.5 for w in weights])
-    x = np.random.default_rng(0).integers(0, 256, (2, *classifier.inputs[0].shape[1:])).astype("float32")
+    x = (
+        np.random.default_rng(0)
+        .integers(0, 256, (2, *classifier.inputs[0].shape[1:]))
+        .astype("float32")
+    )
     champion = inference.load_model(store_cfg, "classification", f"models:/{NAME}@champion")
     np.testing.assert_allclose(champion(x), classifier.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     assert champion.interpolation == store_cfg.data.classification.interpolation
 
     # tracking.register=false: logged, not registered
-    off = dataclasses.replace(store_cfg, tracking=dataclasses.replace(store_cfg.tracking, register=False))
+    off = dataclasses.replace(
+        store_cfg, tracking=dataclasses.replace(store_cfg.tracking, register=False)
+    )
     _, none = _train(off, classifier, 0.95, "digest-a")
     assert none is None and len(client.search_model_versions(f"name='{NAME}'")) == 4
 
@@ -104,13 +122,21 @@ def test_decide_explains_each_case():
     new = Candidate("segmentation", "models:/m-1", "r", "val_pet_iou", 0.5, "d", "")
 
     def champ(**tags):
-        return SimpleNamespace(version="7", tags={"data_digest.val": "d", "metric.name": "val_pet_iou", **tags})
+        return SimpleNamespace(
+            version="7", tags={"data_digest.val": "d", "metric.name": "val_pet_iou", **tags}
+        )
 
     assert decide(new, None)[0]
     assert decide(new, champ(**{"metric.value": "0.4"})) == (
-        True, "val_pet_iou 0.5 beats champion version 7's 0.4 on the same validation data")
+        True,
+        "val_pet_iou 0.5 beats champion version 7's 0.4 on the same validation data",
+    )
     assert not decide(new, champ(**{"metric.value": "0.5"}))[0]
     assert not decide(new, champ(**{"metric.value": "0.6"}))[0]
     assert not decide(new, champ(**{"metric.value": "0.1", "data_digest.val": "e"}))[0]
-    assert not decide(dataclasses.replace(new, value=float("nan")), champ(**{"metric.value": "0.1"}))[0]
-    assert decide(new, champ(**{"metric.value": "nan"}))[0]  # a NaN champion is beaten by any number
+    assert not decide(
+        dataclasses.replace(new, value=float("nan")), champ(**{"metric.value": "0.1"})
+    )[0]
+    assert decide(new, champ(**{"metric.value": "nan"}))[
+        0
+    ]  # a NaN champion is beaten by any number

@@ -247,6 +247,13 @@ class PredictConfig:
 
 
 @dataclass
+class ExportConfig:
+    output: str = MISSING
+    classifier: str = MISSING
+    segmenter: str = MISSING
+
+
+@dataclass
 class Config:
     preset: str = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -257,6 +264,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     visualize: VisualizeConfig = field(default_factory=VisualizeConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 # --------------------------------------------------------------------------- validation

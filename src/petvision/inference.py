@@ -1,4 +1,4 @@
-"""Using the trained models on photos: what ``python -m petvision.predict`` and the served models do.
+"""The trained models on photos: what ``python -m petvision.predict`` and the served models do.
 
 A photo goes through exactly what a training image went through in the preprocess stage: decoded
 by :func:`petvision.images.load_rgb` (any format and mode it accepts) and resized by
@@ -61,7 +61,9 @@ class LoadedModel:
         import keras
 
         x = np.asarray(batch, dtype=np.float32)
-        return np.asarray(keras.ops.convert_to_numpy(self.model(x, training=False)), dtype=np.float32)
+        return np.asarray(
+            keras.ops.convert_to_numpy(self.model(x, training=False)), dtype=np.float32
+        )
 
 
 # --------------------------------------------------------------------------- loading
@@ -95,7 +97,9 @@ def _check_shape(model: Any, task: str, source: str) -> None:
     if task == "classification" and out != (1,):
         raise DataError(f"{source}: outputs {out}, not one P(dog): is it the segmentation model?")
     if task == "segmentation" and len(out) != 3:
-        raise DataError(f"{source}: outputs {out}, not a per-pixel class map: is it the classifier?")
+        raise DataError(
+            f"{source}: outputs {out}, not a per-pixel class map: is it the classifier?"
+        )
 
 
 def _load_from_mlflow(cfg: Config, task: str, uri: str) -> tuple[Any, str | None]:
@@ -115,8 +119,10 @@ def _load_from_mlflow(cfg: Config, task: str, uri: str) -> tuple[Any, str | None
             model = mlflow.keras.load_model(uri)
         except Exception as exc:  # noqa: BLE001 - unknown name/alias, no Keras flavour, store down...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"{uri}: cannot load it as a Keras model from the MLflow store {store} "
-                            f"({first[:300]})") from None
+            raise DataError(
+                f"{uri}: cannot load it as a Keras model from the MLflow store {store} "
+                f"({first[:300]})"
+            ) from None
         interpolation = None
         try:
             run_id = mlflow.models.get_model_info(uri).run_id
@@ -144,7 +150,7 @@ def dog_probabilities(classifier: LoadedModel, photos: Sequence[np.ndarray]) -> 
 
 
 def label_of(p_dog: float) -> tuple[str, float]:
-    """The species and its probability: ``("dog", p)`` when P(dog) >= 0.5, else ``("cat", 1 - p)``."""
+    """The species and its probability: ``("dog", p)`` if P(dog) >= 0.5, else ``("cat", 1 - p)``."""
     return ("dog", float(p_dog)) if p_dog >= 0.5 else ("cat", float(1.0 - p_dog))
 
 
@@ -155,9 +161,18 @@ def probabilities_to_trimap(probabilities: np.ndarray, height: int, width: int) 
     if probabilities.shape[:2] == (height, width):
         up = probabilities
     else:
-        up = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(probabilities[..., c]), mode="F")
-                                  .resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
-                       for c in range(probabilities.shape[-1])], axis=-1)
+        up = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(np.ascontiguousarray(probabilities[..., c]), mode="F").resize(
+                        (width, height), Image.Resampling.BILINEAR
+                    ),
+                    dtype=np.float32,
+                )
+                for c in range(probabilities.shape[-1])
+            ],
+            axis=-1,
+        )
     return (np.argmax(up, axis=-1) + 1).astype(np.uint8)
 
 
@@ -167,7 +182,10 @@ def trimaps(segmenter: LoadedModel, photos: Sequence[np.ndarray]) -> list[np.nda
         return []
     batch = np.stack([segmenter.prepare(p) for p in photos])
     probabilities = segmenter(batch)
-    return [probabilities_to_trimap(probs, *photo.shape[:2]) for probs, photo in zip(probabilities, photos)]
+    return [
+        probabilities_to_trimap(probs, *photo.shape[:2])
+        for probs, photo in zip(probabilities, photos)
+    ]
 
 
 def mask_overlay(photo: np.ndarray, trimap: np.ndarray, alpha: float) -> np.ndarray:
@@ -185,11 +203,15 @@ def gradcam_layer(classifier: LoadedModel) -> str:
     for layer in LAST_CONV_LAYER.values():
         if layer in names:
             return layer
-    raise DataError(f"{classifier.source}: none of the Grad-CAM layers {sorted(LAST_CONV_LAYER.values())}; "
-                    "is it one of the project's classifiers?")
+    raise DataError(
+        f"{classifier.source}: none of the Grad-CAM layers {sorted(LAST_CONV_LAYER.values())}; "
+        "is it one of the project's classifiers?"
+    )
 
 
-def gradcam_overlays(classifier: LoadedModel, photos: Sequence[np.ndarray], alpha: float) -> list[np.ndarray]:
+def gradcam_overlays(
+    classifier: LoadedModel, photos: Sequence[np.ndarray], alpha: float
+) -> list[np.ndarray]:
     """The book's Grad-CAM picture for the predicted class of each photo, at the photo's size."""
     from petvision.interpret import gradcam
 
@@ -205,7 +227,9 @@ def gradcam_overlays(classifier: LoadedModel, photos: Sequence[np.ndarray], alph
 @dataclass
 class Inputs:
     files: list[Path] = field(default_factory=list)  # in the order given; folders expanded, sorted
-    ignored: list[Path] = field(default_factory=list)  # hidden files (.*, ._* AppleDouble) in folders
+    ignored: list[Path] = field(
+        default_factory=list
+    )  # hidden files (.*, ._* AppleDouble) in folders
 
 
 def collect_inputs(spec: str | Sequence[str], cwd: Path | None = None) -> Inputs:
@@ -214,8 +238,10 @@ def collect_inputs(spec: str | Sequence[str], cwd: Path | None = None) -> Inputs
     given = [spec] if isinstance(spec, str) else list(spec)
     given = [g for g in given if str(g).strip()]
     if not given:
-        raise ConfigError("predict.input='': name a photo, a folder of photos, or a list of them "
-                          "(predict.input=photos/ or predict.input=[a.jpg,b.png])")
+        raise ConfigError(
+            "predict.input='': name a photo, a folder of photos, or a list of them "
+            "(predict.input=photos/ or predict.input=[a.jpg,b.png])"
+        )
     found = Inputs()
     seen: set[Path] = set()
     for item in given:
@@ -265,8 +291,22 @@ def read_photo(path: Path) -> tuple[np.ndarray, str]:
 
 # --------------------------------------------------------------------------- the predict command
 
-TABLE_FIELDS = ("file", "status", "label", "probability", "p_cat", "p_dog", "pet_fraction", "width", "height",
-                "decoded_as", "mask", "overlay", "gradcam", "error")
+TABLE_FIELDS = (
+    "file",
+    "status",
+    "label",
+    "probability",
+    "p_cat",
+    "p_dog",
+    "pet_fraction",
+    "width",
+    "height",
+    "decoded_as",
+    "mask",
+    "overlay",
+    "gradcam",
+    "error",
+)
 TABLE_JSON = "predictions.json"
 TABLE_CSV = "predictions.csv"
 
@@ -276,13 +316,17 @@ def _check_output(out: Path, inputs: Inputs) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"predict.output={out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / TABLE_JSON).is_file():
-        raise ConfigError(f"predict.output={out}: the folder holds files predict did not write; it would "
-                          "be replaced whole: choose another folder or empty it")
+        raise ConfigError(
+            f"predict.output={out}: the folder holds files predict did not write; it would "
+            "be replaced whole: choose another folder or empty it"
+        )
     resolved = out.resolve()
     for f in inputs.files:
         if resolved in f.resolve().parents:
-            raise ConfigError(f"predict.output={out}: holds the input {f}, and the output folder is "
-                              "replaced whole: choose an output folder outside the inputs")
+            raise ConfigError(
+                f"predict.output={out}: holds the input {f}, and the output folder is "
+                "replaced whole: choose an output folder outside the inputs"
+            )
 
 
 def _save_png(array: np.ndarray, path: Path) -> str:
@@ -311,8 +355,15 @@ def run_predict(cfg: Config) -> dict[str, Any]:
     _check_output(out, found)
     classifier = load_model(cfg, "classification", p.classifier)
     segmenter = load_model(cfg, "segmentation", p.segmenter)
-    log.info("classifier %s (%d px, %s), segmentation model %s (%d px, %s)", classifier.source, classifier.size,
-             classifier.interpolation, segmenter.source, segmenter.size, segmenter.interpolation)
+    log.info(
+        "classifier %s (%d px, %s), segmentation model %s (%d px, %s)",
+        classifier.source,
+        classifier.size,
+        classifier.interpolation,
+        segmenter.source,
+        segmenter.size,
+        segmenter.interpolation,
+    )
 
     names = dict(zip(found.files, output_names(found.files)))
     rows: list[dict[str, Any]] = []
@@ -321,11 +372,17 @@ def run_predict(cfg: Config) -> dict[str, Any]:
         folders = ["masks", "overlays", *(["gradcam"] if p.gradcam else [])]
         for folder in folders:
             (tmp / folder).mkdir()
-        with tqdm(total=len(found.files), desc="predict", unit="photo", file=sys.stderr, mininterval=0.5,
-                  disable=len(found.files) < 2) as bar:
+        with tqdm(
+            total=len(found.files),
+            desc="predict",
+            unit="photo",
+            file=sys.stderr,
+            mininterval=0.5,
+            disable=len(found.files) < 2,
+        ) as bar:
             for start in range(0, len(found.files), p.batch_size):
                 batch: list[tuple[Path, np.ndarray, str]] = []
-                for path in found.files[start:start + p.batch_size]:
+                for path in found.files[start : start + p.batch_size]:
                     try:
                         photo, kind = read_photo(path)
                     except DataError as exc:
@@ -335,19 +392,33 @@ def run_predict(cfg: Config) -> dict[str, Any]:
                         bar.update(1)
                         continue
                     batch.append((path, photo, kind))
-                rows += _predict_batch(batch, classifier, segmenter, names, tmp, p.overlay_alpha,
-                                       cfg.visualize.gradcam.alpha if p.gradcam else None)
+                rows += _predict_batch(
+                    batch,
+                    classifier,
+                    segmenter,
+                    names,
+                    tmp,
+                    p.overlay_alpha,
+                    cfg.visualize.gradcam.alpha if p.gradcam else None,
+                )
                 bar.update(len(batch))
         ok = [r for r in rows if r["status"] == "ok"]
         if not ok:
-            raise DataError(f"predict.input: none of the {len(found.files)} file(s) could be read as a photo: "
-                            + "; ".join(s["error"] for s in skipped[:5]))
+            raise DataError(
+                f"predict.input: none of the {len(found.files)} file(s) could be read as a photo: "
+                + "; ".join(s["error"] for s in skipped[:5])
+            )
         table = {
             "models": {
                 task: {"source": m.source, "input_size": m.size, "interpolation": m.interpolation}
-                for task, m in (("classification", classifier), ("segmentation", segmenter))},
-            "counts": {"files": len(found.files), "predicted": len(ok), "skipped": len(skipped),
-                       "ignored_hidden": len(found.ignored)},
+                for task, m in (("classification", classifier), ("segmentation", segmenter))
+            },
+            "counts": {
+                "files": len(found.files),
+                "predicted": len(ok),
+                "skipped": len(skipped),
+                "ignored_hidden": len(found.ignored),
+            },
             "photos": rows,
         }
         atomic.write_json(tmp / TABLE_JSON, table)
@@ -357,32 +428,56 @@ def run_predict(cfg: Config) -> dict[str, Any]:
             for row in rows:
                 writer.writerow({k: row.get(k, "") for k in TABLE_FIELDS})
     if skipped:
-        log.warning("predict: %d of %d file(s) skipped (unreadable), listed in %s: %s", len(skipped),
-                    len(found.files), out / TABLE_CSV, "; ".join(Path(s["file"]).name for s in skipped[:10]))
+        log.warning(
+            "predict: %d of %d file(s) skipped (unreadable), listed in %s: %s",
+            len(skipped),
+            len(found.files),
+            out / TABLE_CSV,
+            "; ".join(Path(s["file"]).name for s in skipped[:10]),
+        )
     log.info("predict: %d photo(s) -> %s", len(ok), out)
-    print(f"predicted {len(ok)} photo(s), skipped {len(skipped)} unreadable file(s): {out / TABLE_CSV}")
+    print(
+        f"predicted {len(ok)} photo(s), skipped {len(skipped)} unreadable file(s): "
+        f"{out / TABLE_CSV}"
+    )
     return table
 
 
-def _predict_batch(batch: list[tuple[Path, np.ndarray, str]], classifier: LoadedModel, segmenter: LoadedModel,
-                   names: dict[Path, str], out: Path, alpha: float, gradcam_alpha: float | None) -> list[dict]:
+def _predict_batch(
+    batch: list[tuple[Path, np.ndarray, str]],
+    classifier: LoadedModel,
+    segmenter: LoadedModel,
+    names: dict[Path, str],
+    out: Path,
+    alpha: float,
+    gradcam_alpha: float | None,
+) -> list[dict]:
     if not batch:
         return []
     photos = [photo for _, photo, _ in batch]
     p_dog = dog_probabilities(classifier, photos)
     masks = trimaps(segmenter, photos)
-    cams = gradcam_overlays(classifier, photos, gradcam_alpha) if gradcam_alpha is not None else None
+    cams = (
+        gradcam_overlays(classifier, photos, gradcam_alpha) if gradcam_alpha is not None else None
+    )
     rows = []
     for i, (path, photo, kind) in enumerate(batch):
         name = names[path]
         label, probability = label_of(float(p_dog[i]))
         row = {
-            "file": str(path), "status": "ok", "label": label, "probability": round(probability, 6),
-            "p_cat": round(1.0 - float(p_dog[i]), 6), "p_dog": round(float(p_dog[i]), 6),
+            "file": str(path),
+            "status": "ok",
+            "label": label,
+            "probability": round(probability, 6),
+            "p_cat": round(1.0 - float(p_dog[i]), 6),
+            "p_dog": round(float(p_dog[i]), 6),
             "pet_fraction": round(float(np.mean(masks[i] != 2)), 6),
-            "width": photo.shape[1], "height": photo.shape[0], "decoded_as": kind,
+            "width": photo.shape[1],
+            "height": photo.shape[0],
+            "decoded_as": kind,
             "mask": "masks/" + _save_png(masks[i], out / "masks" / f"{name}.png"),
-            "overlay": "overlays/" + _save_jpeg(mask_overlay(photo, masks[i], alpha), out / "overlays" / f"{name}.jpg"),
+            "overlay": "overlays/"
+            + _save_jpeg(mask_overlay(photo, masks[i], alpha), out / "overlays" / f"{name}.jpg"),
         }
         if cams is not None:
             row["gradcam"] = "gradcam/" + _save_jpeg(cams[i], out / "gradcam" / f"{name}.jpg")

@@ -34,23 +34,32 @@ def kind_of(folder: Path, archives: Sequence[fetch.Archive]) -> str:
     if not folder.is_dir():
         raise DataError(f"data.local.path={folder}: no such folder")
     lay = layout.Layout(folder)
-    present = {rel: p.exists() for rel, p in zip(REQUIRED, (lay.images_dir, lay.trimaps_dir, lay.list_file))}
+    present = {
+        rel: p.exists()
+        for rel, p in zip(REQUIRED, (lay.images_dir, lay.trimaps_dir, lay.list_file))
+    }
     has_archive = [a.name for a in archives if (folder / a.name).is_file()]
     if all(present.values()):
         return EXTRACTED
     if has_archive and not any(present.values()):
         missing = [a.name for a in archives if a.name not in has_archive]
         if missing:
-            raise DataError(f"data.local.path={folder}: holds {', '.join(has_archive)} but not "
-                            f"{', '.join(missing)}: both archives of the dataset are needed")
+            raise DataError(
+                f"data.local.path={folder}: holds {', '.join(has_archive)} but not "
+                f"{', '.join(missing)}: both archives of the dataset are needed"
+            )
         return ARCHIVES
     if any(present.values()):
         missing = [rel for rel, ok in present.items() if not ok]
-        raise DataError(f"data.local.path={folder}: not a complete Oxford-IIIT Pet folder: no "
-                        f"{', '.join(missing)} (an extracted copy needs {', '.join(REQUIRED)})")
-    raise DataError(f"data.local.path={folder}: neither an extracted Oxford-IIIT Pet folder (no "
-                    f"{', '.join(REQUIRED)}) nor a folder holding its archives "
-                    f"({', '.join(a.name for a in archives)})")
+        raise DataError(
+            f"data.local.path={folder}: not a complete Oxford-IIIT Pet folder: no "
+            f"{', '.join(missing)} (an extracted copy needs {', '.join(REQUIRED)})"
+        )
+    raise DataError(
+        f"data.local.path={folder}: neither an extracted Oxford-IIIT Pet folder (no "
+        f"{', '.join(REQUIRED)}) nor a folder holding its archives "
+        f"({', '.join(a.name for a in archives)})"
+    )
 
 
 def copy_extracted(folder: Path, out: Path) -> None:
@@ -68,8 +77,10 @@ def extract_archives(folder: Path, archives: Sequence[fetch.Archive], out: Path)
         try:
             fetch.verify_file(path, archive)
         except DownloadError as exc:
-            raise DataError(f"{exc}: not the original archive (data.oxford_pets.archives lists its size "
-                            "and sha256); nothing was extracted") from None
+            raise DataError(
+                f"{exc}: not the original archive (data.oxford_pets.archives lists its size "
+                "and sha256); nothing was extracted"
+            ) from None
     for archive in archives:
         log.info("extracting %s", folder / archive.name)
         fetch.safe_extract(folder / archive.name, out)

@@ -78,11 +78,16 @@ def decide(candidate: Candidate, champion: Any | None) -> tuple[bool, str]:
         return True, "first version with a validation metric: no champion yet"
     tags = dict(champion.tags or {})
     if tags.get(TAG_DIGEST) != candidate.data_digest:
-        return False, (f"not compared: validated on other data (digest {candidate.data_digest}) than champion "
-                       f"version {champion.version} (digest {tags.get(TAG_DIGEST, 'unknown')}); the alias stays")
+        return False, (
+            f"not compared: validated on other data (digest {candidate.data_digest}) than champion "
+            f"version {champion.version} (digest {tags.get(TAG_DIGEST, 'unknown')}); "
+            "the alias stays"
+        )
     if tags.get(TAG_METRIC) != candidate.metric:
-        return False, (f"not compared: champion version {champion.version} was chosen by "
-                       f"{tags.get(TAG_METRIC, 'an unknown metric')}, this one by {candidate.metric}")
+        return False, (
+            f"not compared: champion version {champion.version} was chosen by "
+            f"{tags.get(TAG_METRIC, 'an unknown metric')}, this one by {candidate.metric}"
+        )
     try:
         best = float(tags[TAG_VALUE])
     except (KeyError, ValueError):
@@ -91,10 +96,14 @@ def decide(candidate: Candidate, champion: Any | None) -> tuple[bool, str]:
     if not math.isfinite(new):
         return False, f"{candidate.metric} is {new}: not a number, the champion stays"
     if math.isfinite(best) and new <= best:
-        return False, (f"{candidate.metric} {new:.6g} does not beat champion version {champion.version}'s "
-                       f"{best:.6g} on the same validation data")
-    return True, (f"{candidate.metric} {new:.6g} beats champion version {champion.version}'s {best:.6g} "
-                  "on the same validation data")
+        return False, (
+            f"{candidate.metric} {new:.6g} does not beat champion version {champion.version}'s "
+            f"{best:.6g} on the same validation data"
+        )
+    return True, (
+        f"{candidate.metric} {new:.6g} beats champion version {champion.version}'s {best:.6g} "
+        "on the same validation data"
+    )
 
 
 def _champion(client: Any, name: str) -> Any | None:
@@ -116,21 +125,25 @@ def _ensure_registered_model(client: Any, name: str, task: str) -> None:
     except MlflowException:
         try:
             client.create_registered_model(
-                name, tags={TAG_TASK: task},
+                name,
+                tags={TAG_TASK: task},
                 description=f"petvision {task} models, one version per training run; the alias "
-                            f"'{CHAMPION}' marks the best on the validation data "
-                            f"(val_{SELECTION_METRIC[task]}).")
+                f"'{CHAMPION}' marks the best on the validation data "
+                f"(val_{SELECTION_METRIC[task]}).",
+            )
         except MlflowException as exc:  # created by another process a moment ago
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise
 
 
 def register(client: Any, name: str, candidate: Candidate) -> Decision:
-    """Register ``candidate`` as a new version of ``name`` and move the champion alias if it wins."""
+    """Register ``candidate`` as a new version of ``name``; move the champion alias if it wins."""
     from mlflow.utils.uri import is_models_uri
 
     _ensure_registered_model(client, name, candidate.task)
-    model_id = candidate.model_uri.removeprefix("models:/") if is_models_uri(candidate.model_uri) else None
+    model_id = (
+        candidate.model_uri.removeprefix("models:/") if is_models_uri(candidate.model_uri) else None
+    )
     if model_id and ("/" in model_id or "@" in model_id):
         model_id = None  # a registered model's URI, not a logged model's
     tags = {
@@ -141,8 +154,13 @@ def register(client: Any, name: str, candidate: Candidate) -> Decision:
         TAG_METRIC: candidate.metric,
         TAG_VALUE: repr(float(candidate.value)),
     }
-    version = client.create_model_version(name, source=candidate.model_uri, run_id=candidate.run_id or None,
-                                          tags=tags, model_id=model_id).version
+    version = client.create_model_version(
+        name,
+        source=candidate.model_uri,
+        run_id=candidate.run_id or None,
+        tags=tags,
+        model_id=model_id,
+    ).version
     champion = _champion(client, name)
     promoted, reason = decide(candidate, champion)
     if promoted:
@@ -152,17 +170,29 @@ def register(client: Any, name: str, candidate: Candidate) -> Decision:
     client.set_model_version_tag(name, version, TAG_REASON, reason)
     exp = f", DVC experiment {candidate.dvc_experiment}" if candidate.dvc_experiment else ""
     client.update_model_version(
-        name, version,
-        description=(f"Run {candidate.run_id}{exp}; {candidate.metric} {candidate.value:.6g} on validation data "
-                     f"{candidate.data_digest}. {'Champion' if promoted else 'Not champion'}: {reason}."))
+        name,
+        version,
+        description=(
+            f"Run {candidate.run_id}{exp}; {candidate.metric} {candidate.value:.6g} on validation "
+            f"data {candidate.data_digest}. {'Champion' if promoted else 'Not champion'}: {reason}."
+        ),
+    )
     previous = None if champion is None else str(champion.version)
-    log.info("MLflow registry: %s version %s %s (%s)", name, version,
-             f"is now '{CHAMPION}'" if promoted else f"registered; '{CHAMPION}' stays at version {previous}", reason)
+    log.info(
+        "MLflow registry: %s version %s %s (%s)",
+        name,
+        version,
+        f"is now '{CHAMPION}'"
+        if promoted
+        else f"registered; '{CHAMPION}' stays at version {previous}",
+        reason,
+    )
     return Decision(name, str(version), promoted, reason, previous)
 
 
-def register_trained_model(cfg: Config, task: str, run: Any, model_uri: str, summary: dict,
-                           digests: dict[str, str]) -> Decision | None:
+def register_trained_model(
+    cfg: Config, task: str, run: Any, model_uri: str, summary: dict, digests: dict[str, str]
+) -> Decision | None:
     """The training session's hook: register the run's logged model (see module docstring).
     Never raises: a failure is logged and added to ``run.lost``."""
     if not cfg.tracking.register or not model_uri or not getattr(run, "uri", ""):
@@ -171,15 +201,27 @@ def register_trained_model(cfg: Config, task: str, run: Any, model_uri: str, sum
 
     metric = SELECTION_METRIC[task]
     candidate = Candidate(
-        task=task, model_uri=model_uri, run_id=run.run_id, metric=f"val_{metric}",
+        task=task,
+        model_uri=model_uri,
+        run_id=run.run_id,
+        metric=f"val_{metric}",
         value=float(summary.get(VALIDATION_SPLIT, {}).get(metric, float("nan"))),
-        data_digest=digests.get(VALIDATION_SPLIT, ""), dvc_experiment=os.environ.get("DVC_EXP_NAME", ""))
+        data_digest=digests.get(VALIDATION_SPLIT, ""),
+        dvc_experiment=os.environ.get("DVC_EXP_NAME", ""),
+    )
     name = getattr(cfg.tracking.registered_models, task)
     try:
-        return register(mlflow.MlflowClient(tracking_uri=run.uri, registry_uri=run.uri), name, candidate)
+        return register(
+            mlflow.MlflowClient(tracking_uri=run.uri, registry_uri=run.uri), name, candidate
+        )
     except Exception as exc:  # noqa: BLE001 - the registry must not fail a finished training
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        log.warning("MLflow registry %s: could not register %s as a version of %s: %s", run.uri, model_uri,
-                    name, first)
+        log.warning(
+            "MLflow registry %s: could not register %s as a version of %s: %s",
+            run.uri,
+            model_uri,
+            name,
+            first,
+        )
         run.lost.append(f"registry {name}: {type(exc).__name__}: {first}")
         return None

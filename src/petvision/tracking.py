@@ -369,27 +369,6 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
-class _KerasFlavorMakingDir:
-    """``mlflow.keras`` with one fix, for :meth:`mlflow.models.Model.log`.
-
-    MLflow 3.17.2's ``mlflow.keras.save_model`` writes the input example into the model folder
-    before it creates the folder, so ``mlflow.keras.log_model(..., input_example=x)`` fails with
-    ``FileNotFoundError: .../model/input_example.json`` (SPEC §6). ``Model.log`` (what
-    ``mlflow.keras.log_model`` calls) accepts any object with a ``save_model``; this one creates
-    the folder and hands over to the real Keras flavor, so the logged model is an ordinary Keras
-    flavor model (loader ``mlflow.keras``) with its signature and input example.
-    """
-
-    __name__ = "mlflow.keras"
-
-    @staticmethod
-    def save_model(path: str, **kwargs: Any) -> None:
-        import mlflow.keras
-
-        os.makedirs(path, exist_ok=True)
-        mlflow.keras.save_model(path=path, **kwargs)
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -649,10 +628,18 @@ class Run:
         output = np.asarray(keras.ops.convert_to_numpy(model.predict(example, verbose=0)))
         if output.dtype not in (np.float16, np.float32, np.float64):
             output = output.astype(np.float32)  # bfloat16 outputs (mixed precision) have no MLflow type
+        from petvision import serving
+
+        # The trained models' python_function flavor also takes encoded photos (petvision.serving).
+        photos = {}
+        if self.task in ("segmentation", "classification"):
+            resize = getattr(self.cfg.data, self.task).interpolation
+            photos = {"petvision": serving.model_config(self.task, resize)}
         info = Model.log(
-            artifact_path=None, name=name, flavor=_KerasFlavorMakingDir, flavor_name="mlflow.keras",
+            artifact_path=None, name=name, flavor=serving.KerasPhotoFlavor,
+            flavor_name="mlflow.keras",
             run_id=self.run_id, model=model, signature=infer_signature(example, output),
-            input_example=example, pip_requirements=_pip_requirements(),
+            input_example=example, pip_requirements=_pip_requirements(), **photos,
         )
         return info.model_uri
 
