@@ -350,7 +350,9 @@ def validate(cfg: Config) -> None:
     if not 0 < cfg.predict.overlay_alpha <= 1:
         raise _fail("predict.overlay_alpha", cfg.predict.overlay_alpha, "must be in (0, 1]")
     inputs = cfg.predict.input
-    if not (isinstance(inputs, str) or (isinstance(inputs, list) and all(isinstance(i, str) for i in inputs))):
+    # Hydra reads a folder named 2024 as a number: any scalar is a path.
+    scalar = (str, int, float)
+    if not (isinstance(inputs, scalar) or (isinstance(inputs, list) and all(isinstance(i, scalar) for i in inputs))):
         raise _fail("predict.input", inputs, "must be a path or a list of paths")
     if cfg.data.source == "local" and not cfg.data.local.path.strip():
         raise _fail("data.local.path", cfg.data.local.path,

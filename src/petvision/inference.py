@@ -232,11 +232,11 @@ class Inputs:
     )  # hidden files (.*, ._* AppleDouble) in folders
 
 
-def collect_inputs(spec: str | Sequence[str], cwd: Path | None = None) -> Inputs:
+def collect_inputs(spec: str | float | Sequence[str], cwd: Path | None = None) -> Inputs:
     """The files named by ``predict.input``: photos as given, folders' files (not subfolders),
     sorted. A path that does not exist is a ConfigError naming it."""
-    given = [spec] if isinstance(spec, str) else list(spec)
-    given = [g for g in given if str(g).strip()]
+    given = [str(g) for g in ([spec] if isinstance(spec, (str, int, float)) else spec)]
+    given = [g for g in given if g.strip()]
     if not given:
         raise ConfigError(
             "predict.input='': name a photo, a folder of photos, or a list of them "
