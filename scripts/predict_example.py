@@ -24,7 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from petvision import images, layout, paths  # noqa: E402
+from petvision import paths  # noqa: E402
+from petvision.data import images, layout  # noqa: E402
 
 # (file name suffix, PIL format, mode, scale of the original size)
 KINDS = [
@@ -40,7 +41,9 @@ KINDS = [
 def make_photos(folder: Path) -> None:
     root = paths.project_root()
     index = json.loads((root / "data/npy/classification/index.json").read_text())
-    stems = index["splits"]["test"][: len(KINDS)] if "splits" in index else index["test"][: len(KINDS)]
+    stems = (
+        index["splits"]["test"][: len(KINDS)] if "splits" in index else index["test"][: len(KINDS)]
+    )
     folder.mkdir(parents=True, exist_ok=True)
     lay = layout.Layout(root / "data/raw/pets")
     for (suffix, fmt, mode, scale), stem in zip(KINDS, stems):
@@ -75,13 +78,21 @@ def draw(out_dir: Path, picture: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/petvision-predict-example"))
-    parser.add_argument("--out", type=Path, default=paths.project_root() / "docs/images/predict_example.jpg")
+    parser.add_argument(
+        "--out", type=Path, default=paths.project_root() / "docs/images/predict_example.jpg"
+    )
     args = parser.parse_args()
     photos, predictions = args.work / "photos", args.work / "predictions"
     make_photos(photos)
-    command = [sys.executable, "-m", "petvision.predict", f"predict.input={photos}",
-               f"predict.output={predictions}", "predict.gradcam=true",
-               f"hydra.run.dir={args.work / 'hydra'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "petvision.predict",
+        f"predict.input={photos}",
+        f"predict.output={predictions}",
+        "predict.gradcam=true",
+        f"hydra.run.dir={args.work / 'hydra'}",
+    ]
     print("$", " ".join(command[1:]))
     subprocess.run(command, check=True, cwd=paths.project_root())
     draw(predictions, args.out)

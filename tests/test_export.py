@@ -18,16 +18,15 @@ def test_savedmodels_take_uint8_images_and_match_keras(make_config, tmp_path):
     from petvision.errors import ConfigError
     from petvision.export import run_export
     from petvision.models import build_classifier, build_segmentation_model
-    from petvision.session import model_path
 
     cfg = make_config(*tiny_overrides())
-    model_path(cfg, "classification").parent.mkdir(parents=True)
+    cfg.paths.model_file("classification").parent.mkdir(parents=True)
     models = {
         "classifier": build_classifier(cfg.classification.model, SIZE),
         "segmentation": build_segmentation_model(cfg.segmentation.model, SIZE),
     }
-    models["classifier"].save(model_path(cfg, "classification"))
-    models["segmentation"].save(model_path(cfg, "segmentation"))
+    models["classifier"].save(cfg.paths.model_file("classification"))
+    models["segmentation"].save(cfg.paths.model_file("segmentation"))
     out = tmp_path / "exported"
     summary = run_export(
         dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, output=str(out)))

@@ -30,7 +30,7 @@ def own_copy(folder, make_config):
     """A generated dataset in the Oxford layout, then given the real set's quirks: PNG/GIF/RGBA/
     CMYK/greyscale images under .jpg names, a corrupt JPEG, .mat files in images/, AppleDouble
     twins under annotations/, an image without a trimap."""
-    from petvision import layout, synthetic
+    from petvision.data import layout, synthetic
 
     cfg = make_config(*tiny_overrides())
     synthetic.generate(folder, cfg.data.synthetic, workers=1)
@@ -38,7 +38,7 @@ def own_copy(folder, make_config):
     stems = layout.scan(folder).pairs
     rng = np.random.default_rng(0)
     for quirk, i in QUIRKS.items():
-        from petvision import images
+        from petvision.data import images
 
         rgb, _ = images.load_rgb(lay.image_path(stems[i]))
         write_quirky_image(lay.image_path(stems[i]), rgb, quirk)

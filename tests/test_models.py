@@ -1,4 +1,4 @@
-"""The model builders mirror the book's architectures exactly (SPEC.md §2 and §3)."""
+"""The model builders mirror the book's architectures exactly (chapter 9.1 and 9.3)."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from petvision.models import LAST_CONV_LAYER, build_classifier, build_segmentati
 from petvision.models.classification import mini_xception, residual_convnet, simple_convnet
 from petvision.models.segmentation import seed_model, unet_model
 
-# SPEC.md §2: layer, output shape at 200x200x3, parameters.
+# The book's segmentation model (chapter 9.1): layer, output shape at 200x200x3, parameters.
 SEED_TABLE = [
     ("Rescaling", (200, 200, 3), 0),
     ("Conv2D", (100, 100, 64), 1_792),
@@ -36,7 +36,10 @@ def counts(model):
 def test_seed_segmentation_model_matches_the_table_layer_by_layer():
     model = seed_model(200, 3)
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
-    got = [(type(layer).__name__, tuple(layer.output.shape[1:]), layer.count_params()) for layer in layers]
+    got = [
+        (type(layer).__name__, tuple(layer.output.shape[1:]), layer.count_params())
+        for layer in layers
+    ]
     assert got == SEED_TABLE
     assert counts(model) == (2_880_643, 2_880_643, 0)
     assert layers[-1].activation.__name__ == "softmax"
@@ -51,7 +54,11 @@ def test_segmentation_builder_uses_the_config_and_keeps_the_seed_the_default():
 def test_unet_option_keeps_resolution_and_has_skip_connections():
     model = unet_model(96, 3)
     assert model.output.shape[1:] == (96, 96, 3)
-    assert [layer.name for layer in model.layers if layer.name.endswith("_skip")] == ["up3_skip", "up2_skip", "up1_skip"]
+    assert [layer.name for layer in model.layers if layer.name.endswith("_skip")] == [
+        "up3_skip",
+        "up2_skip",
+        "up1_skip",
+    ]
 
 
 def test_mini_xception_counts_and_spatial_sizes():
@@ -83,7 +90,9 @@ def test_thin_strided_projection_computes_the_books_strided_1x1_convolution(size
     assert ours.count_params() == books.count_params() == 3 * 32 + 32
     books.set_weights(ours.get_layer("proj").get_weights())
     x = np.random.default_rng(2).normal(size=(2, size, size, 3)).astype("float32")
-    np.testing.assert_allclose(ours.predict(x, verbose=0), books.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ours.predict(x, verbose=0), books.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_residual_demo_trains_on_images_of_96_px_and_more(tmp_path):
@@ -101,17 +110,26 @@ def test_residual_demo_trains_on_images_of_96_px_and_more(tmp_path):
         "m.compile('adam', 'binary_crossentropy')\n"
         "x = np.random.default_rng(0).uniform(0, 255, (64, 96, 96, 3)).astype('float32')\n"
         "m.fit(x, np.arange(64) % 2, batch_size=16, epochs=2, verbose=0)\n"
-        "print('trained')\n")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+        "print('trained')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", ["mini_xception", "simple_convnet", "residual_convnet"])
 def test_classifier_builder_names_its_last_conv_layer_and_outputs_a_probability(name):
-    aug = AugmentationConfig(enabled=name != "residual_convnet", flip="horizontal", rotation=0.1, zoom=0.2)
-    model = build_classifier(ClassificationModelConfig(name=name, augmentation=aug, dropout=0.5), 96)
+    aug = AugmentationConfig(
+        enabled=name != "residual_convnet", flip="horizontal", rotation=0.1, zoom=0.2
+    )
+    model = build_classifier(
+        ClassificationModelConfig(name=name, augmentation=aug, dropout=0.5), 96
+    )
     model.get_layer(LAST_CONV_LAYER[name])
-    out = model.predict(np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8), verbose=0)
+    out = model.predict(
+        np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8), verbose=0
+    )
     assert out.shape == (2, 1) and np.all((out >= 0) & (out <= 1))
 
 

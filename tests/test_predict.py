@@ -30,12 +30,13 @@ def trained_dir(make_config, tmp_path):
     """Untrained models of the configured architectures saved where the pipeline saves its own
     (what predict does with them does not depend on training), and the configuration."""
     from petvision.models import build_classifier, build_segmentation_model
-    from petvision.session import model_path
 
     cfg = make_config(*tiny_overrides())
-    model_path(cfg, "classification").parent.mkdir(parents=True, exist_ok=True)
-    build_classifier(cfg.classification.model, SIZE).save(model_path(cfg, "classification"))
-    build_segmentation_model(cfg.segmentation.model, SIZE).save(model_path(cfg, "segmentation"))
+    cfg.paths.model_file("classification").parent.mkdir(parents=True, exist_ok=True)
+    build_classifier(cfg.classification.model, SIZE).save(cfg.paths.model_file("classification"))
+    build_segmentation_model(cfg.segmentation.model, SIZE).save(
+        cfg.paths.model_file("segmentation")
+    )
     return cfg
 
 
@@ -66,9 +67,8 @@ def _with(cfg, **predict):
 def test_every_format_gets_probability_trimap_and_overlays_at_its_size(trained_dir, tmp_path):
     import keras
 
-    from petvision import images
+    from petvision.data import images
     from petvision.inference import run_predict
-    from petvision.session import model_path
 
     rng = np.random.default_rng(0)
     sizes = _photos(tmp_path / "photos", rng)
@@ -85,8 +85,8 @@ def test_every_format_gets_probability_trimap_and_overlays_at_its_size(trained_d
     }
     assert set(skipped) == {"broken.jpg", "notes.txt"} and "broken.jpg" in skipped["broken.jpg"]
 
-    classifier = keras.saving.load_model(model_path(trained_dir, "classification"))
-    segmenter = keras.saving.load_model(model_path(trained_dir, "segmentation"))
+    classifier = keras.saving.load_model(trained_dir.paths.model_file("classification"))
+    segmenter = keras.saving.load_model(trained_dir.paths.model_file("segmentation"))
     with open(out / "predictions.csv", newline="") as f:
         rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(f)}
     assert json.loads((out / "predictions.json").read_text())["photos"] == table["photos"]
@@ -117,7 +117,7 @@ def test_every_format_gets_probability_trimap_and_overlays_at_its_size(trained_d
 
 
 def test_a_dataset_photo_reaches_the_model_exactly_as_preprocess_wrote_it(make_config, tmp_path):
-    from petvision import layout, npy_dataset
+    from petvision.data import layout, npy_dataset
     from petvision.download import run_download
     from petvision.inference import LoadedModel, read_photo
     from petvision.preprocess import run_preprocess

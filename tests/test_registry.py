@@ -31,7 +31,8 @@ def classifier():
 
 def _train(cfg, model, accuracy: float, digest: str, scale: float = 1.0):
     """What a training session's finish does: log the model in a run, then the registry hook."""
-    from petvision import registry, tracking
+    from petvision import tracking
+    from petvision.tracking import registry
 
     model.set_weights([w * scale for w in model.get_weights()])
     example = np.zeros((1, *model.inputs[0].shape[1:]), np.uint8)
@@ -117,7 +118,7 @@ def test_champion_moves_only_to_a_better_model_on_the_same_validation_data(
 def test_decide_explains_each_case():
     from types import SimpleNamespace
 
-    from petvision.registry import Candidate, decide
+    from petvision.tracking.registry import Candidate, decide
 
     new = Candidate("segmentation", "models:/m-1", "r", "val_pet_iou", 0.5, "d", "")
 

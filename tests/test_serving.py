@@ -70,7 +70,8 @@ def test_the_pyfunc_answers_encoded_photos_as_predict_does_and_still_takes_array
     import mlflow
     import pandas as pd
 
-    from petvision import images, tracking
+    from petvision import tracking
+    from petvision.data import images
     from petvision.errors import DataError
     from petvision.serving import decode_mask
 
@@ -173,7 +174,7 @@ def test_mlflow_models_serve_answers_a_posted_jpeg_like_predict(logged, tmp_path
         assert row["probability"] == pytest.approx(expected["probability"], abs=1e-6)
 
         # the resized array still works over HTTP
-        from petvision import images
+        from petvision.data import images
 
         rgb, _ = images.load_rgb(photo)
         x = images.resize_image(rgb, SIZE, cfg.data.classification.interpolation)[None]
@@ -192,7 +193,7 @@ def test_mlflow_models_serve_answers_a_posted_jpeg_like_predict(logged, tmp_path
 
 
 def test_an_rgba_png_is_read_like_the_loader_reads_it(tmp_path):
-    from petvision import images
+    from petvision.data import images
     from petvision.serving import _decode
 
     rgba = np.random.default_rng(0).integers(0, 256, (10, 12, 4), dtype=np.uint8)

@@ -29,6 +29,9 @@ __all__ = ["Config", "ConfigError", "compose", "load", "validate"]
 # --------------------------------------------------------------------------- schema
 
 
+MODEL_FILES = {"segmentation": "segmentation.keras", "classification": "classifier.keras"}
+
+
 @dataclass
 class PathsConfig:
     raw: str = MISSING
@@ -45,6 +48,14 @@ class PathsConfig:
         if name == "downloads":
             return project_paths.resolve(getattr(self, name), root=project_paths.tracking_root())
         return project_paths.resolve(getattr(self, name))
+
+    def model_file(self, task: str) -> Path:
+        """Where a training stage keeps its best model (a DVC output)."""
+        return self.resolve("models") / MODEL_FILES[task]
+
+    def task_reports(self, task: str) -> Path:
+        """A stage's report folder: metrics, history and pictures (DVC outputs)."""
+        return self.resolve("reports") / task
 
 
 @dataclass
@@ -202,7 +213,9 @@ class FiltersConfig:
     image_size: int = MISSING
     crop: int = MISSING
     margin: int = MISSING
-    layers: dict[str, list[str]] = MISSING  # per architecture; none listed: first, middle and last convolution
+    layers: dict[str, list[str]] = (
+        MISSING  # per architecture; none listed: first, middle and last convolution
+    )
 
 
 @dataclass
@@ -298,65 +311,109 @@ def _fail(key: str, value: Any, why: str) -> ConfigError:
 
 def validate(cfg: Config) -> None:
     """Reject values that cannot work, naming the key and the value. Cheap: no I/O."""
+    _check_choices(cfg)
+    _check_ranges(cfg)
+    _check_consistency(cfg)
+    _check_predict_and_local(cfg)
+
+
+def _check_choices(cfg: Config) -> None:
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
             raise _fail(key, value, f"must be one of {', '.join(allowed)}")
 
+
+def _check_ranges(cfg: Config) -> None:
     positive = [
-        "data.synthetic.num_images", "data.synthetic.min_side",
-        "data.segmentation.image_size", "data.classification.image_size",
-        "data.classification.train_count", "data.classification.val_count", "data.classification.test_count",
+        "data.synthetic.num_images",
+        "data.synthetic.min_side",
+        "data.segmentation.image_size",
+        "data.classification.image_size",
+        "data.classification.train_count",
+        "data.classification.val_count",
+        "data.classification.test_count",
         "segmentation.model.num_classes",
-        "segmentation.train.epochs", "segmentation.train.batch_size",
-        "classification.train.epochs", "classification.train.batch_size",
-        "visualize.num_images", "visualize.activations.images_per_row",
-        "visualize.filters.num_filters", "visualize.filters.steps", "visualize.filters.image_size",
-        "tracking.connect_timeout_s", "data.oxford_pets.timeout_s", "visualize.imagenet.timeout_s",
+        "segmentation.train.epochs",
+        "segmentation.train.batch_size",
+        "classification.train.epochs",
+        "classification.train.batch_size",
+        "visualize.num_images",
+        "visualize.activations.images_per_row",
+        "visualize.filters.num_filters",
+        "visualize.filters.steps",
+        "visualize.filters.image_size",
+        "tracking.connect_timeout_s",
+        "data.oxford_pets.timeout_s",
+        "visualize.imagenet.timeout_s",
         "predict.batch_size",
     ]
     for key in positive:
         value = _get(cfg, key)
         if value < 1 if isinstance(value, int) else value <= 0:
-            raise _fail(key, value, "must be at least 1" if isinstance(value, int) else "must be positive")
-    for key in ["segmentation.train.learning_rate", "classification.train.learning_rate", "visualize.filters.learning_rate"]:
+            raise _fail(
+                key, value, "must be at least 1" if isinstance(value, int) else "must be positive"
+            )
+    for key in [
+        "segmentation.train.learning_rate",
+        "classification.train.learning_rate",
+        "visualize.filters.learning_rate",
+    ]:
         if _get(cfg, key) <= 0:
             raise _fail(key, _get(cfg, key), "must be positive")
-    for key in ["data.preprocess.workers", "data.segmentation.val_count", "data.oxford_pets.retries",
-                "segmentation.train.early_stopping_patience", "classification.train.early_stopping_patience",
-                "visualize.segmentation.worst", "visualize.activations.image_index", "visualize.filters.crop",
-                "visualize.filters.margin", "visualize.gradcam.localization_images"]:
+    for key in [
+        "data.preprocess.workers",
+        "data.segmentation.val_count",
+        "data.oxford_pets.retries",
+        "segmentation.train.early_stopping_patience",
+        "classification.train.early_stopping_patience",
+        "visualize.segmentation.worst",
+        "visualize.activations.image_index",
+        "visualize.filters.crop",
+        "visualize.filters.margin",
+        "visualize.gradcam.localization_images",
+    ]:
         if _get(cfg, key) < 0:
             raise _fail(key, _get(cfg, key), "must not be negative")
 
+
+def _check_consistency(cfg: Config) -> None:
     size = cfg.data.segmentation.image_size
     if size % 8:
-        raise _fail("data.segmentation.image_size", size,
-                    "must be a multiple of 8 (the model halves it three times and doubles it back)")
+        raise _fail(
+            "data.segmentation.image_size",
+            size,
+            "must be a multiple of 8 (the model halves it three times and doubles it back)",
+        )
     syn = cfg.data.synthetic
     if syn.max_side < syn.min_side:
-        raise _fail("data.synthetic.max_side", syn.max_side, f"must not be below data.synthetic.min_side={syn.min_side}")
+        raise _fail(
+            "data.synthetic.max_side",
+            syn.max_side,
+            f"must not be below data.synthetic.min_side={syn.min_side}",
+        )
     if not 1 <= syn.jpeg_quality_min <= syn.jpeg_quality_max <= 100:
-        raise _fail("data.synthetic.jpeg_quality_min", syn.jpeg_quality_min,
-                    f"need 1 <= jpeg_quality_min <= jpeg_quality_max={syn.jpeg_quality_max} <= 100")
+        raise _fail(
+            "data.synthetic.jpeg_quality_min",
+            syn.jpeg_quality_min,
+            f"need 1 <= jpeg_quality_min <= jpeg_quality_max={syn.jpeg_quality_max} <= 100",
+        )
     if cfg.data.source == "synthetic":
         check_split_sizes(cfg, syn.num_images, f"data.synthetic.num_images={syn.num_images}")
-    if cfg.classification.model.name == "simple_convnet" and cfg.data.classification.image_size < 78:
-        raise _fail("data.classification.image_size", cfg.data.classification.image_size,
-                    "classification/model=simple_convnet needs at least 78 px (five valid 3x3 convolutions "
-                    "and four poolings)")
+    if (
+        cfg.classification.model.name == "simple_convnet"
+        and cfg.data.classification.image_size < 78
+    ):
+        raise _fail(
+            "data.classification.image_size",
+            cfg.data.classification.image_size,
+            "classification/model=simple_convnet needs at least 78 px (five valid 3x3 convolutions "
+            "and four poolings)",
+        )
     if not 0 <= cfg.classification.model.dropout < 1:
-        raise _fail("classification.model.dropout", cfg.classification.model.dropout, "must be in [0, 1)")
-    if not 0 < cfg.predict.overlay_alpha <= 1:
-        raise _fail("predict.overlay_alpha", cfg.predict.overlay_alpha, "must be in (0, 1]")
-    inputs = cfg.predict.input
-    # Hydra reads a folder named 2024 as a number: any scalar is a path.
-    scalar = (str, int, float)
-    if not (isinstance(inputs, scalar) or (isinstance(inputs, list) and all(isinstance(i, scalar) for i in inputs))):
-        raise _fail("predict.input", inputs, "must be a path or a list of paths")
-    if cfg.data.source == "local" and not cfg.data.local.path.strip():
-        raise _fail("data.local.path", cfg.data.local.path,
-                    "data.source=local needs the folder of the Oxford-IIIT Pet dataset or of its two archives")
+        raise _fail(
+            "classification.model.dropout", cfg.classification.model.dropout, "must be in [0, 1)"
+        )
     if not 0 < cfg.visualize.gradcam.alpha <= 1:
         raise _fail("visualize.gradcam.alpha", cfg.visualize.gradcam.alpha, "must be in (0, 1]")
     if not cfg.data.oxford_pets.mirrors:
@@ -364,11 +421,32 @@ def validate(cfg: Config) -> None:
     for i, archive in enumerate(cfg.data.oxford_pets.archives):
         digest = archive.sha256.lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise _fail(f"data.oxford_pets.archives[{i}].sha256", archive.sha256, "must be 64 hex digits")
+            raise _fail(
+                f"data.oxford_pets.archives[{i}].sha256", archive.sha256, "must be 64 hex digits"
+            )
     if cfg.trainer.device == "cpu" and cfg.trainer.precision == "mixed_float16":
         raise ConfigError(
             "trainer.precision='mixed_float16' with trainer.device='cpu': float16 has no fast path on CPUs; "
             "use trainer.precision=mixed_bfloat16, float32 or auto"
+        )
+
+
+def _check_predict_and_local(cfg: Config) -> None:
+    if not 0 < cfg.predict.overlay_alpha <= 1:
+        raise _fail("predict.overlay_alpha", cfg.predict.overlay_alpha, "must be in (0, 1]")
+    inputs = cfg.predict.input
+    # Hydra reads a folder named 2024 as a number: any scalar is a path.
+    scalar = (str, int, float)
+    if not (
+        isinstance(inputs, scalar)
+        or (isinstance(inputs, list) and all(isinstance(i, scalar) for i in inputs))
+    ):
+        raise _fail("predict.input", inputs, "must be a path or a list of paths")
+    if cfg.data.source == "local" and not cfg.data.local.path.strip():
+        raise _fail(
+            "data.local.path",
+            cfg.data.local.path,
+            "data.source=local needs the folder of the Oxford-IIIT Pet dataset or of its archives",
         )
 
 
@@ -377,7 +455,9 @@ def check_split_sizes(cfg: Config, num_images: int, what: str) -> None:
     configured) and by preprocess once the real data's size is known."""
     val = cfg.data.segmentation.val_count
     if val >= num_images:
-        raise _fail("data.segmentation.val_count", val, f"must be smaller than the dataset ({what})")
+        raise _fail(
+            "data.segmentation.val_count", val, f"must be smaller than the dataset ({what})"
+        )
     c = cfg.data.classification
     needed = c.train_count + c.val_count + c.test_count
     if needed > num_images:
@@ -437,7 +517,11 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             flat.update(flatten(value, name + "."))
         elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
             for i, item in enumerate(value):
-                flat.update(flatten(item, f"{name}[{i}].") if isinstance(item, dict) else {f"{name}[{i}]": item})
+                flat.update(
+                    flatten(item, f"{name}[{i}].")
+                    if isinstance(item, dict)
+                    else {f"{name}[{i}]": item}
+                )
         else:
             flat[name] = value
     return flat

@@ -8,7 +8,7 @@ serving signature, ``serving_default`` (also callable as ``.serve``), taking a b
 RGB images at the model's training size, ``images: uint8[None, size, size, 3]``, and returning
 P(dog) ``[None, 1]`` or the per-pixel class probabilities ``[None, size, size, 3]`` (pet,
 background, border). Resizing a photo to that size is the client's part: do it as training did
-(:func:`petvision.images.resize_image` with the interpolation in ``export.json``), since another
+(:func:`petvision.data.images.resize_image` with the interpolation in ``export.json``), since another
 library's resize gives other pixels. A model trained in mixed precision is exported in float32.
 Not a pipeline stage: nothing in dvc.yaml reads ``export.*``.
 """

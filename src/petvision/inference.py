@@ -1,8 +1,8 @@
 """The trained models on photos: what ``python -m petvision.predict`` and the served models do.
 
 A photo goes through exactly what a training image went through in the preprocess stage: decoded
-by :func:`petvision.images.load_rgb` (any format and mode it accepts) and resized by
-:func:`petvision.images.resize_image` to the model's input size with the interpolation its
+by :func:`petvision.data.images.load_rgb` (any format and mode it accepts) and resized by
+:func:`petvision.data.images.resize_image` to the model's input size with the interpolation its
 training data was resized with. Then:
 
 * the classifier gives P(dog) (its sigmoid output; P(cat) = 1 - P(dog));
@@ -28,14 +28,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from petvision import images
 from petvision.config import Config
+from petvision.data import images
 from petvision.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 TASKS = ("classification", "segmentation")
-MODEL_FILES = {"segmentation": "segmentation.keras", "classification": "classifier.keras"}
 TRAINING_STAGES = {"classification": "train_xception", "segmentation": "train_segmentation"}
 SPECIES = ("cat", "dog")
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -84,7 +83,7 @@ def load_model(cfg: Config, task: str, spec: str = "") -> LoadedModel:
         interpolation = trained_with or interpolation
         source = spec
     else:
-        path = Path(spec).expanduser() if spec else cfg.paths.resolve("models") / MODEL_FILES[task]
+        path = Path(spec).expanduser() if spec else cfg.paths.model_file(task)
         model = loading.load_trained(path, TRAINING_STAGES[task])
         source = str(path)
     size = loading.input_size(model)

@@ -1,7 +1,7 @@
 """The logged models take the photo itself: MLflow's python_function flavor of petvision models.
 
-The training stages log their model through MLflow's Keras flavor (:mod:`petvision.tracking`),
-with one change made here (:class:`KerasPhotoFlavor`): the ``python_function`` flavor loads
+The training stages log their model through MLflow's Keras flavor with one change
+(:class:`petvision.tracking.flavor.KerasPhotoFlavor`): the ``python_function`` flavor loads
 through :func:`_load_pyfunc` below instead of ``mlflow.keras``, so that ``mlflow models serve``
 and ``mlflow.pyfunc.load_model`` accept two kinds of input:
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,45 +36,9 @@ import numpy as np
 
 from petvision import inference
 from petvision.errors import DataError
+from petvision.tracking.flavor import FLAVOR_CONFIG_KEY
 
 IMAGE_COLUMN = "image"
-FLAVOR_CONFIG_KEY = "petvision"
-
-
-def model_config(task: str, interpolation: str) -> dict[str, str]:
-    """What the served model needs besides the network: its task and the training resize."""
-    return {"task": task, "interpolation": interpolation}
-
-
-class KerasPhotoFlavor:
-    """``mlflow.keras`` for :meth:`mlflow.models.Model.log`, with the python_function flavor
-    pointed at this module (see the module docstring). ``petvision`` is :func:`model_config`'s
-    dict; without it the model is saved as plain ``mlflow.keras`` would.
-
-    It also creates the model folder first: MLflow 3.17's ``mlflow.keras.save_model`` writes the
-    input example before it creates the folder (``FileNotFoundError: .../input_example.json``).
-    """
-
-    __name__ = "mlflow.keras"
-
-    @staticmethod
-    def save_model(
-        path: str, mlflow_model: Any = None, petvision: dict[str, str] | None = None, **kwargs: Any
-    ) -> None:
-        import mlflow.keras
-        from mlflow.models import Model
-        from mlflow.models.model import MLMODEL_FILE_NAME
-
-        os.makedirs(path, exist_ok=True)
-        mlflow_model = mlflow_model if mlflow_model is not None else Model()
-        mlflow.keras.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
-        if petvision is None:
-            return
-        conf = mlflow_model.flavors["python_function"]
-        conf["loader_module"] = __name__
-        conf["config"] = {FLAVOR_CONFIG_KEY: dict(petvision)}
-        mlflow_model.signature = None
-        mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
 
 
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> PhotoModel:
@@ -171,7 +134,7 @@ def _encoded_photos(data: Any) -> list[Any] | None:
     if isinstance(data, pd.DataFrame):
         if IMAGE_COLUMN in data.columns:
             return list(data[IMAGE_COLUMN])
-        if len(data.columns) == 1 and data.dtypes.iloc[0] == object:
+        if len(data.columns) == 1 and data.dtypes.iloc[0].kind == "O":
             return list(data.iloc[:, 0])
         return None
     if isinstance(data, dict) and IMAGE_COLUMN in data:

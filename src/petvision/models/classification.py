@@ -58,14 +58,21 @@ def xception_block(x, size: int, block: int):
     for i in (1, 2):
         x = layers.BatchNormalization(name=f"block{block}_bn{i}")(x)
         x = layers.Activation("relu", name=f"block{block}_relu{i}")(x)
-        x = layers.SeparableConv2D(size, 3, padding="same", use_bias=False, name=f"block{block}_sepconv{i}")(x)
+        x = layers.SeparableConv2D(
+            size, 3, padding="same", use_bias=False, name=f"block{block}_sepconv{i}"
+        )(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"block{block}_pool")(x)
-    residual = layers.Conv2D(size, 1, strides=2, padding="same", use_bias=False, name=f"block{block}_residual")(residual)
+    residual = layers.Conv2D(
+        size, 1, strides=2, padding="same", use_bias=False, name=f"block{block}_residual"
+    )(residual)
     return layers.add([x, residual], name=f"block{block}_add")
 
 
-def mini_xception(image_size: int = 180, augmentation: AugmentationConfig | None = BOOK_AUGMENTATION,
-                  dropout: float = 0.5) -> keras.Model:
+def mini_xception(
+    image_size: int = 180,
+    augmentation: AugmentationConfig | None = BOOK_AUGMENTATION,
+    dropout: float = 0.5,
+) -> keras.Model:
     """The chapter's mini-Xception: 721,857 parameters (718,849 trainable) at 180x180x3.
     No separable convolution on the first layer: RGB channels are strongly correlated."""
     inputs, x = _inputs_and_rescaling(image_size, augmentation)
@@ -76,8 +83,11 @@ def mini_xception(image_size: int = 180, augmentation: AugmentationConfig | None
     return keras.Model(inputs, _sigmoid_head(x, dropout, "head"), name="mini_xception")
 
 
-def simple_convnet(image_size: int = 180, augmentation: AugmentationConfig | None = BOOK_AUGMENTATION,
-                   dropout: float = 0.5) -> keras.Model:
+def simple_convnet(
+    image_size: int = 180,
+    augmentation: AugmentationConfig | None = BOOK_AUGMENTATION,
+    dropout: float = 0.5,
+) -> keras.Model:
     """Chapter 8's convnet with augmentation and dropout: 991,041 parameters at 180x180x3."""
     inputs, x = _inputs_and_rescaling(image_size, augmentation)
     for i, filters in enumerate([32, 64, 128, 256, 256], start=1):
@@ -119,8 +129,9 @@ def residual_block(x, filters: int, pooling: bool, block: int):
     return layers.add([x, residual], name=f"block{block}_add")
 
 
-def residual_convnet(image_size: int = 32, augmentation: AugmentationConfig | None = None,
-                     dropout: float = 0.0) -> keras.Model:
+def residual_convnet(
+    image_size: int = 32, augmentation: AugmentationConfig | None = None, dropout: float = 0.0
+) -> keras.Model:
     """The seed's demo of residual connections: 297,697 parameters (any input size)."""
     inputs, x = _inputs_and_rescaling(image_size, augmentation)
     x = residual_block(x, 32, pooling=True, block=1)
@@ -131,5 +142,11 @@ def residual_convnet(image_size: int = 32, augmentation: AugmentationConfig | No
 
 
 def build_classifier(cfg: ClassificationModelConfig, image_size: int) -> keras.Model:
-    builders = {"mini_xception": mini_xception, "simple_convnet": simple_convnet, "residual_convnet": residual_convnet}
-    return builders[cfg.name](image_size=image_size, augmentation=cfg.augmentation, dropout=cfg.dropout)
+    builders = {
+        "mini_xception": mini_xception,
+        "simple_convnet": simple_convnet,
+        "residual_convnet": residual_convnet,
+    }
+    return builders[cfg.name](
+        image_size=image_size, augmentation=cfg.augmentation, dropout=cfg.dropout
+    )

@@ -1,7 +1,7 @@
 """The synthetic data source: a deterministic stand-in for the Oxford-IIIT Pet dataset.
 
 No machine of this project reaches the internet, so the default pipeline runs on generated pictures
-in the real set's layout (see :mod:`petvision.layout`): ``images/<Breed>_<n>.jpg``, trimaps with
+in the real set's layout (see :mod:`petvision.data.layout`): ``images/<Breed>_<n>.jpg``, trimaps with
 1 = pet, 2 = background, 3 = a border band a few pixels wide around the outline, and
 ``annotations/list.txt``. Cat breeds are capitalized, dog breeds lower-case, as in the real set.
 
@@ -44,8 +44,8 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from petvision import layout
 from petvision.config import SyntheticConfig
+from petvision.data import layout
 from petvision.errors import ConfigError, DataError
 
 __all__ = ["BREEDS", "Breed", "GenerateSummary", "Sample", "generate", "plan", "render"]
@@ -67,8 +67,18 @@ FUR_COLOURS: dict[str, tuple[int, int, int]] = {
     "silver": (184, 184, 178),
 }
 SCENE_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (82, 130, 62), (112, 122, 60), (132, 172, 210), (62, 82, 150), (170, 52, 50), (212, 196, 160),
-    (150, 102, 62), (150, 150, 150), (52, 52, 58), (62, 130, 130), (112, 72, 130), (222, 200, 82),
+    (82, 130, 62),
+    (112, 122, 60),
+    (132, 172, 210),
+    (62, 82, 150),
+    (170, 52, 50),
+    (212, 196, 160),
+    (150, 102, 62),
+    (150, 150, 150),
+    (52, 52, 58),
+    (62, 130, 130),
+    (112, 72, 130),
+    (222, 200, 82),
 )
 FUR_NAMES = tuple(FUR_COLOURS)
 MIN_CONTRAST = 80.0  # RGB distance between a pet's coat and the colours around it
@@ -87,8 +97,12 @@ COATS: dict[str, Coat] = {
     "white": Coat("solid", ("white", "cream")),
     "grey": Coat("solid", ("grey", "blue_grey", "silver")),
     "ginger": Coat("ticked", ("ginger", "golden", "brown", "fawn")),
-    "tabby": Coat("tabby", ("ginger", "brown", "silver", "fawn", "golden"), ("black", "dark_brown", "brown")),
-    "spotted": Coat("spotted", ("golden", "fawn", "silver", "white", "ginger"), ("black", "dark_brown", "brown")),
+    "tabby": Coat(
+        "tabby", ("ginger", "brown", "silver", "fawn", "golden"), ("black", "dark_brown", "brown")
+    ),
+    "spotted": Coat(
+        "spotted", ("golden", "fawn", "silver", "white", "ginger"), ("black", "dark_brown", "brown")
+    ),
     "patches": Coat("patches", ("white", "cream"), ("black", "brown", "ginger", "dark_brown")),
     "points": Coat("points", ("cream", "fawn", "white"), ("dark_brown", "black", "brown")),
 }
@@ -141,7 +155,9 @@ TYPICAL_COAT_P = 0.7  # otherwise any coat: breeds hint at colour, species never
 # The pet faces +x, y points down (as in images); the body is one unit long.
 
 
-def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 32) -> np.ndarray:
+def _ellipse(
+    cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 32
+) -> np.ndarray:
     t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
     x, y = rx * np.cos(t), ry * np.sin(t)
     c, s = math.cos(angle), math.sin(angle)
@@ -224,22 +240,33 @@ def _pet_parts(rng: np.random.Generator, breed: Breed, pose: str) -> tuple[list[
         ground = 0.38
         haunch = Part(_ellipse(-0.13, 0.2, 0.22, 0.18, math.radians(-20)), 0.97)
         leg_widths = np.array([leg_w, leg_w * 0.9])
-        back.append(Part(_stroke(np.array([[0.08, -0.02], [0.11, ground]]), leg_widths), 0.75, True))
+        back.append(
+            Part(_stroke(np.array([[0.08, -0.02], [0.11, ground]]), leg_widths), 0.75, True)
+        )
         front.append(haunch)
         front.append(Part(_ellipse(0.0, ground - 0.03, 0.11, 0.045), 0.95, True))
-        front.append(Part(_stroke(np.array([[0.16, -0.02], [0.19, ground]]), leg_widths), 1.0, True))
+        front.append(
+            Part(_stroke(np.array([[0.16, -0.02], [0.19, ground]]), leg_widths), 1.0, True)
+        )
         head_c = np.array([0.25, -0.36 - 0.4 * rh])
         neck_from = np.array([0.17, -0.2])
         tail_base = np.array([-0.3, 0.28])
         if is_cat:  # curled round the paws on the ground
-            tail = _path(tail_base, [120, 45, 0, -10], np.array([0.12, 0.12, 0.25, 0.2]) * tail_len / 0.69)
+            tail = _path(
+                tail_base, [120, 45, 0, -10], np.array([0.12, 0.12, 0.25, 0.2]) * tail_len / 0.69
+            )
         else:
             tail = _path(tail_base, [170, 190], np.array([0.5, 0.5]) * tail_len)
     else:
         body_angle = math.radians(rng.uniform(-6, 6))
         body = Part(_ellipse(0.0, 0.0, 0.5, depth, body_angle), 1.0)
         bottom = depth * 0.3 + leg + depth * 0.7
-        for x, shade, layer in ((0.24, 0.75, back), (-0.4, 0.75, back), (0.33, 1.0, front), (-0.31, 1.0, front)):
+        for x, shade, layer in (
+            (0.24, 0.75, back),
+            (-0.4, 0.75, back),
+            (0.33, 1.0, front),
+            (-0.31, 1.0, front),
+        ):
             swing = float(rng.uniform(-0.07, 0.07))
             pts = np.array([[x, 0.0], [x + swing, bottom]])
             layer.append(Part(_stroke(pts, np.array([leg_w * 1.25, leg_w * 0.85])), shade, True))
@@ -260,28 +287,39 @@ def _pet_parts(rng: np.random.Generator, breed: Breed, pose: str) -> tuple[list[
     def head_point(angle_deg: float, radius: float) -> np.ndarray:
         return head_c + radius * rh * _dir(angle_deg + head_tilt)
 
-    head_parts_back, head_parts_front = [], []
+    head_parts_back: list[Part] = []
+    head_parts_front: list[Part] = []
     if is_cat:
-        head = Part(_ellipse(*head_c, rh, rh * 0.95, math.radians(head_tilt)), 1.0)
-        ears = ((-118, -108, 0.8, head_parts_back), (-62, -72, 1.0, head_parts_front))  # far ear, near ear
+        head = Part(_ellipse(head_c[0], head_c[1], rh, rh * 0.95, math.radians(head_tilt)), 1.0)
+        ears = (
+            (-118, -108, 0.8, head_parts_back),
+            (-62, -72, 1.0, head_parts_front),
+        )  # far ear, near ear
         for base_angle, tip_angle, shade, layer in ears:
-            tri = np.array([head_point(base_angle - 27, 0.8), head_point(tip_angle, 1.0 + 0.95 * ear),
-                            head_point(base_angle + 27, 0.8)])
+            tri = np.array(
+                [
+                    head_point(base_angle - 27, 0.8),
+                    head_point(tip_angle, 1.0 + 0.95 * ear),
+                    head_point(base_angle + 27, 0.8),
+                ]
+            )
             layer.append(Part(tri, shade, True))
         muzzle_c = head_c + _rot(head_tilt) @ (rh * np.array([0.72, 0.32]))
-        muzzle = Part(_ellipse(*muzzle_c, rh * 0.34, rh * 0.26), 1.0, True)
+        muzzle = Part(_ellipse(muzzle_c[0], muzzle_c[1], rh * 0.34, rh * 0.26), 1.0, True)
         head_parts_front.append(muzzle)
         nose_c = head_point(12, 0.98)
         whiskers = head_point(20, 0.9)
         nose_r = 0.12 * rh
     else:
-        head = Part(_ellipse(*head_c, rh * 1.04, rh * 0.95, math.radians(head_tilt)), 1.0)
+        head = Part(
+            _ellipse(head_c[0], head_c[1], rh * 1.04, rh * 0.95, math.radians(head_tilt)), 1.0
+        )
         root = head_point(-125, 0.7)
         tip = head_c + _rot(head_tilt) @ np.array([-0.45 * rh, (ear + 0.05) * rh])
         length = float(np.linalg.norm(tip - root))
         mid = (root + tip) / 2
         angle = math.atan2(*(tip - root)[::-1])
-        flap = _ellipse(*mid, length / 2 + 0.15 * rh, 0.42 * rh, angle)
+        flap = _ellipse(mid[0], mid[1], length / 2 + 0.15 * rh, 0.42 * rh, angle)
         head_parts_front.append(Part(flap, 0.9, True, outline=0.5))
         snout_from = head_point(20, 0.35)
         snout_to = head_c + _rot(head_tilt) @ (rh * np.array([0.85 + snout, 0.38]))
@@ -291,7 +329,15 @@ def _pet_parts(rng: np.random.Generator, breed: Breed, pose: str) -> tuple[list[
         nose_r = 0.14 * rh
         whiskers = None
 
-    face = Face(head_c, rh, head_point(-22, 0.42), rh * float(rng.uniform(0.12, 0.16)), nose_c, nose_r, whiskers)
+    face = Face(
+        head_c,
+        rh,
+        head_point(-22, 0.42),
+        rh * float(rng.uniform(0.12, 0.16)),
+        nose_c,
+        nose_r,
+        whiskers,
+    )
     parts = [tail_part, *back, body, *front, neck, *head_parts_back, head, *head_parts_front]
     if not is_cat:  # the snout goes over the head's edge, the ear over both
         parts = [tail_part, *back, body, *front, neck, head, *head_parts_back, *head_parts_front]
@@ -307,8 +353,9 @@ def _rot(deg: float) -> np.ndarray:
 # --------------------------------------------------------------------------- textures
 
 
-def _palette_colour(rng: np.random.Generator, fur_share: float = 0.55,
-                    avoid: tuple[np.ndarray, ...] = ()) -> np.ndarray:
+def _palette_colour(
+    rng: np.random.Generator, fur_share: float = 0.55, avoid: tuple[np.ndarray, ...] = ()
+) -> np.ndarray:
     """A scene colour, often a fur colour, but not one close to ``avoid`` (this pet's coat): fur
     colours fill backgrounds across the set, so no colour marks a pet, yet within one picture the
     pet stands out from its surroundings as it would in a photograph."""
@@ -331,7 +378,12 @@ def _value_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.nd
     """Smooth noise in [0, 1], features about ``cell`` pixels across."""
     gh, gw = max(2, int(h / cell) + 2), max(2, int(w / cell) + 2)
     small = (rng.random((gh, gw)) * 255).astype(np.uint8)
-    return np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC), dtype=np.float32) / 255.0
+    return (
+        np.asarray(
+            Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32
+        )
+        / 255.0
+    )
 
 
 def _coords(h: int, w: int, angle: float) -> np.ndarray:
@@ -345,7 +397,9 @@ def _colourize(t: np.ndarray | Image.Image, colours: list[np.ndarray]) -> Image.
     """Map ``t`` in [0, 1] (or an 8-bit image) piecewise-linearly through ``colours``: a palette
     image converted to RGB, much cheaper than blending float images."""
     stops = np.linspace(0, 255, len(colours))
-    palette = np.stack([np.interp(np.arange(256), stops, [c[ch] for c in colours]) for ch in range(3)], axis=1)
+    palette = np.stack(
+        [np.interp(np.arange(256), stops, [c[ch] for c in colours]) for ch in range(3)], axis=1
+    )
     img = t if isinstance(t, Image.Image) else _grey(t)
     img = Image.frombytes("P", img.size, img.tobytes())
     img.putpalette(np.clip(np.round(palette), 0, 255).astype(np.uint8).tobytes())
@@ -353,7 +407,9 @@ def _colourize(t: np.ndarray | Image.Image, colours: list[np.ndarray]) -> Image.
 
 
 def _stripes(rng, h, w, period, angle, warp=0.0, sharp=3.0) -> np.ndarray:
-    phase = _coords(h, w, angle) * np.float32(2 * np.pi / period) + np.float32(rng.uniform(0, 2 * np.pi))
+    phase = _coords(h, w, angle) * np.float32(2 * np.pi / period) + np.float32(
+        rng.uniform(0, 2 * np.pi)
+    )
     if warp:
         phase += _value_noise(rng, h, w, period * 3) * np.float32(warp)
     t = np.sin(phase)
@@ -373,7 +429,9 @@ def _spots(rng, h, w, radius, density) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def _tone(rng: np.random.Generator, colour: np.ndarray, avoid: tuple[np.ndarray, ...]) -> np.ndarray:
+def _tone(
+    rng: np.random.Generator, colour: np.ndarray, avoid: tuple[np.ndarray, ...]
+) -> np.ndarray:
     """A darker or lighter shade of ``colour``: most real surfaces are one material, not two."""
     if rng.random() < 0.5:
         shade = colour * np.float32(rng.uniform(0.55, 0.85))
@@ -382,21 +440,32 @@ def _tone(rng: np.random.Generator, colour: np.ndarray, avoid: tuple[np.ndarray,
     return shade if all(float(np.linalg.norm(shade - a)) >= MIN_CONTRAST for a in avoid) else colour
 
 
-def _background_texture(rng: np.random.Generator, full_h: int, full_w: int,
-                        avoid: tuple[np.ndarray, ...]) -> Image.Image:
+def _background_texture(
+    rng: np.random.Generator, full_h: int, full_w: int, avoid: tuple[np.ndarray, ...]
+) -> Image.Image:
     # drawn at half resolution and enlarged: a quarter of the arithmetic, and backgrounds are soft anyway
     h, w = (full_h + 1) // 2, (full_w + 1) // 2
     first = _palette_colour(rng, avoid=avoid)
     contrasting = rng.random() < 0.3
-    colours = [first, _palette_colour(rng, avoid=avoid) if contrasting else _tone(rng, first, avoid)]
+    colours = [
+        first,
+        _palette_colour(rng, avoid=avoid) if contrasting else _tone(rng, first, avoid),
+    ]
     kind = rng.integers(5)
     if kind == 0:  # blotchy noise, sometimes in three colours
         t = _value_noise(rng, h, w, float(rng.uniform(5, 30)))
         if rng.random() < 0.5:
             colours.append(_palette_colour(rng, avoid=avoid))
     elif kind == 1:  # stripes, some as fine as a tabby's
-        t = _stripes(rng, h, w, float(rng.uniform(4, 25)), float(rng.uniform(0, np.pi)),
-                     warp=float(rng.choice([0.0, 2.0])), sharp=float(rng.uniform(0.6, 4.0)))
+        t = _stripes(
+            rng,
+            h,
+            w,
+            float(rng.uniform(4, 25)),
+            float(rng.uniform(0, np.pi)),
+            warp=float(rng.choice([0.0, 2.0])),
+            sharp=float(rng.uniform(0.6, 4.0)),
+        )
     elif kind == 2:  # tiles with darker grout
         size, angle = float(rng.uniform(10, 40)), float(rng.uniform(-0.3, 0.3))
         u = _coords(h, w, angle) / np.float32(size)
@@ -410,10 +479,12 @@ def _background_texture(rng: np.random.Generator, full_h: int, full_w: int,
         t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
     else:  # spots
         t = _spots(rng, h, w, float(rng.uniform(2, 7)), float(rng.uniform(0.1, 0.4)))
-    return _colourize(_grey(t).resize((full_w, full_h), Image.BILINEAR), colours)
+    return _colourize(_grey(t).resize((full_w, full_h), Image.Resampling.BILINEAR), colours)
 
 
-def _background(rng: np.random.Generator, h: int, w: int, avoid: tuple[np.ndarray, ...]) -> Image.Image:
+def _background(
+    rng: np.random.Generator, h: int, w: int, avoid: tuple[np.ndarray, ...]
+) -> Image.Image:
     bg = _background_texture(rng, h, w, avoid)
     if rng.random() < 0.6:  # a wall and a floor
         floor = _background_texture(rng, h, w, avoid)
@@ -426,19 +497,26 @@ def _background(rng: np.random.Generator, h: int, w: int, avoid: tuple[np.ndarra
 
 def _coat_colours(rng: np.random.Generator, coat: Coat) -> tuple[np.ndarray, np.ndarray]:
     base = _vary(rng, FUR_COLOURS[coat.base[rng.integers(len(coat.base))]])
-    second = (_vary(rng, FUR_COLOURS[coat.secondary[rng.integers(len(coat.secondary))]])
-              if coat.secondary else base * np.float32(0.6))
+    second = (
+        _vary(rng, FUR_COLOURS[coat.secondary[rng.integers(len(coat.secondary))]])
+        if coat.secondary
+        else base * np.float32(0.6)
+    )
     return base, second
 
 
-def _coat_pattern(rng: np.random.Generator, coat: Coat, h: int, w: int, scale: float, body_angle: float) -> np.ndarray:
+def _coat_pattern(
+    rng: np.random.Generator, coat: Coat, h: int, w: int, scale: float, body_angle: float
+) -> np.ndarray:
     """How far each pixel of an ``h`` x ``w`` crop goes from the coat's base colour to its secondary
     one: stripes, spots, patches; 0 everywhere for a plain coat."""
     if coat.pattern == "tabby":
         period = scale * float(rng.uniform(0.06, 0.1))
         t = _stripes(rng, h, w, period, body_angle, warp=3.0, sharp=1.5) * np.float32(0.85)
     elif coat.pattern == "spotted":
-        t = _spots(rng, h, w, scale * float(rng.uniform(0.025, 0.045)), float(rng.uniform(0.15, 0.3))) * np.float32(0.9)
+        t = _spots(
+            rng, h, w, scale * float(rng.uniform(0.025, 0.045)), float(rng.uniform(0.15, 0.3))
+        ) * np.float32(0.9)
     elif coat.pattern == "patches":
         t = np.clip((_value_noise(rng, h, w, scale * 0.25) - np.float32(0.5)) * np.float32(6), 0, 1)
     else:
@@ -448,7 +526,9 @@ def _coat_pattern(rng: np.random.Generator, coat: Coat, h: int, w: int, scale: f
 
 def _grey(values: np.ndarray) -> Image.Image:
     """A float map in [0, 1] as an 8-bit image."""
-    return Image.fromarray(np.clip(values * np.float32(255) + np.float32(0.5), 0, 255).astype(np.uint8))
+    return Image.fromarray(
+        np.clip(values * np.float32(255) + np.float32(0.5), 0, 255).astype(np.uint8)
+    )
 
 
 # --------------------------------------------------------------------------- one image
@@ -462,7 +542,7 @@ def _grain(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     if h > tile.shape[0] or w > tile.shape[1]:
         tile = np.tile(tile, (-(-h // tile.shape[0]) + 1, -(-w // tile.shape[1]) + 1))
     oy, ox = rng.integers(0, tile.shape[0] - h + 1), rng.integers(0, tile.shape[1] - w + 1)
-    return tile[oy:oy + h, ox:ox + w]
+    return tile[oy : oy + h, ox : ox + w]
 
 
 @dataclass
@@ -540,16 +620,27 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
     x1, y1 = np.ceil(np.minimum(pts.max(axis=0) + 4, [w, h])).astype(int)
 
     # ---- background, distractors, a soft shadow under the pet
-    coat = COATS[breed.coat] if rng.random() < TYPICAL_COAT_P else COATS[COAT_NAMES[rng.integers(len(COATS))]]
+    coat = (
+        COATS[breed.coat]
+        if rng.random() < TYPICAL_COAT_P
+        else COATS[COAT_NAMES[rng.integers(len(COATS))]]
+    )
     base, second = _coat_colours(rng, coat)
     avoid = (base, second) if coat.pattern != "solid" else (base,)
     image = _background(rng, h, w, avoid)
     _distractors(rng, image, w, h, short, avoid)
-    if rng.random() < 0.7:  # depth of field: the background a little out of focus (a box blur: cheap)
+    if (
+        rng.random() < 0.7
+    ):  # depth of field: the background a little out of focus (a box blur: cheap)
         image = image.filter(ImageFilter.BoxBlur(float(rng.uniform(0.9, 4.3))))
     rx, ry = (x1 - x0) * 0.45, max(4.0, (x1 - x0) * 0.06)
     cx = (x0 + x1) / 2
-    box = (int(max(0, cx - 2 * rx)), int(max(0, y1 - 3 * ry)), int(min(w, cx + 2 * rx)), int(min(h, y1 + 2 * ry)))
+    box = (
+        int(max(0, cx - 2 * rx)),
+        int(max(0, y1 - 3 * ry)),
+        int(min(w, cx + 2 * rx)),
+        int(min(h, y1 + 2 * ry)),
+    )
     if box[2] > box[0] and box[3] > box[1]:
         shadow = Image.new("L", (box[2] - box[0], box[3] - box[1]), 0)
         fx, fy = cx - box[0], y1 - 0.02 * (y1 - y0) - box[1]
@@ -563,36 +654,57 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
         cw, ch = int(x1 - x0), int(y1 - y0)
         local = [p - [x0, y0] for p in placed]
         line_w = max(1, round(scale * 0.012))
-        shade_img = _draw((cw, ch), local, [255 * p.shade for p in parts],
-                          [255 * p.shade * (1 - p.outline) if p.outline else 0 for p in parts], line_w)
+        shade_img = _draw(
+            (cw, ch),
+            local,
+            [255 * p.shade for p in parts],
+            [255 * p.shade * (1 - p.outline) if p.outline else 0 for p in parts],
+            line_w,
+        )
         shade = np.asarray(shade_img, dtype=np.float32) / np.float32(255)
         inside = shade > 0
         mask_img = Image.fromarray(inside.astype(np.uint8) * np.uint8(255))
         # darker towards the outline: the pet reads as a rounded body, not a flat cut-out
-        rim = np.asarray(mask_img.filter(ImageFilter.BoxBlur(max(1, round(scale * 0.035)))), np.float32)
+        rim = np.asarray(
+            mask_img.filter(ImageFilter.BoxBlur(max(1, round(scale * 0.035)))), np.float32
+        )
         rim /= np.float32(255)
         body_dir = math.radians(angle) + (0 if flip > 0 else math.pi)
         t = _coat_pattern(rng, coat, ch, cw, scale, body_dir + math.pi / 2)
         if coat.pattern == "points" or (coat.pattern == "patches" and rng.random() < 0.5):
             ext_img = _draw((cw, ch), local, [255 if p.extremity else 0 for p in parts])
             if coat.pattern == "points":  # the dark mask round the face
-                fc = transform @ (face.head + face.head_radius * np.array([0.5, 0.1])) * scale + offset - [x0, y0]
+                fc = (
+                    transform @ (face.head + face.head_radius * np.array([0.5, 0.1])) * scale
+                    + offset
+                    - [x0, y0]
+                )
                 r = face.head_radius * scale * 0.75
-                ImageDraw.Draw(ext_img).ellipse([fc[0] - r, fc[1] - r, fc[0] + r, fc[1] + r], fill=255)
-            ext = np.asarray(ext_img.filter(ImageFilter.BoxBlur(max(1, round(scale * 0.03)))), np.float32)
+                ImageDraw.Draw(ext_img).ellipse(
+                    [fc[0] - r, fc[1] - r, fc[0] + r, fc[1] + r], fill=255
+                )
+            ext = np.asarray(
+                ext_img.filter(ImageFilter.BoxBlur(max(1, round(scale * 0.03)))), np.float32
+            )
             t = t + (1 - t) * ext * np.float32(0.85 / 255)
         amount = np.float32(0.32 if coat.pattern == "ticked" else 0.16)
         light = shade * (np.float32(1) - amount * _value_noise(rng, ch, cw, scale * 0.3))
-        light *= np.float32(0.55) + np.float32(0.45) * np.clip((rim - np.float32(0.5)) * np.float32(2.2), 0, 1)
-        pet = ImageChops.multiply(_colourize(t, [base, second]), Image.merge("RGB", [_grey(light)] * 3))
+        light *= np.float32(0.55) + np.float32(0.45) * np.clip(
+            (rim - np.float32(0.5)) * np.float32(2.2), 0, 1
+        )
+        pet = ImageChops.multiply(
+            _colourize(t, [base, second]), Image.merge("RGB", [_grey(light)] * 3)
+        )
         image.paste(pet, (int(x0), int(y0)), mask_img.filter(ImageFilter.BoxBlur(1)))
         full_mask.paste(mask_img, (int(x0), int(y0)))
 
     # ---- lighting: a gradient across the scene, a global level, sensor grain
-    g = _coords(-(-h // 8), -(-w // 8), float(rng.uniform(0, 2 * np.pi)))  # smooth: 1/8 size, enlarged
+    g = _coords(
+        -(-h // 8), -(-w // 8), float(rng.uniform(0, 2 * np.pi))
+    )  # smooth: 1/8 size, enlarged
     g -= g.min()
     g *= np.float32(rng.uniform(0.0, 0.3) / max(float(g.max()), 1.0))
-    gain = _grey(1 - g).resize((w, h), Image.BILINEAR)
+    gain = _grey(1 - g).resize((w, h), Image.Resampling.BILINEAR)
     image = ImageChops.multiply(image, Image.merge("RGB", [gain] * 3))
     level = float(rng.uniform(0.9, 1.25))
     grain = _grey(_grain(rng, h, w) * np.float32(rng.uniform(2, 9) / 255) + np.float32(0.5))
@@ -609,16 +721,22 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
         pad = radius + 1
         bx0, by0, bx1, by1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
         dilated, eroded = _band(full_mask.crop((bx0, by0, bx1, by1)), radius)
-        box = trimap[by0:by1, bx0:bx1]
-        box[dilated] = layout.TRIMAP_BORDER
-        box[eroded] = layout.TRIMAP_PET
+        band = trimap[by0:by1, bx0:bx1]
+        band[dilated] = layout.TRIMAP_BORDER
+        band[eroded] = layout.TRIMAP_PET
 
     quality = int(rng.integers(cfg.jpeg_quality_min, cfg.jpeg_quality_max + 1))
     return Sample(stem, breed.name, breed.species, np.asarray(image), trimap, quality)
 
 
-def _draw_face(rng: np.random.Generator, image: Image.Image, face: Face, transform: np.ndarray,
-               scale: float, offset: np.ndarray) -> None:
+def _draw_face(
+    rng: np.random.Generator,
+    image: Image.Image,
+    face: Face,
+    transform: np.ndarray,
+    scale: float,
+    offset: np.ndarray,
+) -> None:
     draw = ImageDraw.Draw(image)
 
     def at(p):
@@ -630,7 +748,11 @@ def _draw_face(rng: np.random.Generator, image: Image.Image, face: Face, transfo
     eye, er = at(face.eye), face.eye_radius * scale
     if er >= 1.5:
         disc(eye, er, (20, 18, 18))
-        disc(eye, er * 0.78, tuple(int(v) for v in _vary(rng, EYE_COLOURS[rng.integers(len(EYE_COLOURS))])))
+        disc(
+            eye,
+            er * 0.78,
+            tuple(int(v) for v in _vary(rng, EYE_COLOURS[rng.integers(len(EYE_COLOURS))])),
+        )
         disc(eye, er * 0.4, (10, 10, 10))
         disc(eye + np.array([-0.25, -0.3]) * er, max(1.0, er * 0.15), (235, 235, 235))
     disc(at(face.nose), max(1.0, face.nose_radius * scale), (38, 30, 30))
@@ -638,11 +760,19 @@ def _draw_face(rng: np.random.Generator, image: Image.Image, face: Face, transfo
         o = at(face.whiskers)
         length = face.head_radius * scale * 1.1
         for a in (-12, 0, 12):
-            draw.line([tuple(o), tuple(o + transform @ _dir(a) * length)], fill=(225, 225, 220), width=1)
+            draw.line(
+                [tuple(o), tuple(o + transform @ _dir(a) * length)], fill=(225, 225, 220), width=1
+            )
 
 
-def _distractors(rng: np.random.Generator, img: Image.Image, w: int, h: int, short: int,
-                 avoid: tuple[np.ndarray, ...]) -> None:
+def _distractors(
+    rng: np.random.Generator,
+    img: Image.Image,
+    w: int,
+    h: int,
+    short: int,
+    avoid: tuple[np.ndarray, ...],
+) -> None:
     """Shapes on the background; some fur-coloured or fur-textured, some ear- or tail-like."""
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(1, 5))):
@@ -655,13 +785,17 @@ def _distractors(rng: np.random.Generator, img: Image.Image, w: int, h: int, sho
         elif kind == 1:
             poly = _ellipse(cx, cy, size, size * rng.uniform(0.3, 1.0), rng.uniform(0, np.pi), 4)
         elif kind == 2:  # triangles, like ears
-            poly = _ellipse(cx, cy, size * 0.6, size * rng.uniform(0.3, 0.8), rng.uniform(0, 2 * np.pi), 3)
+            poly = _ellipse(
+                cx, cy, size * 0.6, size * rng.uniform(0.3, 0.8), rng.uniform(0, 2 * np.pi), 3
+            )
         elif kind == 3:  # blobs
             t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
             r = size * rng.uniform(0.6, 1.0, 16)
             poly = np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
         else:  # curved strokes, like tails
-            path = _path([cx, cy], np.cumsum(rng.uniform(-40, 40, 4)) + rng.uniform(0, 360), [size * 0.5] * 4)
+            path = _path(
+                [cx, cy], np.cumsum(rng.uniform(-40, 40, 4)) + rng.uniform(0, 360), [size * 0.5] * 4
+            )
             poly = _stroke(path, np.full(len(path), size * rng.uniform(0.1, 0.25)))
         flat = poly.ravel().tolist()
         if rng.random() < 0.35:  # textured: stripes or spots in fur colours, like a coat
@@ -671,7 +805,9 @@ def _distractors(rng: np.random.Generator, img: Image.Image, w: int, h: int, sho
                 continue
             coat = COATS[("tabby", "spotted", "patches")[rng.integers(3)]]
             colours = [_palette_colour(rng, fur_share=1.0, avoid=avoid) for _ in range(2)]
-            t = _coat_pattern(rng, coat, by1 - by0, bx1 - bx0, short * 0.5, float(rng.uniform(0, np.pi)))
+            t = _coat_pattern(
+                rng, coat, by1 - by0, bx1 - bx0, short * 0.5, float(rng.uniform(0, np.pi))
+            )
             m = Image.new("L", (bx1 - bx0, by1 - by0), 0)
             ImageDraw.Draw(m).polygon((poly - [bx0, by0]).ravel().tolist(), fill=255)
             img.paste(_colourize(t, colours), (int(bx0), int(by0)), m)
@@ -710,11 +846,15 @@ def _check(cfg: SyntheticConfig) -> None:
     if cfg.num_images < 1:
         raise ConfigError(f"data.synthetic.num_images={cfg.num_images!r}: must be at least 1")
     if not 64 <= cfg.min_side <= cfg.max_side:
-        raise ConfigError(f"data.synthetic.min_side={cfg.min_side!r}, max_side={cfg.max_side!r}: "
-                          "need 64 <= min_side <= max_side")
+        raise ConfigError(
+            f"data.synthetic.min_side={cfg.min_side!r}, max_side={cfg.max_side!r}: "
+            "need 64 <= min_side <= max_side"
+        )
     if not 1 <= cfg.jpeg_quality_min <= cfg.jpeg_quality_max <= 100:
-        raise ConfigError(f"data.synthetic.jpeg_quality_min={cfg.jpeg_quality_min!r}, "
-                          f"jpeg_quality_max={cfg.jpeg_quality_max!r}: need 1 <= min <= max <= 100")
+        raise ConfigError(
+            f"data.synthetic.jpeg_quality_min={cfg.jpeg_quality_min!r}, "
+            f"jpeg_quality_max={cfg.jpeg_quality_max!r}: need 1 <= min <= max <= 100"
+        )
 
 
 _WORKER_STATE: dict = {}
@@ -731,7 +871,9 @@ def _write_one(job: tuple[int, Breed, str]) -> str:
     # encoded in memory, written in one call: PIL's own file writes cost more than the encoding
     jpeg, png = io.BytesIO(), io.BytesIO()
     Image.fromarray(sample.image).save(jpeg, "JPEG", quality=sample.jpeg_quality)
-    Image.fromarray(sample.trimap).save(png, "PNG", compress_level=1)  # trimaps compress well anyway
+    Image.fromarray(sample.trimap).save(
+        png, "PNG", compress_level=1
+    )  # trimaps compress well anyway
     where.image_path(stem).write_bytes(jpeg.getvalue())
     where.trimap_path(stem).write_bytes(png.getvalue())
     return stem
@@ -748,7 +890,9 @@ def generate(root: Path, cfg: SyntheticConfig, workers: int = 0) -> GenerateSumm
     where = layout.Layout(root)
     for folder in (where.images_dir, where.trimaps_dir):
         if folder.is_dir() and any(folder.iterdir()):
-            raise DataError(f"{folder}: not empty; the synthetic source writes into an empty folder")
+            raise DataError(
+                f"{folder}: not empty; the synthetic source writes into an empty folder"
+            )
         folder.mkdir(parents=True, exist_ok=True)
     jobs = plan(cfg)
     workers = min(workers or os.cpu_count() or 1, len(jobs))
@@ -764,8 +908,9 @@ def generate(root: Path, cfg: SyntheticConfig, workers: int = 0) -> GenerateSumm
             # spawn, not fork: the caller may have started threads (TensorFlow, MLflow). An executor,
             # not a Pool: a worker that dies raises BrokenProcessPool instead of hanging.
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(cfg, root)) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, root)
+            ) as pool:
                 for _ in pool.map(_write_one, jobs, chunksize=8):
                     progress.update()
     finally:

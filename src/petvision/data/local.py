@@ -6,7 +6,7 @@
   (what the two archives unpack to), copied as it is into the download stage's output; or
 * a folder holding the two **archives** (``data.oxford_pets.archives``: images.tar.gz and
   annotations.tar.gz), each verified against its size and sha256 *before* it is extracted, then
-  unpacked by the download code's own safe extraction (:func:`petvision.fetch.safe_extract`).
+  unpacked by the download code's own safe extraction (:func:`petvision.data.fetch.safe_extract`).
 
 Either way the result is the folder the download stage writes for the other sources, so
 preprocess sees no difference. The copy (rather than a link) keeps DVC, which makes its cached
@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from petvision import fetch, layout
+from petvision.data import fetch, layout
 from petvision.errors import DataError, DownloadError
 
 log = logging.getLogger(__name__)
