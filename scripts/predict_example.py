@@ -21,11 +21,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+from PIL import Image
 
-from petvision import paths  # noqa: E402
-from petvision.data import images, layout  # noqa: E402
+from petvision import paths
+from petvision.data import images, layout
 
 # (file name suffix, PIL format, mode, scale of the original size)
 KINDS = [

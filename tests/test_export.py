@@ -17,7 +17,8 @@ def test_savedmodels_take_uint8_images_and_match_keras(make_config, tmp_path):
 
     from petvision.errors import ConfigError
     from petvision.export import run_export
-    from petvision.models import build_classifier, build_segmentation_model
+    from petvision.models.classification import build_classifier
+    from petvision.models.segmentation import build_segmentation_model
 
     cfg = make_config(*tiny_overrides())
     cfg.paths.model_file("classification").parent.mkdir(parents=True)

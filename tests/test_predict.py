@@ -29,7 +29,8 @@ QUIRKS = (
 def trained_dir(make_config, tmp_path):
     """Untrained models of the configured architectures saved where the pipeline saves its own
     (what predict does with them does not depend on training), and the configuration."""
-    from petvision.models import build_classifier, build_segmentation_model
+    from petvision.models.classification import build_classifier
+    from petvision.models.segmentation import build_segmentation_model
 
     cfg = make_config(*tiny_overrides())
     cfg.paths.model_file("classification").parent.mkdir(parents=True, exist_ok=True)

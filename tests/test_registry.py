@@ -23,7 +23,7 @@ def store_cfg(request, make_config, tmp_path):
 @pytest.fixture(scope="module")
 def classifier():
     from petvision import config
-    from petvision.models import build_classifier
+    from petvision.models.classification import build_classifier
 
     cfg = config.load(config.compose(tiny_overrides()))
     return build_classifier(cfg.classification.model, cfg.data.classification.image_size)

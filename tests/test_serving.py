@@ -25,7 +25,8 @@ def logged(make_config, tmp_path):
     """Both models (untrained: serving does not depend on training) logged as the training
     stages log them; returns the configuration and their models:/ URIs."""
     from petvision import tracking
-    from petvision.models import build_classifier, build_segmentation_model
+    from petvision.models.classification import build_classifier
+    from petvision.models.segmentation import build_segmentation_model
 
     cfg = make_config(*tiny_overrides())
     uris = {}

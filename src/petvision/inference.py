@@ -116,7 +116,7 @@ def _load_from_mlflow(cfg: Config, task: str, uri: str) -> tuple[Any, str | None
     try:
         try:
             model = mlflow.keras.load_model(uri)
-        except Exception as exc:  # noqa: BLE001 - unknown name/alias, no Keras flavour, store down...
+        except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(
                 f"{uri}: cannot load it as a Keras model from the MLflow store {store} "
@@ -128,7 +128,7 @@ def _load_from_mlflow(cfg: Config, task: str, uri: str) -> tuple[Any, str | None
             if run_id:
                 params = mlflow.MlflowClient(store).get_run(run_id).data.params
                 interpolation = params.get(f"data.{task}.interpolation")
-        except Exception as exc:  # noqa: BLE001 - the model loaded; fall back to the configuration
+        except Exception as exc:
             log.info("%s: no training run to read the interpolation from (%s)", uri, exc)
     finally:
         mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None: back to the default
@@ -196,14 +196,15 @@ def mask_overlay(photo: np.ndarray, trimap: np.ndarray, alpha: float) -> np.ndar
 
 def gradcam_layer(classifier: LoadedModel) -> str:
     """The classifier's last convolutional block, whichever of the project's architectures it is."""
-    from petvision.models import LAST_CONV_LAYER
+    from petvision.models import registry
 
     names = {layer.name for layer in classifier.model.layers}
-    for layer in LAST_CONV_LAYER.values():
-        if layer in names:
+    candidates = [a.last_conv_layer for a in registry.ARCHITECTURES["classification"].values()]
+    for layer in candidates:
+        if layer is not None and layer in names:
             return layer
     raise DataError(
-        f"{classifier.source}: none of the Grad-CAM layers {sorted(LAST_CONV_LAYER.values())}; "
+        f"{classifier.source}: none of the Grad-CAM layers {sorted(filter(None, candidates))}; "
         "is it one of the project's classifiers?"
     )
 

@@ -16,7 +16,7 @@ FLAVOR_CONFIG_KEY = "petvision"
 
 def model_config(task: str, interpolation: str) -> dict[str, str]:
     """What the served model needs besides the network: its task and the training resize."""
-    return {"task": task, "interpolation": interpolation}
+    return {"task": str(task), "interpolation": str(interpolation)}  # plain str: MLmodel is YAML
 
 
 class KerasPhotoFlavor:

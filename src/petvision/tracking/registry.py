@@ -214,7 +214,7 @@ def register_trained_model(
         return register(
             mlflow.MlflowClient(tracking_uri=run.uri, registry_uri=run.uri), name, candidate
         )
-    except Exception as exc:  # noqa: BLE001 - the registry must not fail a finished training
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         log.warning(
             "MLflow registry %s: could not register %s as a version of %s: %s",
