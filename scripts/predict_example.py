@@ -58,11 +58,11 @@ def make_photos(folder: Path) -> None:
 def draw(out_dir: Path, picture: Path) -> None:
     table = json.loads((out_dir / "predictions.json").read_text())
     rows = [r for r in table["photos"] if r["status"] == "ok"]
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.4 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
     for ax_row, row in zip(axes, rows):
         name = Path(row["file"]).name
         shown = [
-            (images.load_rgb(Path(row["file"]))[0], f"{name} ({row['decoded_as']})"),
+            (images.load_rgb(Path(row["file"]))[0], f"{name}\n({row['decoded_as']})"),
             (Image.open(out_dir / row["overlay"]), f"mask: pet {row['pet_fraction']:.0%}"),
             (Image.open(out_dir / row["gradcam"]), f"{row['label']} {row['probability']:.2f}"),
         ]
