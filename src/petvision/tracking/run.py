@@ -374,7 +374,8 @@ class Run:
         )
 
     def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> str:
-        """Log ``model`` through MLflow's Keras flavor with a signature and an input example;
+        """Log ``model`` through MLflow's Keras flavor with an input example (a trained task's
+        model: no signature, its pyfunc takes arrays or encoded photos, see tracking.flavor);
         return its URI (``models:/<id>``), loadable with ``mlflow.pyfunc.load_model``. "" if lost."""
         uri = self._safe(f"model {name}", lambda: self._log_keras_model_now(model, example, name))
         if uri:
