@@ -54,6 +54,7 @@ from petvision.tracking.store import (
     tracking_uri,
     ui_url,
 )
+from petvision.util.nested import flatten
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class Run:
                 f"MLflow tracking store {self.uri}: could not start the run: {_first_line(exc)}"
             ) from None
         try:
-            self._log_params_now(config_lib.flatten(config_lib.to_dict(self.cfg)))
+            self._log_params_now(flatten(config_lib.to_dict(self.cfg), index_lists=True))
             _retry_locked(
                 lambda: self._client.log_text(
                     self.run_id, config_lib.to_yaml(self.cfg), "config.yaml"

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from petvision import paths
 from petvision.config import TrackingConfig
 from petvision.errors import TrackingError
+from petvision.util.retry import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ HTTP_TIMEOUT_FLOOR_S = 20  # a big artifact upload can keep a healthy server qui
 # SQLite answers "database is locked" when two writers collide in a way its busy timeout cannot
 # wait out (both hold read locks and want to write); the transaction is rolled back, so retrying
 # it is safe.
-LOCKED_RETRIES = 6
+LOCKED_RETRIES = 6  # attempts in all
+LOCKED_BACKOFF_S = 0.1
 
 
 # --------------------------------------------------------------------------- where
@@ -231,11 +233,6 @@ def _is_locked(exc: BaseException) -> bool:
 
 
 def _retry_locked(call: Callable[[], T]) -> T:
-    for attempt in range(LOCKED_RETRIES):
-        try:
-            return call()
-        except Exception as exc:
-            if not _is_locked(exc) or attempt == LOCKED_RETRIES - 1:
-                raise
-            time.sleep(0.1 * 2**attempt)
-    raise AssertionError("unreachable")
+    return with_retries(
+        call, retryable=_is_locked, retries=LOCKED_RETRIES - 1, backoff_s=LOCKED_BACKOFF_S
+    )
