@@ -87,14 +87,6 @@ def _context_tags(cfg: Config, task: str, stage: str) -> dict[str, str]:
     return tags
 
 
-def _model_name(cfg: Config, task: str) -> str:
-    return {
-        "segmentation": cfg.segmentation.model.name,
-        "classification": cfg.classification.model.name,
-        "interpretation": cfg.visualize.model,
-    }[task]
-
-
 def _pip_requirements() -> list[str]:
     """What a served model needs, pinned to what trained it. Listing it ourselves spares MLflow
     inferring it, which imports the model in a subprocess (TensorFlow: tens of seconds)."""

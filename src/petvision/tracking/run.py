@@ -26,8 +26,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,7 +38,6 @@ from petvision.errors import TrackingError
 from petvision.tracking.context import (
     _context_tags,
     _KerasFlavorMakingDir,
-    _model_name,
     _param_key,
     _param_value,
     _pip_requirements,
@@ -81,10 +79,7 @@ class Run:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, not {task!r}")
         self.cfg, self.task, self.stage = cfg, task, stage
-        self.run_name = (
-            run_name
-            or f"{stage} {_model_name(cfg, task)} {cfg.preset} {datetime.now():%m-%d %H:%M}"
-        )
+        self.run_name = run_name  # None: MLflow makes one up
         self.resume_run_id = resume_run_id
         self.extra_tags = dict(tags or {})
         self.uri = tracking_uri(cfg.tracking)
@@ -200,6 +195,7 @@ class Run:
             previous = self._previous_run(self.resume_run_id)
             if previous is not None:
                 self.run_id, self.resumed = previous.info.run_id, True
+                self.run_name = previous.info.run_name
                 self._params = dict(previous.data.params)
                 self._client.update_run(self.run_id, status="RUNNING")
                 self._set_tags_now({**tags, "resumed": "true"})
@@ -212,6 +208,7 @@ class Run:
             log.debug("MLflow context tags unavailable: %s", exc)
         run = self._client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
+        self.run_name = run.info.run_name
 
     def _previous_run(self, run_id: str) -> Any:
         try:
@@ -236,8 +233,7 @@ class Run:
     def _safe(self, what: str, call: Callable[[], T]) -> T | None:
         """Run one log call; on failure record it in ``lost`` instead of raising."""
         try:
-            with self._fewer_retries_while_degraded():
-                result = _retry_locked(call)
+            result = _retry_locked(call)
         except Exception as exc:  # noqa: BLE001 - logging must not stop training
             self.lost.append(f"{what}: {type(exc).__name__}: {_first_line(exc, 200)}")
             if not self._degraded:
@@ -252,24 +248,6 @@ class Run:
             return None
         self._degraded = False
         return result
-
-    @contextlib.contextmanager
-    def _fewer_retries_while_degraded(self) -> Iterator[None]:
-        """Once a call to a tracking server has failed, the next ones try once instead of
-        retrying, so a dead server costs one timeout per call, not several."""
-        if not (self._degraded and _is_http(self.uri)):
-            yield
-            return
-        name = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
-        before = os.environ.get(name)
-        os.environ[name] = "0"
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = before
 
     # ------------------------------------------------------------------ logging
     def set_tags(self, tags: dict[str, str]) -> None:
