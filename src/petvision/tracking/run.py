@@ -21,11 +21,9 @@ do not depend on MLflow.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,10 +35,10 @@ from petvision.config import Config
 from petvision.errors import TrackingError
 from petvision.tracking.context import (
     _context_tags,
-    _KerasFlavorMakingDir,
     _param_key,
     _param_value,
-    _pip_requirements,
+    dataset_input,
+    log_keras_model,
 )
 from petvision.tracking.store import (
     _first_line,
@@ -348,40 +346,19 @@ class Run:
         self._safe(
             f"input dataset {name}",
             lambda: self._client.log_inputs(
-                self.run_id, datasets=[_dataset_input(name, digest, source, context, shape_info)]
+                self.run_id, datasets=[dataset_input(name, digest, source, context, shape_info)]
             ),
         )
 
     def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> str:
         """Log ``model`` through MLflow's Keras flavor with a signature and an input example;
         return its URI (``models:/<id>``), loadable with ``mlflow.pyfunc.load_model``. "" if lost."""
-        uri = self._safe(f"model {name}", lambda: self._log_keras_model_now(model, example, name))
+        uri = self._safe(
+            f"model {name}", lambda: log_keras_model(self.run_id, model, example, name)
+        )
         if uri:
             log.info("MLflow model %s logged: %s", name, uri)
         return uri or ""
-
-    def _log_keras_model_now(self, model: Any, example: np.ndarray, name: str) -> str:
-        import keras
-        from mlflow.models import Model, infer_signature
-
-        example = np.asarray(example)
-        output = np.asarray(keras.ops.convert_to_numpy(model.predict(example, verbose=0)))
-        if output.dtype not in (np.float16, np.float32, np.float64):
-            output = output.astype(
-                np.float32
-            )  # bfloat16 outputs (mixed precision) have no MLflow type
-        info = Model.log(
-            artifact_path=None,
-            name=name,
-            flavor=_KerasFlavorMakingDir,
-            flavor_name="mlflow.keras",
-            run_id=self.run_id,
-            model=model,
-            signature=infer_signature(example, output),
-            input_example=example,
-            pip_requirements=_pip_requirements(),
-        )
-        return info.model_uri
 
     def keras_callback(self) -> Any:
         """A Keras callback logging each epoch's logs (train and ``val_`` metrics) at step=epoch."""
@@ -395,77 +372,3 @@ class Run:
                     run.log_metrics(dict(logs), step=epoch)
 
         return MlflowEpochLogger()
-
-
-def _dataset_input(
-    name: str, digest: str, source: str, context: str, shape_info: dict | None
-) -> Any:
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    class ProfiledDataset(MetaDataset):
-        @property
-        def profile(self) -> Any:
-            return shape_info
-
-        def to_dict(self) -> dict[str, str]:
-            config = super().to_dict()
-            if shape_info:
-                config["profile"] = json.dumps(shape_info, default=str)
-            return config
-
-    with warnings.catch_warnings():  # "can be interpreted in multiple ways": it is a local path
-        warnings.simplefilter("ignore")
-        dataset_source = resolve_dataset_source(source)
-    dataset = ProfiledDataset(dataset_source, name=name, digest=digest)
-    return DatasetInput(
-        dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]
-    )
-
-
-class NoRun:
-    """A run that logs nothing: what non-chief workers (and code paths without tracking) use,
-    so that callers need no ``if`` around each log call."""
-
-    def __init__(self) -> None:
-        self.run_id = ""
-        self.experiment_id = ""
-        self.uri = ""
-        self.resumed = False
-        self.lost: list[str] = []
-
-    def __enter__(self) -> NoRun:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        return None
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        pass
-
-    def log_params(self, params: dict) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        pass
-
-    def logged_steps(self, key: str) -> set[int] | None:
-        return None
-
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        pass
-
-    def log_input_dataset(
-        self, name: str, digest: str, source: str, context: str, shape_info: dict | None = None
-    ) -> None:
-        pass
-
-    def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> str:
-        return ""
-
-    def keras_callback(self) -> Any:
-        import keras
-
-        return keras.callbacks.Callback()
