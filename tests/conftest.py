@@ -213,11 +213,19 @@ def tiny_segmenter(filters: int = 4, optimizer="adam", seed: int = 0):
 
 
 def write_npy(
-    npy: Path, task: str, size: int, counts: dict[str, int], seed: int = 0, **index: object
+    npy: Path,
+    task: str,
+    size: int,
+    counts: dict[str, int],
+    seed: int = 0,
+    pet_divisor: int = 3,
+    centred: bool = False,
+    **index: object,
 ) -> None:
-    """A learnable toy set in the preprocess stage's layout: a bright square on noise is the pet
-    (mask 0, background 1); its colour channel is the species (red cat, blue dog). ``index``
-    goes into index.json (the settings preprocess records there)."""
+    """A learnable toy set in the preprocess stage's layout: a bright square of side
+    ``size // pet_divisor`` on noise is the pet (mask 0, background 1), somewhere or ``centred``;
+    its colour channel is the species (red cat, blue dog). ``index`` goes into index.json (the
+    settings preprocess records there)."""
     import numpy as np
 
     from petvision.data import npy_dataset
@@ -230,9 +238,9 @@ def write_npy(
         labels = (np.arange(count) % 2).astype(np.uint8)
         images = rng.integers(0, 60, (count, size, size, 3), dtype=np.uint8)
         masks = np.ones((count, size, size, 1), np.uint8)
-        side = size // 3
+        side = size // pet_divisor
         for i in range(count):
-            top, left = rng.integers(0, size - side, 2)
+            top, left = ((size - side) // 2,) * 2 if centred else rng.integers(0, size - side, 2)
             images[i, top : top + side, left : left + side, 2 * labels[i]] = 220
             masks[i, top : top + side, left : left + side] = 0
         arrays = {"images": images, "masks": masks, "labels": labels}
