@@ -65,7 +65,7 @@ ON_JAX = textwrap.dedent("""
     import keras, numpy as np
     from petvision import metrics
     from petvision.data import inputs
-    from petvision.training import loop, runtime
+    from petvision.training import loop, runtime, workdir
     from petvision.config import (AugmentationConfig, ClassificationModelConfig, SegmentationModelConfig,
                                   TrainConfig, TrainerConfig)
     from petvision.models import build_classifier, build_segmentation_model
