@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 # A process's own peak: VmHWM, the high-water mark of its memory since it started (getrusage's
 # ru_maxrss would not do: Linux carries the parent's size at fork over into the child's).

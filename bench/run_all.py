@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 SECTION = "performance"
 SPEEDUP_TARGET, IOU_TOLERANCE, MEMORY_TARGET = 1.8, 0.02, 0.25

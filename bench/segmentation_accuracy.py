@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 TOLERANCE = 0.02
 
@@ -41,7 +41,7 @@ def train(cfg, precision: str, epochs: int, seed: int, xla: bool = False) -> dic
 
     from petvision import metrics
     from petvision.data import inputs, npy_dataset
-    from petvision.models import build_segmentation_model
+    from petvision.models.segmentation import build_segmentation_model
     from petvision.training import loop
 
     npy = cfg.paths.resolve("npy")

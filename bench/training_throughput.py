@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (sets up sys.path and TF's log level first)
-import numpy as np  # noqa: E402
+import common
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,9 @@ class Task:
 
     def build(self):
         from petvision.models.classification import mini_xception
-        from petvision.models.segmentation import seed_model
+        from petvision.models.segmentation import book_model
 
-        return seed_model(self.size, 3) if self.name == "segmentation" else mini_xception(self.size)
+        return book_model(self.size, 3) if self.name == "segmentation" else mini_xception(self.size)
 
     def loss(self) -> str:
         return (

@@ -17,13 +17,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.colors import ListedColormap
+from PIL import Image
 
 from petvision import config, paths
-from petvision.config import SyntheticConfig  # noqa: E402
-from petvision.data import layout, synthetic  # noqa: E402
+from petvision.config import SyntheticConfig
+from petvision.data import layout, synthetic
 
 # trimap 1 = pet, 2 = background, 3 = border
 TRIMAP_COLOURS = ListedColormap(["#2b6cb0", "#e2e8f0", "#f6ad55"])

@@ -68,7 +68,8 @@ ON_JAX = textwrap.dedent("""
     from petvision.training import loop, runtime, workdir
     from petvision.config import (AugmentationConfig, ClassificationModelConfig, SegmentationModelConfig,
                                   TrainConfig, TrainerConfig)
-    from petvision.models import build_classifier, build_segmentation_model
+    from petvision.models.classification import build_classifier
+    from petvision.models.segmentation import build_segmentation_model
 
     assert keras.backend.backend() == "jax", keras.backend.backend()
     work = Path(sys.argv[1])
@@ -84,7 +85,7 @@ ON_JAX = textwrap.dedent("""
         return build_segmentation_model(SegmentationModelConfig(name=name, num_classes=3), 16)
 
     cases = [
-        ("segmentation", segmenter("seed"), 16),
+        ("segmentation", segmenter("book"), 16),
         ("segmentation", segmenter("unet"), 16),
         ("classification", classifier("mini_xception", augmentation, 0.5, 32), 32),
         ("classification", classifier("simple_convnet", augmentation, 0.5, 80), 80),
@@ -157,7 +158,7 @@ def test_every_model_builds_and_trains_one_step_on_jax_without_tensorflow(tmp_pa
     assert report["precision"] == precision
     models = report["models"]
     assert set(models) == {
-        "seed_segmentation",
+        "book_segmentation",
         "unet_segmentation",
         "mini_xception",
         "simple_convnet",
@@ -166,10 +167,10 @@ def test_every_model_builds_and_trains_one_step_on_jax_without_tensorflow(tmp_pa
     for name, seen in models.items():
         assert seen["input_kind"] == "ArrayBatches", name
         assert "loss" in seen["history"] and "val_loss" in seen["history"], name
-    assert models["seed_segmentation"]["prediction_shape"] == [2, 16, 16, 3]
+    assert models["book_segmentation"]["prediction_shape"] == [2, 16, 16, 3]
     assert models["unet_segmentation"]["prediction_shape"] == [2, 16, 16, 3]
     assert models["mini_xception"]["prediction_shape"] == [2, 1]
     # The models without random rotation/zoom layers train compiled.
-    assert models["seed_segmentation"]["jit_compile"] and models["residual_convnet"]["jit_compile"]
+    assert models["book_segmentation"]["jit_compile"] and models["residual_convnet"]["jit_compile"]
     # interpret/gradients.py's JAX branch: d/dx sum(x^2) = 2x, traced op by op and compiled.
     assert report["gradient"] == [5.0, [2.0, 4.0], [6.0]]

@@ -38,7 +38,7 @@ def test_paper_preset_restates_the_seeds_settings():
     for train in (cfg.segmentation.train, cfg.classification.train):
         assert (train.optimizer, train.batch_size, train.epochs) == ("rmsprop", 32, 100)
     assert (
-        cfg.segmentation.model.name == "seed" and cfg.classification.model.name == "mini_xception"
+        cfg.segmentation.model.name == "book" and cfg.classification.model.name == "mini_xception"
     )
 
 

@@ -37,7 +37,7 @@ def test_gpu_check_smoke_run_on_the_cpu_reports_every_model(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [r["model"] for r in results] == ["seed", "mini_xception", "unet"]
+    assert [r["model"] for r in results] == ["book", "mini_xception", "unet"]
     expected_precision = "mixed_bfloat16" if runtime.bf16_native("auto") else "float32"
     for r in results:
         assert r["backend"] == "tensorflow" and r["strategy"] == "default" and r["replicas"] == 1
@@ -45,4 +45,4 @@ def test_gpu_check_smoke_run_on_the_cpu_reports_every_model(tmp_path):
         assert r["global_batch"] == 4 and r["images_per_s"] > 0 and r["share_of_matmul"] > 0
         assert r["training_gflop_per_image"] > 0
     # The table the reply shows last.
-    assert "| seed | 200 | 4 |" in done.stdout and "share of" in done.stdout
+    assert "| book | 200 | 4 |" in done.stdout and "share of" in done.stdout

@@ -17,7 +17,7 @@ from keras import layers
 from petvision.errors import ConfigError, DownloadError
 from petvision.interpret import activations, filters, gradcam, loading, segmentation_views
 from petvision.models.classification import mini_xception
-from petvision.models.segmentation import seed_model, unet_model
+from petvision.models.segmentation import book_model, unet_model
 
 # --------------------------------------------------------------------------- activations
 
@@ -64,7 +64,7 @@ def test_classifier_layers_are_its_convolutions_and_poolings_in_order():
 
 
 def test_encoder_layers_stop_at_the_first_transposed_convolution():
-    assert activations.encoder_layers(seed_model(32, 3)) == [
+    assert activations.encoder_layers(book_model(32, 3)) == [
         "down1_conv_stride2",
         "down1_conv",
         "down2_conv_stride2",
@@ -78,7 +78,7 @@ def test_encoder_layers_stop_at_the_first_transposed_convolution():
 
 
 def test_layer_activations_have_each_layers_shape():
-    model = seed_model(32, 3)
+    model = book_model(32, 3)
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     maps = activations.layer_activations(model, ["down1_conv", "down3_conv"], image)
     assert maps["down1_conv"].shape == (16, 16, 64) and maps["down3_conv"].shape == (4, 4, 256)
@@ -344,7 +344,7 @@ class _Server:
 
     def __init__(self, body: bytes):
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -432,7 +432,8 @@ def test_imagenet_inputs_are_299_pixels_in_minus_one_to_one():
 def test_every_classifier_architecture_can_be_explained_with_the_default_settings(architecture):
     from petvision import config
     from petvision.config import ClassificationModelConfig
-    from petvision.models import LAST_CONV_LAYER, build_classifier
+    from petvision.models import registry
+    from petvision.models.classification import build_classifier
 
     cfg = config.load(config.compose([f"classification/model={architecture}"]))
     model_cfg = cfg.classification.model
@@ -446,7 +447,8 @@ def test_every_classifier_architecture_can_be_explained_with_the_default_setting
     assert len(chosen) == 3
     images = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
     result = gradcam.heatmaps(
-        gradcam.split_model(model, LAST_CONV_LAYER[architecture], "dog_probability"), images
+        gradcam.split_model(model, registry.last_conv_layer(architecture), "dog_probability"),
+        images,
     )
     assert (
         result.heatmaps.ndim == 3

@@ -4,9 +4,14 @@ import numpy as np
 import pytest
 
 from petvision.config import AugmentationConfig, ClassificationModelConfig, SegmentationModelConfig
-from petvision.models import LAST_CONV_LAYER, build_classifier, build_segmentation_model
-from petvision.models.classification import mini_xception, residual_convnet, simple_convnet
-from petvision.models.segmentation import seed_model, unet_model
+from petvision.models import registry
+from petvision.models.classification import (
+    build_classifier,
+    mini_xception,
+    residual_convnet,
+    simple_convnet,
+)
+from petvision.models.segmentation import book_model, build_segmentation_model, unet_model
 
 # The book's segmentation model (chapter 9.1): layer, output shape at 200x200x3, parameters.
 SEED_TABLE = [
@@ -33,8 +38,8 @@ def counts(model):
     return trainable + frozen, trainable, frozen
 
 
-def test_seed_segmentation_model_matches_the_table_layer_by_layer():
-    model = seed_model(200, 3)
+def test_book_segmentation_model_matches_the_table_layer_by_layer():
+    model = book_model(200, 3)
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     got = [
         (type(layer).__name__, tuple(layer.output.shape[1:]), layer.count_params())
@@ -46,7 +51,7 @@ def test_seed_segmentation_model_matches_the_table_layer_by_layer():
 
 
 def test_segmentation_builder_uses_the_config_and_keeps_the_seed_the_default():
-    model = build_segmentation_model(SegmentationModelConfig(name="seed", num_classes=3), 96)
+    model = build_segmentation_model(SegmentationModelConfig(name="book", num_classes=3), 96)
     assert model.output.shape[1:] == (96, 96, 3)
     assert model.count_params() == 2_880_643  # convolutions do not depend on the input size
 
@@ -67,7 +72,11 @@ def test_mini_xception_counts_and_spatial_sizes():
     adds = [tuple(model.get_layer(f"block{i}_add").output.shape[1:3]) for i in range(1, 6)]
     assert tuple(model.get_layer("stem_conv").output.shape[1:3]) == (176, 176)
     assert adds == [(88, 88), (44, 44), (22, 22), (11, 11), (6, 6)]
-    assert model.get_layer(LAST_CONV_LAYER["mini_xception"]).output.shape[1:] == (6, 6, 512)
+    assert model.get_layer(registry.last_conv_layer("mini_xception")).output.shape[1:] == (
+        6,
+        6,
+        512,
+    )
     # Separable convolutions everywhere but the first layer.
     assert type(model.get_layer("stem_conv")).__name__ == "Conv2D"
     assert type(model.get_layer("block1_sepconv1")).__name__ == "SeparableConv2D"
@@ -126,7 +135,7 @@ def test_classifier_builder_names_its_last_conv_layer_and_outputs_a_probability(
     model = build_classifier(
         ClassificationModelConfig(name=name, augmentation=aug, dropout=0.5), 96
     )
-    model.get_layer(LAST_CONV_LAYER[name])
+    model.get_layer(registry.last_conv_layer(name))
     out = model.predict(
         np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8), verbose=0
     )

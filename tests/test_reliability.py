@@ -473,7 +473,7 @@ def test_saved_state_is_resumed_only_with_the_same_settings_and_data(
     def fingerprint(*overrides, data="digest-1"):
         cfg = make_config(*SEG, *overrides)
         return session.TrainingSession(
-            cfg, "segmentation", "train_segmentation", "seed", chief, []
+            cfg, "segmentation", "train_segmentation", "book", chief, []
         )._fingerprint({"train": data})
 
     same = fingerprint()

@@ -15,7 +15,7 @@ from petvision import atomic, tracking
 from petvision.data import npy_dataset
 from petvision.errors import ConfigError, DownloadError
 from petvision.models.classification import mini_xception
-from petvision.models.segmentation import seed_model
+from petvision.models.segmentation import book_model
 from petvision.visualize import output_dir, run_visualize
 
 CLASSIFIER_SIZE, SEGMENTATION_SIZE = 64, 32
@@ -50,7 +50,7 @@ def trained(make_config):
     mini_xception(CLASSIFIER_SIZE, cfg.classification.model.augmentation, 0.5).save(
         cfg.paths.model_file("classification")
     )
-    seed_model(SEGMENTATION_SIZE, 3).save(cfg.paths.model_file("segmentation"))
+    book_model(SEGMENTATION_SIZE, 3).save(cfg.paths.model_file("segmentation"))
 
     with tracking.Run(cfg, "classification", "train_xception") as run:
         pass

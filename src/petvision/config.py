@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,60 @@ __all__ = ["Config", "ConfigError", "compose", "load", "validate"]
 
 
 # --------------------------------------------------------------------------- schema
+
+
+# The allowed values of the keys that take one of a few words. OmegaConf checks them on load and
+# names the key and the choices; a StrEnum still compares, prints and serializes as its word.
+
+
+class Source(StrEnum):
+    synthetic = "synthetic"
+    oxford_pets = "oxford_pets"
+
+
+class Interpolation(StrEnum):
+    nearest = "nearest"
+    bilinear = "bilinear"
+    bicubic = "bicubic"
+    lanczos = "lanczos"
+
+
+class Optimizer(StrEnum):
+    """Keras optimizers by their ``keras.optimizers.get`` names."""
+
+    rmsprop = "rmsprop"
+    adam = "adam"
+    sgd = "sgd"
+
+
+class Flip(StrEnum):
+    horizontal = "horizontal"
+    vertical = "vertical"
+    horizontal_and_vertical = "horizontal_and_vertical"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"
+    mixed_float16 = "mixed_float16"
+
+
+class Strategy(StrEnum):
+    default = "default"
+    mirrored = "mirrored"
+    multi_worker = "multi_worker"
+
+
+class VisualizedModel(StrEnum):
+    trained = "trained"
+    imagenet_xception = "imagenet_xception"
 
 
 MODEL_FILES = {"segmentation": "segmentation.keras", "classification": "classifier.keras"}
@@ -89,7 +144,7 @@ class SegmentationDataConfig:
     image_size: int = MISSING
     val_count: int = MISSING
     shuffle_seed: int = MISSING
-    interpolation: str = MISSING
+    interpolation: Interpolation = MISSING
 
 
 @dataclass
@@ -99,7 +154,7 @@ class ClassificationDataConfig:
     val_count: int = MISSING
     test_count: int = MISSING
     split_seed: int = MISSING
-    interpolation: str = MISSING
+    interpolation: Interpolation = MISSING
 
 
 @dataclass
@@ -109,7 +164,7 @@ class PreprocessConfig:
 
 @dataclass
 class DataConfig:
-    source: str = MISSING
+    source: Source = MISSING
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     oxford_pets: OxfordPetsConfig = field(default_factory=OxfordPetsConfig)
     segmentation: SegmentationDataConfig = field(default_factory=SegmentationDataConfig)
@@ -119,7 +174,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    optimizer: str = MISSING
+    optimizer: Optimizer = MISSING
     learning_rate: float = MISSING
     batch_size: int = MISSING
     epochs: int = MISSING
@@ -141,7 +196,7 @@ class SegmentationConfig:
 @dataclass
 class AugmentationConfig:
     enabled: bool = MISSING
-    flip: str = MISSING
+    flip: Flip = MISSING
     rotation: float = MISSING
     zoom: float = MISSING
 
@@ -161,10 +216,10 @@ class ClassificationConfig:
 
 @dataclass
 class TrainerConfig:
-    device: str = MISSING
-    precision: str = MISSING
+    device: Device = MISSING
+    precision: Precision = MISSING
     xla: bool = MISSING
-    strategy: str = MISSING
+    strategy: Strategy = MISSING
     seed: int = MISSING
     deterministic: bool = MISSING
     resume: bool = MISSING
@@ -225,7 +280,7 @@ class SegmentationVisualizeConfig:
 
 @dataclass
 class VisualizeConfig:
-    model: str = MISSING
+    model: VisualizedModel = MISSING
     num_images: int = MISSING
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
@@ -248,21 +303,6 @@ class Config:
 
 # --------------------------------------------------------------------------- validation
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.source": ("synthetic", "oxford_pets"),
-    "data.segmentation.interpolation": ("nearest", "bilinear", "bicubic", "lanczos"),
-    "data.classification.interpolation": ("nearest", "bilinear", "bicubic", "lanczos"),
-    "segmentation.model.name": ("seed", "unet"),
-    "segmentation.train.optimizer": ("rmsprop", "adam", "sgd"),
-    "classification.model.name": ("mini_xception", "simple_convnet", "residual_convnet"),
-    "classification.model.augmentation.flip": ("horizontal", "vertical", "horizontal_and_vertical"),
-    "classification.train.optimizer": ("rmsprop", "adam", "sgd"),
-    "trainer.device": ("auto", "cpu", "gpu"),
-    "trainer.precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
-    "trainer.strategy": ("default", "mirrored", "multi_worker"),
-    "visualize.model": ("trained", "imagenet_xception"),
-}
-
 
 def _get(cfg: Config, key: str) -> Any:
     value: Any = cfg
@@ -283,10 +323,14 @@ def validate(cfg: Config) -> None:
 
 
 def _check_choices(cfg: Config) -> None:
-    for key, allowed in CHOICES.items():
+    """Model names come from the model registry (the other choices are Enums in the schema)."""
+    from petvision.models import registry  # no Keras: the registry is a plain table
+
+    for task in registry.TASKS:
+        key = f"{task}.model.name"
         value = _get(cfg, key)
-        if value not in allowed:
-            raise _fail(key, value, f"must be one of {', '.join(allowed)}")
+        if value not in registry.names(task):
+            raise _fail(key, value, f"must be one of {', '.join(registry.names(task))}")
 
 
 def _check_ranges(cfg: Config) -> None:
@@ -435,6 +479,11 @@ def _describe(exc: OmegaConfBaseException) -> str:
         return f"{key}: unknown key ({first_line})"
     if kind == "MissingMandatoryValue":
         return f"{key}: missing value"
+    if kind == "ValidationError" and "expected one of" in first_line:
+        # An Enum field: say it as every other bad value is said, key=value and the choices.
+        value = getattr(exc, "value", None)
+        choices = first_line.split("expected one of", 1)[1].strip(" []")
+        return f"{key}={value!r}: must be one of {choices}"
     return f"{key}: {first_line}"
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from petvision.atomic import atomic_file  # noqa: E402
+from petvision.atomic import atomic_file
 
 
 def save(fig: plt.Figure, path: Path, dpi: int = 100) -> Path:

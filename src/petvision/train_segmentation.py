@@ -17,7 +17,7 @@ import numpy as np
 from petvision import metrics, plots, stage
 from petvision.config import Config
 from petvision.data import inputs, npy_dataset
-from petvision.models import build_segmentation_model
+from petvision.models.segmentation import build_segmentation_model
 from petvision.training import loop, runtime
 from petvision.training.session import TrainingSession
 

@@ -16,7 +16,7 @@ import numpy as np
 from petvision import metrics, plots, stage
 from petvision.config import Config
 from petvision.data import inputs, layout, npy_dataset
-from petvision.models import build_classifier
+from petvision.models.classification import build_classifier
 from petvision.training import loop, runtime
 from petvision.training.session import TrainingSession
 

@@ -34,7 +34,7 @@ from petvision.config import Config
 from petvision.data import layout, npy_dataset
 from petvision.errors import ConfigError, DataError
 from petvision.interpret import activations, filters, gradcam, html_report, loading, sections
-from petvision.models import LAST_CONV_LAYER
+from petvision.models import registry
 from petvision.util.nested import flatten, numbers
 
 log = logging.getLogger("petvision.visualize")  # not __name__: that is "__main__" under python -m
@@ -118,7 +118,7 @@ def check_inputs(
             f"{len(test)} images and the segmentation validation split {len(val)}"
         )
     architecture = cfg.classification.model.name
-    layer = LAST_CONV_LAYER[architecture]
+    layer = registry.last_conv_layer(architecture)
     if layer not in {lay.name for lay in classifier.layers}:
         raise DataError(
             f"{cfg.paths.model_file('classification')} has no layer {layer!r}, the Grad-CAM layer of "
@@ -166,7 +166,9 @@ def draw_everything(
             classifier,
             255.0,
         )  # the model divides by 255 inside: see filters.filter_patterns
-        cam = gradcam.split_model(classifier, LAST_CONV_LAYER[architecture], "dog_probability")
+        cam = gradcam.split_model(
+            classifier, registry.last_conv_layer(architecture), "dog_probability"
+        )
         class_names, labels = layout.SPECIES_NAMES, np.asarray(test.require("labels"))
     else:
         xception, class_names = imagenet
@@ -296,7 +298,7 @@ def link_model_runs(run: tracking.Run, model_runs: dict[str, dict | None]) -> No
         try:
             client.set_tag(run_id, "interpretation_run_id", run.run_id)
             client.set_tag(run_id, "interpretation_url", here)
-        except Exception as exc:  # noqa: BLE001 - a missing run must not fail the stage
+        except Exception as exc:
             log.warning(
                 "cannot tag the %s model's MLflow run %s in %s (%s); not linked",
                 task,

@@ -85,7 +85,7 @@ def _decode(path: Path, to_array: Callable[[Image.Image, str | None], T]) -> T:
         raise
     except FileNotFoundError:
         raise DataError(f"{path}: missing") from None
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files; all mean "skip it"
+    except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         # PIL sometimes repeats the full path; the message names it once already.
         raise DataError(f"{path}: cannot decode ({first.replace(str(path), path.name)})") from exc

@@ -48,7 +48,7 @@ def load_trained(path: Path, what: str) -> keras.Model:
         raise DataError(f"{path}: missing; run the {what} stage first (dvc repro {what})")
     try:
         model = keras.saving.load_model(path, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to read the file means the same to the user
+    except Exception as exc:
         raise DataError(
             f"{path}: cannot be loaded as a Keras model ({type(exc).__name__}: {exc}); rerun {what}"
         ) from None

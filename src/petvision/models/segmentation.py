@@ -1,6 +1,6 @@
-"""Segmentation models: the seed's encoder-decoder (the default) and an optional U-Net.
+"""Segmentation models: the book's encoder-decoder (the default) and an optional U-Net.
 
-Both take uint8-range RGB images and scale them to [0, 1] inside the model, as the seed does, and
+Both take uint8-range RGB images and scale them to [0, 1] inside the model, as the book does, and
 output per-pixel class probabilities (softmax over ``num_classes``). Only ``keras`` is used, so
 the builders run on any Keras 3 backend.
 """
@@ -11,10 +11,11 @@ import keras
 from keras import layers
 
 from petvision.config import SegmentationModelConfig
+from petvision.models import registry
 
 
-def seed_model(image_size: int = 200, num_classes: int = 3) -> keras.Model:
-    """The seed's ``get_model``: strided convolutions down (pooling would discard *where*),
+def book_model(image_size: int = 200, num_classes: int = 3) -> keras.Model:
+    """The book's ``get_model`` (chapter 9.1): strided convolutions down (pooling would discard *where*),
     transposed convolutions back up. 2,880,643 parameters at 200x200x3 with 3 classes."""
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
@@ -49,7 +50,7 @@ def seed_model(image_size: int = 200, num_classes: int = 3) -> keras.Model:
     outputs = layers.Conv2D(
         num_classes, 3, activation="softmax", padding="same", dtype="float32", name="classes"
     )(x)
-    return keras.Model(inputs, outputs, name="seed_segmentation")
+    return keras.Model(inputs, outputs, name="book_segmentation")
 
 
 def _conv_bn_relu(x, filters: int, name: str):
@@ -85,5 +86,6 @@ def unet_model(
 
 
 def build_segmentation_model(cfg: SegmentationModelConfig, image_size: int) -> keras.Model:
-    builders = {"seed": seed_model, "unet": unet_model}
-    return builders[cfg.name](image_size=image_size, num_classes=cfg.num_classes)
+    return registry.builder("segmentation", cfg.name)(
+        image_size=image_size, num_classes=cfg.num_classes
+    )

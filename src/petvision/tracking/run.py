@@ -108,7 +108,7 @@ class Run:
             _retry_locked(self._start_run)
             # Model.log files a logged model under the fluent API's current experiment.
             _retry_locked(lambda: mlflow.set_experiment(experiment_id=self.experiment_id))
-        except Exception as exc:  # noqa: BLE001 - the store answered but refused: say which store
+        except Exception as exc:
             self._restore_env_uri()
             raise TrackingError(
                 f"MLflow tracking store {self.uri}: could not start the run: {_first_line(exc)}"
@@ -120,7 +120,7 @@ class Run:
                     self.run_id, config_lib.to_yaml(self.cfg), "config.yaml"
                 )
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             with contextlib.suppress(Exception):
                 self._client.set_terminated(self.run_id, "FAILED")
             self._restore_env_uri()
@@ -202,7 +202,7 @@ class Run:
             tags = context_registry.resolve_tags(
                 tags
             )  # mlflow.user, mlflow.source.*, as mlflow.start_run does
-        except Exception as exc:  # noqa: BLE001 - context tags are a nicety
+        except Exception as exc:
             log.debug("MLflow context tags unavailable: %s", exc)
         run = self._client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
@@ -211,7 +211,7 @@ class Run:
     def _previous_run(self, run_id: str) -> Any:
         try:
             run = self._client.get_run(run_id)
-        except Exception as exc:  # noqa: BLE001 - not in this store: start afresh
+        except Exception as exc:
             log.info(
                 "MLflow run %s to resume is not in %s (%s); starting a new run",
                 run_id,
@@ -232,7 +232,7 @@ class Run:
         """Run one log call; on failure record it in ``lost`` instead of raising."""
         try:
             result = _retry_locked(call)
-        except Exception as exc:  # noqa: BLE001 - logging must not stop training
+        except Exception as exc:
             self.lost.append(f"{what}: {type(exc).__name__}: {_first_line(exc, 200)}")
             if not self._degraded:
                 log.warning(
@@ -316,7 +316,7 @@ class Run:
                 m.step
                 for m in _retry_locked(lambda: self._client.get_metric_history(self.run_id, key))
             }
-        except Exception as exc:  # noqa: BLE001 - a read: nothing is lost
+        except Exception as exc:
             log.warning(
                 "MLflow: cannot read the %s history of run %s (%s)",
                 key,

@@ -182,7 +182,7 @@ def _prepare_sqlite(uri: str, timeout_s: float) -> None:
     with _folder_lock(db.parent, max(timeout_s, 60.0), uri):
         try:
             _retry_locked(lambda: mlflow.MlflowClient(uri).search_experiments(max_results=1))
-        except Exception as exc:  # noqa: BLE001 - whatever it is, the store is unusable
+        except Exception as exc:
             raise TrackingError(
                 f"MLflow tracking store {uri} cannot be used: {_first_line(exc)}"
             ) from None
@@ -198,7 +198,7 @@ def _probe_with_client(uri: str, timeout_s: float) -> None:
         try:
             mlflow.MlflowClient(uri).search_experiments(max_results=1)
             outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=probe, daemon=True, name="mlflow-probe")

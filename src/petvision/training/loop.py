@@ -36,15 +36,11 @@ from petvision.training.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = {
-    "rmsprop": keras.optimizers.RMSprop,
-    "adam": keras.optimizers.Adam,
-    "sgd": keras.optimizers.SGD,
-}
-
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
-    return OPTIMIZERS[train.optimizer](learning_rate=train.learning_rate)
+    """The configured optimizer by its Keras name (``config.Optimizer`` lists the allowed ones)."""
+    spec = {"class_name": str(train.optimizer), "config": {"learning_rate": train.learning_rate}}
+    return keras.optimizers.get(spec)
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -282,7 +278,7 @@ def _train(
             verbose=verbose,
             shuffle=False,
         )
-    except Exception as exc:  # noqa: BLE001 - only out-of-memory is translated
+    except Exception as exc:
         if _is_out_of_memory(exc):
             raise TrainingError(
                 f"out of memory with {config_key}.train.batch_size={train.batch_size}: try a smaller batch, "

@@ -98,7 +98,7 @@ class Workdir:
         matches neither configuration. Returns the committed epochs kept (see :meth:`recover`).
         Writes nothing: the caller saves the fingerprint once the run has really started."""
         saved = self.fingerprint()
-        # Its own files, not the folder: other workers' folders may be nested in the chief's.
+        # Judge by its own files, not by the folder: an empty or foreign folder holds no state.
         own_state = saved is not None or self.history_file.exists() or self.backup.exists()
         if own_state and saved != fingerprint:
             if self.has_progress():
