@@ -6,7 +6,7 @@
   (what the two archives unpack to), copied as it is into the download stage's output; or
 * a folder holding the two **archives** (``data.oxford_pets.archives``: images.tar.gz and
   annotations.tar.gz), each verified against its size and sha256 *before* it is extracted, then
-  unpacked by the download code's own safe extraction (:func:`petvision.data.fetch.safe_extract`).
+  unpacked by the download code's own safe extraction (:func:`petvision.data.archives.safe_extract`).
 
 Either way the result is the folder the download stage writes for the other sources, so
 preprocess sees no difference. The copy (rather than a link) keeps DVC, which makes its cached
@@ -20,7 +20,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from petvision.data import fetch, layout
+from petvision.data import layout
+from petvision.data.archives import Archive, safe_extract, verify_file
 from petvision.errors import DataError, DownloadError
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ EXTRACTED, ARCHIVES = "extracted", "archives"
 REQUIRED = (layout.IMAGES_DIR, layout.TRIMAPS_DIR, layout.LIST_FILE)
 
 
-def kind_of(folder: Path, archives: Sequence[fetch.Archive]) -> str:
+def kind_of(folder: Path, archives: Sequence[Archive]) -> str:
     """EXTRACTED or ARCHIVES; a DataError naming what is missing when the folder is neither."""
     if not folder.is_dir():
         raise DataError(f"data.local.path={folder}: no such folder")
@@ -69,13 +70,13 @@ def copy_extracted(folder: Path, out: Path) -> None:
         shutil.copytree(folder / name, out / name, symlinks=False, copy_function=shutil.copyfile)
 
 
-def extract_archives(folder: Path, archives: Sequence[fetch.Archive], out: Path) -> None:
+def extract_archives(folder: Path, archives: Sequence[Archive], out: Path) -> None:
     """Verify every archive first (size and sha256), then extract them all safely into ``out``."""
     for archive in archives:
         path = folder / archive.name
         log.info("%s: checking size and sha256", path)
         try:
-            fetch.verify_file(path, archive)
+            verify_file(path, archive)
         except DownloadError as exc:
             raise DataError(
                 f"{exc}: not the original archive (data.oxford_pets.archives lists its size "
@@ -83,10 +84,10 @@ def extract_archives(folder: Path, archives: Sequence[fetch.Archive], out: Path)
             ) from None
     for archive in archives:
         log.info("extracting %s", folder / archive.name)
-        fetch.safe_extract(folder / archive.name, out)
+        safe_extract(folder / archive.name, out)
 
 
-def write(folder: Path, archives: Sequence[fetch.Archive], out: Path) -> str:
+def write(folder: Path, archives: Sequence[Archive], out: Path) -> str:
     """Fill ``out`` (an empty folder) from ``folder``; return the kind of folder it was."""
     kind = kind_of(folder, archives)
     if kind == EXTRACTED:
