@@ -558,24 +558,5 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists keep their place as ``key[i]``."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
-            for i, item in enumerate(value):
-                flat.update(
-                    flatten(item, f"{name}[{i}].")
-                    if isinstance(item, dict)
-                    else {f"{name}[{i}]": item}
-                )
-        else:
-            flat[name] = value
-    return flat
-
-
 def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
