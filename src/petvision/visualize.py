@@ -49,6 +49,7 @@ from petvision.interpret import (
     sections,
 )
 from petvision.models import registry
+from petvision.util.nested import flatten, numbers
 
 log = logging.getLogger("petvision.visualize")  # not __name__: that is "__main__" under python -m
 
@@ -99,7 +100,7 @@ def run_visualize(cfg: Config) -> dict:
                 f"classifier, {cfg.segmentation.model.name} segmentation model",
                 notes={"visualize": report_tables.visualize_section(metrics)},
             )
-        run.log_metrics(sections.flatten_metrics(metrics))
+        run.log_metrics(numbers(flatten(metrics)))
         for folder in FOLDERS:
             if (out / folder).is_dir():
                 run.log_artifact(out / folder, artifact_path=f"visualize/{folder}")
