@@ -113,6 +113,9 @@ class TrainConfig:
     batch_size: int = MISSING
     epochs: int = MISSING
     early_stopping_patience: int = MISSING
+    # Off by default (the seed's constant rate); petvision.schedules says what "cosine" does.
+    schedule: str = "constant"  # constant | cosine (linear warm-up, then cosine decay to zero)
+    warmup_epochs: float = 0.0  # for schedule=cosine: epochs of linear warm-up to learning_rate
 
 
 @dataclass
@@ -244,6 +247,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "classification.model.name": ("mini_xception", "simple_convnet", "residual_convnet"),
     "classification.model.augmentation.flip": ("horizontal", "vertical", "horizontal_and_vertical"),
     "classification.train.optimizer": ("rmsprop", "adam", "sgd"),
+    "segmentation.train.schedule": ("constant", "cosine"),
+    "classification.train.schedule": ("constant", "cosine"),
     "trainer.device": ("auto", "cpu", "gpu"),
     "trainer.precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     "trainer.strategy": ("default", "mirrored", "multi_worker"),
@@ -294,6 +299,11 @@ def validate(cfg: Config) -> None:
         if _get(cfg, key) < 0:
             raise _fail(key, _get(cfg, key), "must not be negative")
 
+    for task in ("segmentation", "classification"):
+        train = getattr(cfg, task).train
+        if not 0 <= train.warmup_epochs < train.epochs:
+            raise _fail(f"{task}.train.warmup_epochs", train.warmup_epochs,
+                        f"must be at least 0 and below {task}.train.epochs={train.epochs}")
     size = cfg.data.segmentation.image_size
     if size % 8:
         raise _fail("data.segmentation.image_size", size,

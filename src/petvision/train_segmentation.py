@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from petvision import inputs, metrics, npy_dataset, plots, runtime, stage, training
+from petvision import inputs, metrics, npy_dataset, plots, runtime, schedules, stage, training
 from petvision.config import Config
 from petvision.models import build_segmentation_model
 from petvision.session import TrainingSession
@@ -40,7 +40,8 @@ def run_train_segmentation(cfg: Config) -> dict:
         with rt.strategy.scope():
             model = build_segmentation_model(cfg.segmentation.model, data.image_size)
             model.compile(
-                optimizer=training.make_optimizer(train_cfg),
+                optimizer=training.make_optimizer(
+                    train_cfg, schedules.steps_per_epoch(len(train), train_cfg.batch_size)),
                 loss="sparse_categorical_crossentropy",
                 metrics=metrics.segmentation_metrics(cfg.segmentation.model.num_classes),
                 jit_compile=rt.xla,

@@ -13,7 +13,17 @@ import logging
 
 import numpy as np
 
-from petvision import inputs, layout, metrics, npy_dataset, plots, runtime, stage, training
+from petvision import (
+    inputs,
+    layout,
+    metrics,
+    npy_dataset,
+    plots,
+    runtime,
+    schedules,
+    stage,
+    training,
+)
 from petvision.config import Config
 from petvision.models import build_classifier
 from petvision.session import TrainingSession
@@ -48,7 +58,8 @@ def run_train_xception(cfg: Config) -> dict:
         with rt.strategy.scope():
             model = build_classifier(cfg.classification.model, data.image_size)
             model.compile(
-                optimizer=training.make_optimizer(train_cfg),
+                optimizer=training.make_optimizer(
+                    train_cfg, schedules.steps_per_epoch(len(train), train_cfg.batch_size)),
                 loss="binary_crossentropy",
                 metrics=metrics.classification_metrics(),
                 jit_compile=rt.xla,

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import keras
 
+from petvision import schedules
 from petvision.atomic import atomic_file, write_json, write_text
 from petvision.config import TrainConfig
 from petvision.errors import TrainingError
@@ -41,8 +42,9 @@ OPTIMIZERS = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam
 _BEST_FILE = re.compile(r"best-(\d+)\.keras")
 
 
-def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
-    return OPTIMIZERS[train.optimizer](learning_rate=train.learning_rate)
+def make_optimizer(train: TrainConfig, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+    """The configured optimizer; ``steps_per_epoch`` is needed by a learning-rate schedule."""
+    return OPTIMIZERS[train.optimizer](learning_rate=schedules.learning_rate(train, steps_per_epoch))
 
 
 @dataclass(frozen=True)
