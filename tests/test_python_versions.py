@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from project_copy import ROOT, project_files, run
 
 
@@ -24,7 +23,7 @@ def find_python(version: str) -> str | None:
     candidates += [on_path] if on_path else []
     for candidate in candidates:
         done = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         if done.returncode == 0 and done.stdout.strip() == version:
             return candidate
     return None

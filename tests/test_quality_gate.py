@@ -12,7 +12,6 @@ import json
 
 import pytest
 import yaml
-
 from project_copy import ROOT, dvc, make_project, ran_stages
 
 BARS = {"segmentation": ("val", "pet_iou", 0.80), "classification": ("test", "accuracy", 0.90)}
