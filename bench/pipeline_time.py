@@ -35,10 +35,19 @@ def user_env() -> dict[str, str]:
     """A shell as a user has it before `make`: no virtual environment of ours on PATH, no
     tracking server chosen."""
     venv = os.environ.get("VIRTUAL_ENV", "")
-    ours = {str(Path(sys.executable).parent), str(ROOT / ".venv" / "bin"), os.path.join(venv, "bin") if venv else ""}
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p not in ours)
+    ours = {
+        str(Path(sys.executable).parent),
+        str(ROOT / ".venv" / "bin"),
+        os.path.join(venv, "bin") if venv else "",
+    }
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p not in ours
+    )
     drop = {"VIRTUAL_ENV", "MLFLOW_TRACKING_URI", "PETVISION_ROOT", "PYTHONPATH"}
-    return {**{k: v for k, v in os.environ.items() if k not in drop and not k.startswith("DVC_")}, "PATH": path}
+    return {
+        **{k: v for k, v in os.environ.items() if k not in drop and not k.startswith("DVC_")},
+        "PATH": path,
+    }
 
 
 def timed(args: list[str], cwd: Path, log: Path) -> tuple[float, list[tuple[str, float]]]:
@@ -49,8 +58,15 @@ def timed(args: list[str], cwd: Path, log: Path) -> tuple[float, list[tuple[str,
     with log.open("a") as out:
         out.write(f"\n$ {' '.join(args)}\n")
         out.flush()
-        process = subprocess.Popen(args, cwd=cwd, env=user_env(), stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
+        process = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=user_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         assert process.stdout is not None
         for line in process.stdout:
             out.write(line)
@@ -72,8 +88,13 @@ def stage_durations(stages: list[tuple[str, float]], end: float) -> list[tuple[s
 def overlay_uncommitted(clone: Path) -> int:
     """Copy the working tree's uncommitted state (tracked changes, untracked files git does not
     ignore) over the clone, so the measurement covers work not yet committed."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     count = 0
     for name in filter(None, listed.split("\0")):
         source = ROOT / name
@@ -85,9 +106,14 @@ def overlay_uncommitted(clone: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--uncommitted", action="store_true",
-                        help="measure the working tree as it is, uncommitted changes included (default: HEAD)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--uncommitted",
+        action="store_true",
+        help="measure the working tree as it is, uncommitted changes included (default: HEAD)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the clone (its path is printed)")
     parser.add_argument("--no-write", action="store_true", help="print the section, do not write docs/benchmarks.md")
     parser.add_argument("--warm-cache", action="store_true",

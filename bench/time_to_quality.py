@@ -57,7 +57,8 @@ class Recipe:
 def prepare(folder: Path, overrides: list[str]):
     """The quick preset's generated pets, preprocessed by the project's own stages, under
     ``folder`` (reused when already there); returns the configuration."""
-    from petvision import download, layout, preprocess
+    from petvision import download, preprocess
+    from petvision.data import layout
 
     paths = [f"paths.{n}={folder / n}" for n in ("raw", "downloads", "npy", "models", "reports", "state")]
     cfg = common.config([*paths, *overrides])
@@ -76,7 +77,8 @@ def build(cfg, task: str, precision: str, optimizer, seed: int):
     import keras
 
     from petvision import metrics
-    from petvision.models import build_classifier, build_segmentation_model
+    from petvision.models.classification import build_classifier
+    from petvision.models.segmentation import build_segmentation_model
 
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy(precision)
@@ -97,7 +99,8 @@ def build(cfg, task: str, precision: str, optimizer, seed: int):
 def recipes(cfg, task: str, seed: int, seed_epochs: int) -> list[Recipe]:
     import keras
 
-    from petvision import inputs, npy_dataset, runtime, schedules, training
+    from petvision.data import inputs, npy_dataset
+    from petvision.training import loop, runtime, schedules
 
     npy = cfg.paths.resolve("npy")
     train = npy_dataset.load_split(npy, task, "train")
@@ -106,7 +109,7 @@ def recipes(cfg, task: str, seed: int, seed_epochs: int) -> list[Recipe]:
 
     precision = "mixed_bfloat16" if runtime.bf16_native("cpu") else "float32"
     steps = schedules.steps_per_epoch(len(train), quick.batch_size)
-    model = build(cfg, task, precision, training.make_optimizer(quick, steps), seed)
+    model = build(cfg, task, precision, loop.make_optimizer(quick, steps), seed)
     train_ds = inputs.batches(train.images, _targets(task, train), quick.batch_size, shuffle=True, seed=seed)
     val_ds = inputs.batches(val.images, _targets(task, val), quick.batch_size, shuffle=False, seed=seed)
 

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from petvision import config, schedules, training
+from petvision import config
+from petvision.training import loop, schedules
 from petvision.config import TrainConfig
 from petvision.errors import ConfigError
 
@@ -26,7 +27,7 @@ def test_constant_is_the_default_and_passes_the_rate_through():
     base = config.load(config.compose(["experiment=paper"]))
     assert base.segmentation.train.schedule == base.classification.train.schedule == "constant"
     assert schedules.learning_rate(_train(schedule="constant")) == 2e-3
-    optimizer = training.make_optimizer(_train(schedule="constant"))
+    optimizer = loop.make_optimizer(_train(schedule="constant"))
     assert math.isclose(float(optimizer.learning_rate), 2e-3, rel_tol=1e-6)
 
 
@@ -55,7 +56,7 @@ def test_cosine_warms_up_linearly_then_decays_to_zero():
 def test_the_schedule_follows_the_optimizer_steps_so_a_resume_continues_on_the_curve():
     """The rate is read from the optimizer's step counter, which Keras's backup restores."""
     train = _train(warmup_epochs=0)
-    optimizer = training.make_optimizer(train, steps_per_epoch=3)
+    optimizer = loop.make_optimizer(train, steps_per_epoch=3)
     weight = keras.Variable(np.ones(2, np.float32))
     optimizer.build([weight])
     for _ in range(5):
@@ -74,7 +75,7 @@ def test_steps_per_epoch_counts_the_partial_batch():
 
 @pytest.mark.parametrize(("override", "key"), [
     ("segmentation.train.schedule=linear", "segmentation.train.schedule"),
-    ("classification.train.warmup_epochs=10", "classification.train.warmup_epochs"),
+    ("classification.train.warmup_epochs=100", "classification.train.warmup_epochs"),
     ("segmentation.train.warmup_epochs=-1", "segmentation.train.warmup_epochs"),
 ])
 def test_bad_schedule_settings_name_the_key(override, key):

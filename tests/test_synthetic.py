@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from petvision import config, layout, synthetic
+from petvision import config
 from petvision.config import SyntheticConfig
+from petvision.data import layout, synthetic
 from petvision.errors import ConfigError, DataError
 
 NUM_IMAGES = 300
@@ -68,7 +69,9 @@ def test_writes_the_oxford_layout_with_a_consistent_list(generated, default_cfg)
     class_of, breed_of = {}, {}
     for e in entries:
         breed = layout.breed_of(e.stem)
-        assert e.stem == f"{breed}_{e.stem.rsplit('_', 1)[1]}" and e.stem.rsplit("_", 1)[1].isdigit()
+        assert (
+            e.stem == f"{breed}_{e.stem.rsplit('_', 1)[1]}" and e.stem.rsplit("_", 1)[1].isdigit()
+        )
         assert e.species == layout.species_of(e.stem) + 1  # capitalized = cat = 1
         assert class_of.setdefault(breed, e.class_id) == e.class_id
         assert breed_of.setdefault(breed, (e.species, e.breed_id)) == (e.species, e.breed_id)
@@ -91,7 +94,9 @@ def test_species_are_balanced_and_each_has_several_breeds(generated):
     assert all(b[0].isupper() for b in cats) and all(b.islower() for b in dogs)
 
 
-def test_images_are_rgb_jpegs_within_the_size_bounds_and_match_their_trimaps(generated, default_cfg):
+def test_images_are_rgb_jpegs_within_the_size_bounds_and_match_their_trimaps(
+    generated, default_cfg
+):
     root, _ = generated
     where = layout.Layout(root)
     sizes = set()
@@ -114,7 +119,11 @@ def test_trimaps_hold_pet_background_and_a_border_band_that_surrounds_the_pet(ge
     for stem in layout.scan(root).pairs:
         with Image.open(where.trimap_path(stem)) as tm:
             t = np.asarray(tm)
-        assert set(np.unique(t)) <= {layout.TRIMAP_PET, layout.TRIMAP_BACKGROUND, layout.TRIMAP_BORDER}, stem
+        assert set(np.unique(t)) <= {
+            layout.TRIMAP_PET,
+            layout.TRIMAP_BACKGROUND,
+            layout.TRIMAP_BORDER,
+        }, stem
         pet, background = t == layout.TRIMAP_PET, t == layout.TRIMAP_BACKGROUND
         assert pet.any() and background.any() and (t == layout.TRIMAP_BORDER).any(), stem
         # no pet pixel touches a background pixel (8-neighbourhood): the band always lies between
@@ -122,7 +131,7 @@ def test_trimaps_hold_pet_background_and_a_border_band_that_surrounds_the_pet(ge
         h, w = t.shape
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
-                neighbour_bg = padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+                neighbour_bg = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
                 assert not (pet & neighbour_bg).any(), stem
 
 
@@ -131,7 +140,9 @@ def test_pets_are_large_and_some_are_cut_by_the_edge(arrays):
     covered = (trimaps != layout.TRIMAP_BACKGROUND).mean(axis=(1, 2))
     # large enough for shapes to survive resizing to 96 px (about 0.3 at the time of writing)
     assert 0.2 <= float(np.median(covered)) <= 0.45
-    edge = np.concatenate([trimaps[:, 0], trimaps[:, -1], trimaps[:, :, 0], trimaps[:, :, -1]], axis=1)
+    edge = np.concatenate(
+        [trimaps[:, 0], trimaps[:, -1], trimaps[:, :, 0], trimaps[:, :, -1]], axis=1
+    )
     touching = (edge != layout.TRIMAP_BACKGROUND).any(axis=1).mean()
     assert 0.1 <= touching <= 0.85  # close-ups always, whole pets now and then
 
@@ -154,9 +165,14 @@ def test_output_is_byte_identical_whatever_the_worker_count(tmp_path, default_cf
 def test_render_depends_on_the_seed_and_index_only(default_cfg):
     jobs = synthetic.plan(default_cfg)
     index, breed, stem = jobs[5]
-    a, b = synthetic.render(default_cfg, index, breed, stem), synthetic.render(default_cfg, index, breed, stem)
+    a, b = (
+        synthetic.render(default_cfg, index, breed, stem),
+        synthetic.render(default_cfg, index, breed, stem),
+    )
     assert np.array_equal(a.image, b.image) and np.array_equal(a.trimap, b.trimap)
-    other = synthetic.render(dataclasses.replace(default_cfg, seed=default_cfg.seed + 1), index, breed, stem)
+    other = synthetic.render(
+        dataclasses.replace(default_cfg, seed=default_cfg.seed + 1), index, breed, stem
+    )
     assert other.image.shape != a.image.shape or not np.array_equal(other.image, a.image)
     # a longer data set starts with the same images
     assert synthetic.plan(dataclasses.replace(default_cfg, num_images=500))[:NUM_IMAGES] == jobs
@@ -176,7 +192,9 @@ def test_colour_histograms_do_not_tell_the_species(arrays):
     bins = _colour_bins(images, 8).reshape(len(images), -1)
     hist = np.stack([np.bincount(b, minlength=8**3) for b in bins]).astype(float) / bins.shape[1]
     n_train = len(images) * 2 // 3
-    centroids = np.stack([hist[:n_train][species[:n_train] == s].mean(axis=0) for s in (layout.CAT, layout.DOG)])
+    centroids = np.stack(
+        [hist[:n_train][species[:n_train] == s].mean(axis=0) for s in (layout.CAT, layout.DOG)]
+    )
     distance = ((hist[n_train:, None, :] - centroids[None]) ** 2).sum(axis=-1)
     accuracy = float((distance.argmin(axis=1) == species[n_train:]).mean())
     assert accuracy <= 0.65, accuracy
@@ -190,7 +208,10 @@ def test_pixel_colours_do_not_segment_the_pet(arrays):
     bins = _colour_bins(images, levels)
     n_train = len(images) * 2 // 3
     known = trimaps != layout.TRIMAP_BORDER  # the band is "not classified" in the real set
-    train_bins, train_pet = bins[:n_train][known[:n_train]], (trimaps[:n_train] == layout.TRIMAP_PET)[known[:n_train]]
+    train_bins, train_pet = (
+        bins[:n_train][known[:n_train]],
+        (trimaps[:n_train] == layout.TRIMAP_PET)[known[:n_train]],
+    )
     pet = np.bincount(train_bins[train_pet], minlength=levels**3).astype(float)
     total = np.bincount(train_bins, minlength=levels**3).astype(float)
     order = np.argsort(-pet / np.maximum(total, 1))
@@ -206,7 +227,7 @@ def test_pixel_colours_do_not_segment_the_pet(arrays):
     assert iou <= 0.5, iou
 
 
-# --------------------------------------------------------------------------- thin lines are not enough; shape is
+# --------------------------------------------------------------------------- lines no; shape yes
 
 
 def _cross_validated_lda(features: list[list[float]], labels: np.ndarray, folds: int = 5) -> float:
@@ -279,7 +300,7 @@ def _silhouette_features(trimap: np.ndarray) -> list[float]:
     measures thin parts such as tails and ears. Invariant to position, mirroring and colour."""
     mask = trimap != layout.TRIMAP_BACKGROUND
     ys, xs = np.nonzero(mask)
-    crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     k = 48 / np.sqrt(crop.sum())  # the silhouette's area becomes about 48^2 pixels
     padded = Image.fromarray(np.pad(crop, 3).astype(np.uint8) * 255)
     img = padded.resize((round(crop.shape[1] * k) + 6, round(crop.shape[0] * k) + 6), Image.NEAREST)
@@ -319,7 +340,9 @@ def test_bad_settings_name_the_key(tmp_path, default_cfg):
     with pytest.raises(ConfigError, match="max_side"):
         synthetic.generate(tmp_path, dataclasses.replace(default_cfg, min_side=300, max_side=200))
     with pytest.raises(ConfigError, match="jpeg_quality"):
-        synthetic.generate(tmp_path, dataclasses.replace(default_cfg, jpeg_quality_min=90, jpeg_quality_max=80))
+        synthetic.generate(
+            tmp_path, dataclasses.replace(default_cfg, jpeg_quality_min=90, jpeg_quality_max=80)
+        )
     with pytest.raises(ConfigError, match="num_images"):
         synthetic.generate(tmp_path, dataclasses.replace(default_cfg, num_images=0))
     assert not any(tmp_path.iterdir())

@@ -15,12 +15,9 @@ import math
 
 import keras
 
-from petvision.config import TrainConfig
-from petvision.errors import ConfigError
+from petvision.config import Schedule, TrainConfig
 
-__all__ = ["SCHEDULES", "learning_rate", "steps_per_epoch"]
-
-SCHEDULES = ("constant", "cosine")
+__all__ = ["learning_rate", "steps_per_epoch"]
 
 
 def steps_per_epoch(examples: int, batch_size: int) -> int:
@@ -29,14 +26,12 @@ def steps_per_epoch(examples: int, batch_size: int) -> int:
     return max(1, math.ceil(examples / batch_size))
 
 
-def learning_rate(train: TrainConfig, steps: int | None = None,
-                  config_key: str = "train") -> float | keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate(train: TrainConfig,
+                  steps: int | None = None) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """What to pass as an optimizer's ``learning_rate``: the configured rate itself for the
     constant schedule, else a schedule over ``train.epochs`` epochs of ``steps`` steps each."""
-    if train.schedule == "constant":
+    if train.schedule == Schedule.constant:
         return train.learning_rate
-    if train.schedule != "cosine":
-        raise ConfigError(f"{config_key}.schedule={train.schedule!r}: must be one of {', '.join(SCHEDULES)}")
     if steps is None or steps < 1:
         raise ValueError(f"the {train.schedule} schedule needs the steps per epoch, got {steps!r}")
     total = train.epochs * steps
