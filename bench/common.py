@@ -62,8 +62,11 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-CLASS_NAMES = {"avx512_bf16": "AVX-512 BF16 (native bfloat16)", "avx2": "AVX2, no native bfloat16",
-               "other": "neither AVX-512 BF16 nor AVX2"}
+CLASS_NAMES = {
+    "avx512_bf16": "AVX-512 BF16 (native bfloat16)",
+    "avx2": "AVX2, no native bfloat16",
+    "other": "neither AVX-512 BF16 nor AVX2",
+}
 
 
 def cpu_class() -> str:

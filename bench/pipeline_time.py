@@ -25,7 +25,16 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from common import CLASS_NAMES, ROOT, cpu_class, fmt, machine_info, machine_markdown, table, write_section
+from common import (
+    CLASS_NAMES,
+    ROOT,
+    cpu_class,
+    fmt,
+    machine_info,
+    machine_markdown,
+    table,
+    write_section,
+)
 
 # Seconds from a fresh clone to results, per CPU class (cpu_class()).
 BUDGETS = {"avx512_bf16": 300, "avx2": 600, "other": 600}
@@ -115,22 +124,30 @@ def main() -> None:
         help="measure the working tree as it is, uncommitted changes included (default: HEAD)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the clone (its path is printed)")
-    parser.add_argument("--no-write", action="store_true", help="print the section, do not write docs/benchmarks.md")
-    parser.add_argument("--warm-cache", action="store_true",
-                        help="install from this user's uv cache (default: an empty one, as on a new machine)")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the section, do not write docs/benchmarks.md"
+    )
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="install from this user's uv cache (default: an empty one, as on a new machine)",
+    )
     args = parser.parse_args()
 
     info = machine_info()
     klass = cpu_class()
     budget, section = BUDGETS[klass], f"pipeline_time_{klass}"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
 
     workdir = Path(tempfile.mkdtemp(prefix="petvision-pipeline-time-"))
     clone = workdir / "petvision"
     log = workdir / "pipeline_time.log"
     if args.warm_cache:
-        cache_note = "uv's cache as this user had it (wheels already downloaded are linked, not fetched)"
+        cache_note = (
+            "uv's cache as this user had it (wheels already downloaded are linked, not fetched)"
+        )
     else:
         os.environ["UV_CACHE_DIR"] = str(workdir / "uv-cache")  # user_env() passes it on
         cache_note = "an empty uv cache: every wheel downloaded from the registry"
@@ -162,23 +179,31 @@ def main() -> None:
 
     total = clone_s + install_s + repro_s
     verdict = "within" if total <= budget else "OVER"
-    rows = [["git clone", fmt(clone_s)], ["make install (venv + pinned wheels)", fmt(install_s)],
-            *[[f"&nbsp;&nbsp;stage {name}", fmt(s)] for name, s in stage_durations(stages, repro_s)],
-            ["make run (dvc repro, all stages)", fmt(repro_s)],
-            [f"**fresh clone to results** ({verdict} this class's {budget} s budget)", f"**{fmt(total)}**"],
-            ["second dvc repro (nothing to do)", fmt(noop_s)]]
+    rows = [
+        ["git clone", fmt(clone_s)],
+        ["make install (venv + pinned wheels)", fmt(install_s)],
+        *[[f"&nbsp;&nbsp;stage {name}", fmt(s)] for name, s in stage_durations(stages, repro_s)],
+        ["make run (dvc repro, all stages)", fmt(repro_s)],
+        [
+            f"**fresh clone to results** ({verdict} this class's {budget} s budget)",
+            f"**{fmt(total)}**",
+        ],
+        ["second dvc repro (nothing to do)", fmt(noop_s)],
+    ]
     info["load average at end (1, 5, 15 min)"] = end_load
-    body = "\n".join([
-        f"## The quick start on a fresh clone, {CLASS_NAMES[klass]} (bench/pipeline_time.py)",
-        "",
-        f"`git clone` + `make run` (venv creation and install included) + a no-op `dvc repro`, default "
-        f"(quick) preset, measured {datetime.now():%Y-%m-%d %H:%M} on {what}. Installed with "
-        f"{cache_note}.",
-        "",
-        table(["step", "seconds"], rows),
-        "",
-        machine_markdown(info),
-    ])
+    body = "\n".join(
+        [
+            f"## The quick start on a fresh clone, {CLASS_NAMES[klass]} (bench/pipeline_time.py)",
+            "",
+            f"`git clone` + `make run` (venv creation and install included) + a no-op `dvc repro`, default "
+            f"(quick) preset, measured {datetime.now():%Y-%m-%d %H:%M} on {what}. Installed with "
+            f"{cache_note}.",
+            "",
+            table(["step", "seconds"], rows),
+            "",
+            machine_markdown(info),
+        ]
+    )
     print(body)
     if not args.no_write:
         write_section(section, body)

@@ -30,9 +30,8 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-
-import numpy as np  # noqa: E402
+import common
+import numpy as np
 
 SECTION = "time_to_quality"
 BARS = {"segmentation": ("val_pet_iou", 0.80), "classification": ("val_accuracy", 0.90)}
@@ -60,7 +59,9 @@ def prepare(folder: Path, overrides: list[str]):
     from petvision import download, preprocess
     from petvision.data import layout
 
-    paths = [f"paths.{n}={folder / n}" for n in ("raw", "downloads", "npy", "models", "reports", "state")]
+    paths = [
+        f"paths.{n}={folder / n}" for n in ("raw", "downloads", "npy", "models", "reports", "state")
+    ]
     cfg = common.config([*paths, *overrides])
     if not layout.Layout(cfg.paths.resolve("raw")).is_complete():
         download.run_download(cfg)
@@ -84,13 +85,21 @@ def build(cfg, task: str, precision: str, optimizer, seed: int):
     keras.config.set_dtype_policy(precision)
     try:
         if task == "segmentation":
-            model = build_segmentation_model(cfg.segmentation.model, cfg.data.segmentation.image_size)
-            model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                          metrics=metrics.segmentation_metrics(cfg.segmentation.model.num_classes))
+            model = build_segmentation_model(
+                cfg.segmentation.model, cfg.data.segmentation.image_size
+            )
+            model.compile(
+                optimizer=optimizer,
+                loss="sparse_categorical_crossentropy",
+                metrics=metrics.segmentation_metrics(cfg.segmentation.model.num_classes),
+            )
         else:
             model = build_classifier(cfg.classification.model, cfg.data.classification.image_size)
-            model.compile(optimizer=optimizer, loss="binary_crossentropy",
-                          metrics=metrics.classification_metrics())
+            model.compile(
+                optimizer=optimizer,
+                loss="binary_crossentropy",
+                metrics=metrics.classification_metrics(),
+            )
     finally:
         keras.config.set_dtype_policy("float32")
     return model
@@ -110,12 +119,22 @@ def recipes(cfg, task: str, seed: int, seed_epochs: int) -> list[Recipe]:
     precision = "mixed_bfloat16" if runtime.bf16_native("cpu") else "float32"
     steps = schedules.steps_per_epoch(len(train), quick.batch_size)
     model = build(cfg, task, precision, loop.make_optimizer(quick, steps), seed)
-    train_ds = inputs.batches(train.images, _targets(task, train), quick.batch_size, shuffle=True, seed=seed)
-    val_ds = inputs.batches(val.images, _targets(task, val), quick.batch_size, shuffle=False, seed=seed)
+    train_ds = inputs.batches(
+        train.images, _targets(task, train), quick.batch_size, shuffle=True, seed=seed
+    )
+    val_ds = inputs.batches(
+        val.images, _targets(task, val), quick.batch_size, shuffle=False, seed=seed
+    )
 
     def fit_quick(epoch: int) -> dict:
-        return model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0,
-                         shuffle=False).history
+        return model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            verbose=0,
+            shuffle=False,
+        ).history
 
     # The seed's arrays: every image as float32 in memory, uint8 targets.
     x, y = np.asarray(train.images, np.float32), np.asarray(_targets(task, train))
@@ -124,17 +143,34 @@ def recipes(cfg, task: str, seed: int, seed_epochs: int) -> list[Recipe]:
     seed_model = build(cfg, task, "float32", seed_opt, seed)
 
     def fit_seed(epoch: int) -> dict:
-        return seed_model.fit(x, y, batch_size=SEED_RECIPE["batch_size"], validation_data=(vx, vy),
-                              initial_epoch=epoch, epochs=epoch + 1, verbose=0).history
+        return seed_model.fit(
+            x,
+            y,
+            batch_size=SEED_RECIPE["batch_size"],
+            validation_data=(vx, vy),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            verbose=0,
+        ).history
 
     warmup = f", warm-up {quick.warmup_epochs:g} epochs" if quick.schedule != "constant" else ""
     return [
-        Recipe("quick", model, fit_quick, quick.epochs,
-               f"{quick.optimizer} {quick.learning_rate:g} ({quick.schedule}{warmup}), batch {quick.batch_size}, "
-               f"{quick.epochs} epochs, uint8 pipeline, {precision}"),
-        Recipe("seed", seed_model, fit_seed, seed_epochs,
-               f"rmsprop {SEED_RECIPE['learning_rate']:g} (constant), batch {SEED_RECIPE['batch_size']}, "
-               "float32 arrays into fit, float32"),
+        Recipe(
+            "quick",
+            model,
+            fit_quick,
+            quick.epochs,
+            f"{quick.optimizer} {quick.learning_rate:g} ({quick.schedule}{warmup}), "
+            f"batch {quick.batch_size}, {quick.epochs} epochs, uint8 pipeline, {precision}",
+        ),
+        Recipe(
+            "seed",
+            seed_model,
+            fit_seed,
+            seed_epochs,
+            f"rmsprop {SEED_RECIPE['learning_rate']:g} (constant), batch {SEED_RECIPE['batch_size']}, "
+            "float32 arrays into fit, float32",
+        ),
     ]
 
 
@@ -160,8 +196,12 @@ def race(task: str, runs: list[Recipe], cap: float, full: bool = False) -> None:
             value = float(logs[key][-1])
             run.values.append(value)
             train_key = key.removeprefix("val_")
-            print(f"  {task} {run.name}: epoch {epoch + 1} {key} {value:.3f} ({train_key} "
-                  f"{float(logs[train_key][-1]):.3f}, {run.seconds:.0f} s)", file=sys.stderr, flush=True)
+            print(
+                f"  {task} {run.name}: epoch {epoch + 1} {key} {value:.3f} ({train_key} "
+                f"{float(logs[train_key][-1]):.3f}, {run.seconds:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
             if value >= bar and not run.reached_at:
                 run.reached_at = (epoch + 1, run.seconds)
                 run.stopped = "" if full else "reached"
@@ -178,9 +218,24 @@ def measure(cfg, task: str, seed: int, cap: float, seed_epochs: int, only_quick:
     # Alone, the quick recipe runs all its epochs: how far past the bar it ends is the margin.
     race(task, runs, cap, full=only_quick)
     quick = runs[0]
-    result = {"task": task, "bar": list(BARS[task]), "cap": cap, "seed": seed,
-              "recipes": [{"name": r.name, "describe": r.describe, "epochs": r.epochs, "seconds": r.seconds,
-                           "values": r.values, "reached_at": r.reached_at, "stopped": r.stopped} for r in runs]}
+    result = {
+        "task": task,
+        "bar": list(BARS[task]),
+        "cap": cap,
+        "seed": seed,
+        "recipes": [
+            {
+                "name": r.name,
+                "describe": r.describe,
+                "epochs": r.epochs,
+                "seconds": r.seconds,
+                "values": r.values,
+                "reached_at": r.reached_at,
+                "stopped": r.stopped,
+            }
+            for r in runs
+        ],
+    }
     if len(runs) > 1 and quick.reached_at:
         other = runs[1]
         if other.reached_at:
@@ -196,53 +251,86 @@ def markdown(results: list[dict]) -> str:
         key, bar = res["bar"]
         rows = []
         for r in res["recipes"]:
-            reached = (f"epoch {r['reached_at'][0]}, {r['reached_at'][1]:.0f} s" if r["reached_at"]
-                       else f"not reached in {r['epochs']} epochs ({r['seconds']:.0f} s)")
+            reached = (
+                f"epoch {r['reached_at'][0]}, {r['reached_at'][1]:.0f} s"
+                if r["reached_at"]
+                else f"not reached in {r['epochs']} epochs ({r['seconds']:.0f} s)"
+            )
             best = max(r["values"]) if r["values"] else float("nan")
             rows.append([r["name"], r["describe"], reached, f"{best:.3f}"])
         if "ratio" in res:
             verdict = f"**{res['ratio']:.1f}x** less time with the quick recipe"
         elif "ratio_above" in res:
-            verdict = (f"**more than {res['ratio_above']:.1f}x**: the seed's recipe had not reached the bar "
-                       f"after {res['ratio_above']:.1f}x the quick recipe's time")
+            verdict = (
+                f"**more than {res['ratio_above']:.1f}x**: the seed's recipe had not reached the bar "
+                f"after {res['ratio_above']:.1f}x the quick recipe's time"
+            )
         else:
             verdict = "no ratio: the quick recipe did not reach the bar"
-        parts += [f"**{LABELS[res['task']]}**, bar {key} >= {bar:.2f} (trainer seed {res['seed']}): {verdict}.\n",
-                  common.table(["recipe", "training", "bar reached", f"best {key}"], rows), ""]
+        parts += [
+            f"**{LABELS[res['task']]}**, bar {key} >= {bar:.2f} (trainer seed {res['seed']}): {verdict}.\n",
+            common.table(["recipe", "training", "bar reached", f"best {key}"], rows),
+            "",
+        ]
     return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="segmentation,classification")
-    parser.add_argument("--cap", type=float, default=4.0,
-                        help="stop the seed's recipe after this many times the quick recipe's time to quality")
-    parser.add_argument("--seed-epochs", type=int, default=40, help="the seed's recipe's epoch limit")
+    parser.add_argument(
+        "--cap",
+        type=float,
+        default=4.0,
+        help="stop the seed's recipe after this many times the quick recipe's time to quality",
+    )
+    parser.add_argument(
+        "--seed-epochs", type=int, default=40, help="the seed's recipe's epoch limit"
+    )
     parser.add_argument("--seed", type=int, help="trainer seed (default: the configuration's)")
-    parser.add_argument("--quick-only", action="store_true",
-                        help="the quick recipe alone, all its epochs (its margin over the bar)")
-    parser.add_argument("--folder", type=Path, help="keep the generated data here (default: a temporary folder)")
+    parser.add_argument(
+        "--quick-only",
+        action="store_true",
+        help="the quick recipe alone, all its epochs (its margin over the bar)",
+    )
+    parser.add_argument(
+        "--folder", type=Path, help="keep the generated data here (default: a temporary folder)"
+    )
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the quick preset, e.g. "
-                        "segmentation.train.epochs=8")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone"
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides of the quick preset, e.g. segmentation.train.epochs=8",
+    )
     args = parser.parse_args(argv)
     info = common.machine_info()  # first: the load average before this run adds to it
     started = time.perf_counter()
     with common.work_folder(args.folder, "bench-ttq-") as folder:
         cfg = prepare(folder, args.overrides)
         seed = cfg.trainer.seed if args.seed is None else args.seed
-        results = [measure(cfg, task, seed, args.cap, args.seed_epochs, args.quick_only)
-                   for task in args.models.split(",")]
+        results = [
+            measure(cfg, task, seed, args.cap, args.seed_epochs, args.quick_only)
+            for task in args.models.split(",")
+        ]
     klass = common.cpu_class()
     flags = " ".join([f"--models {args.models}", f"--cap {args.cap:g}", *args.overrides])
-    body = "\n".join([
-        f"## Time to quality, {common.CLASS_NAMES[klass]} (bench/time_to_quality.py)", "",
-        f"_`python bench/time_to_quality.py {flags}`, {datetime.now():%Y-%m-%d %H:%M}, "
-        f"{(time.perf_counter() - started) / 60:.0f} min. Ratios hold across load (the recipes train in "
-        "turns); the seconds do not: see the load average._", "",
-        markdown(results), common.machine_markdown(info),
-    ])
+    body = "\n".join(
+        [
+            f"## Time to quality, {common.CLASS_NAMES[klass]} (bench/time_to_quality.py)",
+            "",
+            f"_`python bench/time_to_quality.py {flags}`, {datetime.now():%Y-%m-%d %H:%M}, "
+            f"{(time.perf_counter() - started) / 60:.0f} min. Ratios hold across load (the recipes train in "
+            "turns); the seconds do not: see the load average._",
+            "",
+            markdown(results),
+            common.machine_markdown(info),
+        ]
+    )
     if not (args.no_write or args.quick_only or args.overrides):
         common.write_section(f"{SECTION}_{klass}", body)
     return common.report(results, body, args.json)

@@ -18,12 +18,18 @@ def find_python(version: str) -> str | None:
     """An interpreter of ``version`` (e.g. "3.13"): on PATH, or installed by pyenv (whose shims
     may refuse to run a version that is not selected, so its own folders are tried first)."""
     pyenv_root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
-    candidates = sorted(glob.glob(f"{pyenv_root}/versions/{version}*/bin/python{version}"), reverse=True)
+    candidates = sorted(
+        glob.glob(f"{pyenv_root}/versions/{version}*/bin/python{version}"), reverse=True
+    )
     on_path = shutil.which(f"python{version}")
     candidates += [on_path] if on_path else []
     for candidate in candidates:
-        done = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode == 0 and done.stdout.strip() == version:
             return candidate
     return None
@@ -45,9 +51,14 @@ def test_make_install_and_a_stage_on_python_3_13(tmp_path):
     venv_python = project / ".venv" / "bin" / "python"
     version = run([str(venv_python), "--version"], cwd=project).stdout
     assert version.startswith("Python 3.13"), version
-    job = run([str(venv_python), "-m", "petvision.train_segmentation", "--cfg", "job"], cwd=project,
-              extra_env={"PATH": f"{venv_python.parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+    job = run(
+        [str(venv_python), "-m", "petvision.train_segmentation", "--cfg", "job"],
+        cwd=project,
+        extra_env={"PATH": f"{venv_python.parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+    )
     assert "preset: quick" in job.stdout and "segmentation:" in job.stdout, job.stdout
     # The installed project is the copy's own code, not this checkout's.
-    where = run([str(venv_python), "-c", "import petvision; print(petvision.__file__)"], cwd=tmp_path).stdout
+    where = run(
+        [str(venv_python), "-c", "import petvision; print(petvision.__file__)"], cwd=tmp_path
+    ).stdout
     assert Path(where.strip()).is_relative_to(project / "src"), where

@@ -25,7 +25,12 @@ def test_the_quick_preset_reaches_both_bars(tmp_path):
     project = make_project(tmp_path / "project", overlay=quick)  # the quick preset, as its default
 
     done = dvc(project, "repro", "train_segmentation", "train_xception", timeout=3500)
-    assert set(ran_stages(done.stdout)) == {"download", "preprocess", "train_segmentation", "train_xception"}
+    assert set(ran_stages(done.stdout)) == {
+        "download",
+        "preprocess",
+        "train_segmentation",
+        "train_xception",
+    }
 
     missed = {}
     for task, (split, key, bar) in BARS.items():

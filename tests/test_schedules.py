@@ -10,20 +10,31 @@ import numpy as np
 import pytest
 
 from petvision import config
-from petvision.training import loop, schedules
 from petvision.config import TrainConfig
 from petvision.errors import ConfigError
+from petvision.training import loop, schedules
 
 
 def _train(**changes) -> TrainConfig:
-    base = {"optimizer": "adam", "learning_rate": 2e-3, "batch_size": 8, "epochs": 4,
-            "early_stopping_patience": 0, "schedule": "cosine", "warmup_epochs": 0.5}
+    base = {
+        "optimizer": "adam",
+        "learning_rate": 2e-3,
+        "batch_size": 8,
+        "epochs": 4,
+        "early_stopping_patience": 0,
+        "schedule": "cosine",
+        "warmup_epochs": 0.5,
+    }
     return TrainConfig(**{**base, **changes})
 
 
 def test_constant_is_the_default_and_passes_the_rate_through():
-    assert TrainConfig(optimizer="adam", learning_rate=1e-3, batch_size=8, epochs=2,
-                       early_stopping_patience=0).schedule == "constant"
+    assert (
+        TrainConfig(
+            optimizer="adam", learning_rate=1e-3, batch_size=8, epochs=2, early_stopping_patience=0
+        ).schedule
+        == "constant"
+    )
     base = config.load(config.compose(["experiment=paper"]))
     assert base.segmentation.train.schedule == base.classification.train.schedule == "constant"
     assert schedules.learning_rate(_train(schedule="constant")) == 2e-3
@@ -73,11 +84,14 @@ def test_steps_per_epoch_counts_the_partial_batch():
     assert schedules.steps_per_epoch(3, 8) == 1
 
 
-@pytest.mark.parametrize(("override", "key"), [
-    ("segmentation.train.schedule=linear", "segmentation.train.schedule"),
-    ("classification.train.warmup_epochs=100", "classification.train.warmup_epochs"),
-    ("segmentation.train.warmup_epochs=-1", "segmentation.train.warmup_epochs"),
-])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("segmentation.train.schedule=linear", "segmentation.train.schedule"),
+        ("classification.train.warmup_epochs=100", "classification.train.warmup_epochs"),
+        ("segmentation.train.warmup_epochs=-1", "segmentation.train.warmup_epochs"),
+    ],
+)
 def test_bad_schedule_settings_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config.load(config.compose([override]))

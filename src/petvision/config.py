@@ -397,8 +397,11 @@ def _check_ranges(cfg: Config) -> None:
     for task in ("segmentation", "classification"):
         train = getattr(cfg, task).train
         if not 0 <= train.warmup_epochs < train.epochs:
-            raise _fail(f"{task}.train.warmup_epochs", train.warmup_epochs,
-                        f"must be at least 0 and below {task}.train.epochs={train.epochs}")
+            raise _fail(
+                f"{task}.train.warmup_epochs",
+                train.warmup_epochs,
+                f"must be at least 0 and below {task}.train.epochs={train.epochs}",
+            )
 
 
 def _check_consistency(cfg: Config) -> None:

@@ -54,7 +54,8 @@ def run_train_segmentation(cfg: Config) -> dict:
             model = build_segmentation_model(cfg.segmentation.model, data.image_size)
             model.compile(
                 optimizer=loop.make_optimizer(
-                    train_cfg, schedules.steps_per_epoch(len(train), train_cfg.batch_size)),
+                    train_cfg, schedules.steps_per_epoch(len(train), train_cfg.batch_size)
+                ),
                 loss="sparse_categorical_crossentropy",
                 metrics=metrics.segmentation_metrics(cfg.segmentation.model.num_classes),
                 jit_compile=rt.xla,

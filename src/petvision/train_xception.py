@@ -73,7 +73,8 @@ def run_train_xception(cfg: Config) -> dict:
             model = build_classifier(cfg.classification.model, data.image_size)
             model.compile(
                 optimizer=loop.make_optimizer(
-                    train_cfg, schedules.steps_per_epoch(len(train), train_cfg.batch_size)),
+                    train_cfg, schedules.steps_per_epoch(len(train), train_cfg.batch_size)
+                ),
                 loss="binary_crossentropy",
                 metrics=metrics.classification_metrics(),
                 jit_compile=rt.xla,

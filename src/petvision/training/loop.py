@@ -38,7 +38,9 @@ from petvision.training.workdir import Workdir
 log = logging.getLogger(__name__)
 
 
-def make_optimizer(train: TrainConfig, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    train: TrainConfig, steps_per_epoch: int | None = None
+) -> keras.optimizers.Optimizer:
     """The configured optimizer by its Keras name (``config.Optimizer`` lists the allowed ones);
     ``steps_per_epoch`` is needed by a learning-rate schedule (``train.schedule``)."""
     rate = schedules.learning_rate(train, steps_per_epoch)

@@ -26,8 +26,9 @@ def steps_per_epoch(examples: int, batch_size: int) -> int:
     return max(1, math.ceil(examples / batch_size))
 
 
-def learning_rate(train: TrainConfig,
-                  steps: int | None = None) -> float | keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate(
+    train: TrainConfig, steps: int | None = None
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """What to pass as an optimizer's ``learning_rate``: the configured rate itself for the
     constant schedule, else a schedule over ``train.epochs`` epochs of ``steps`` steps each."""
     if train.schedule == Schedule.constant:
