@@ -35,7 +35,7 @@ import numpy as np
 
 SECTION = "time_to_quality"
 BARS = {"segmentation": ("val_pet_iou", 0.80), "classification": ("val_accuracy", 0.90)}
-LABELS = {"segmentation": "seed segmentation model", "classification": "mini-Xception"}
+LABELS = {"segmentation": "the book's segmentation model", "classification": "mini-Xception"}
 SEED_RECIPE = {"optimizer": "rmsprop", "learning_rate": 1e-3, "batch_size": 32}
 
 

@@ -51,14 +51,21 @@ def test_make_install_and_a_stage_on_python_3_13(tmp_path):
     venv_python = project / ".venv" / "bin" / "python"
     version = run([str(venv_python), "--version"], cwd=project).stdout
     assert version.startswith("Python 3.13"), version
+    # As in a user's shell after `make install`: the venv first, no PYTHONPATH of this checkout's.
+    user = {
+        "PATH": f"{venv_python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": "",
+    }
     job = run(
         [str(venv_python), "-m", "petvision.train_segmentation", "--cfg", "job"],
         cwd=project,
-        extra_env={"PATH": f"{venv_python.parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+        extra_env=user,
     )
     assert "preset: quick" in job.stdout and "segmentation:" in job.stdout, job.stdout
     # The installed project is the copy's own code, not this checkout's.
     where = run(
-        [str(venv_python), "-c", "import petvision; print(petvision.__file__)"], cwd=tmp_path
+        [str(venv_python), "-c", "import petvision; print(petvision.__file__)"],
+        cwd=tmp_path,
+        extra_env=user,
     ).stdout
     assert Path(where.strip()).is_relative_to(project / "src"), where
