@@ -19,6 +19,7 @@ from petvision import stage
 from petvision.atomic import atomic_dir
 from petvision.config import Config
 from petvision.data import fetch, layout
+from petvision.data.archives import safe_extract
 from petvision.errors import DataError
 
 # Named, not __name__: run as `python -m petvision.download` this module is __main__.
@@ -67,7 +68,7 @@ def _write_oxford_pets(cfg: Config, out: Path) -> None:
     log.info("extracting %d archives into %s", len(paths), out)
     with atomic_dir(out) as tmp:
         for path in paths:
-            fetch.safe_extract(path, tmp)
+            safe_extract(path, tmp)
         _check_layout(tmp, ", ".join(a.name for a in archives))
         _mark_complete(
             tmp, {"source": "oxford_pets", "archives": {a.name: a.sha256 for a in archives}}

@@ -24,7 +24,6 @@ from petvision.training.session import TrainingSession
 log = logging.getLogger("petvision.train_segmentation")  # not __name__: that is "__main__" under -m
 
 TASK = "segmentation"
-MODEL_FILE = "segmentation.keras"
 NUM_SAMPLES = 4
 
 

@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import subprocess
+import warnings
 from importlib import metadata
 from typing import Any
 
@@ -87,14 +88,6 @@ def _context_tags(cfg: Config, task: str, stage: str) -> dict[str, str]:
     return tags
 
 
-def _model_name(cfg: Config, task: str) -> str:
-    return {
-        "segmentation": cfg.segmentation.model.name,
-        "classification": cfg.classification.model.name,
-        "interpretation": cfg.visualize.model,
-    }[task]
-
-
 def _pip_requirements() -> list[str]:
     """What a served model needs, pinned to what trained it. Listing it ourselves spares MLflow
     inferring it, which imports the model in a subprocess (TensorFlow: tens of seconds)."""
@@ -135,3 +128,59 @@ class _KerasFlavorMakingDir:
 
         os.makedirs(path, exist_ok=True)
         mlflow.keras.save_model(path=path, **kwargs)
+
+
+# --------------------------------------------------------------------------- logged models and data
+
+
+def log_keras_model(run_id: str, model: Any, example: np.ndarray, name: str) -> str:
+    """Log ``model`` in run ``run_id`` through MLflow's Keras flavor, with a signature and an
+    input example; return its URI (``models:/<id>``)."""
+    import keras
+    from mlflow.models import Model, infer_signature
+
+    example = np.asarray(example)
+    output = np.asarray(keras.ops.convert_to_numpy(model.predict(example, verbose=0)))
+    if output.dtype not in (np.float16, np.float32, np.float64):
+        output = output.astype(np.float32)  # bfloat16 outputs (mixed precision) have no MLflow type
+    info = Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=_KerasFlavorMakingDir,
+        flavor_name="mlflow.keras",
+        run_id=run_id,
+        model=model,
+        signature=infer_signature(example, output),
+        input_example=example,
+        pip_requirements=_pip_requirements(),
+    )
+    return info.model_uri
+
+
+def dataset_input(
+    name: str, digest: str, source: str, context: str, shape_info: dict | None
+) -> Any:
+    """An MLflow dataset input: name, digest, source, role, and ``shape_info`` as its profile."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    class ProfiledDataset(MetaDataset):
+        @property
+        def profile(self) -> Any:
+            return shape_info
+
+        def to_dict(self) -> dict[str, str]:
+            config = super().to_dict()
+            if shape_info:
+                config["profile"] = json.dumps(shape_info, default=str)
+            return config
+
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": it is a local path
+        warnings.simplefilter("ignore")
+        dataset_source = resolve_dataset_source(source)
+    dataset = ProfiledDataset(dataset_source, name=name, digest=digest)
+    return DatasetInput(
+        dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]
+    )

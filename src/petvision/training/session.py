@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -37,6 +35,8 @@ from petvision.data import digest, npy_dataset
 from petvision.errors import TrainingError
 from petvision.training import loop, workdir
 from petvision.training.runtime import Runtime
+from petvision.util.hashing import json_digest
+from petvision.util.nested import flatten, numbers
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class TrainingSession:
             "trainer": trainer,
             "data": digests,
         }
-        return hashlib.sha256(json.dumps(made_of, sort_keys=True, default=str).encode()).hexdigest()
+        return json_digest(made_of)
 
     def _log_inputs(self, digests: dict[str, str]) -> None:
         npy = self.cfg.paths.resolve("npy")
@@ -255,12 +255,8 @@ class TrainingSession:
         metrics_file, history_file = final_dir / "metrics.json", final_dir / "history.csv"
         pictures = [final_dir / path.name for path in staged[3:]]
 
-        flat = {
-            f"best.{split}.{k}": v
-            for split in ("train", "val", "test")
-            for k, v in summary.get(split, {}).items()
-            if isinstance(v, (int, float))
-        }
+        best = {split: summary.get(split, {}) for split in ("train", "val", "test")}
+        flat = numbers(flatten(best, "best."))
         self.run.log_metrics({"best_epoch": result.best_epoch, **flat})
         for path in [metrics_file, history_file, *pictures]:
             self.run.log_artifact(path, artifact_path="reports")
