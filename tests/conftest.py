@@ -144,7 +144,8 @@ def mlflow_server(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)  # the server and its uvicorn workers
             process.wait(timeout=30)
 
-    deadline = time.monotonic() + 90
+    # Minutes, not seconds: on a busy 2-core machine its first start (creating the tables) is slow.
+    deadline = time.monotonic() + 300
     while True:
         try:
             if requests.get(f"{uri}/health", timeout=1).status_code == 200:

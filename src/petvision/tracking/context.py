@@ -17,6 +17,7 @@ import numpy as np
 
 from petvision import paths
 from petvision.config import Config
+from petvision.tracking import flavor
 
 log = logging.getLogger(__name__)
 
@@ -109,33 +110,16 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
-class _KerasFlavorMakingDir:
-    """``mlflow.keras`` with one fix, for :meth:`mlflow.models.Model.log`.
-
-    MLflow 3.17.2's ``mlflow.keras.save_model`` writes the input example into the model folder
-    before it creates the folder, so ``mlflow.keras.log_model(..., input_example=x)`` fails with
-    ``FileNotFoundError: .../model/input_example.json``. ``Model.log`` (what
-    ``mlflow.keras.log_model`` calls) accepts any object with a ``save_model``; this one creates
-    the folder and hands over to the real Keras flavor, so the logged model is an ordinary Keras
-    flavor model (loader ``mlflow.keras``) with its signature and input example.
-    """
-
-    __name__ = "mlflow.keras"
-
-    @staticmethod
-    def save_model(path: str, **kwargs: Any) -> None:
-        import mlflow.keras
-
-        os.makedirs(path, exist_ok=True)
-        mlflow.keras.save_model(path=path, **kwargs)
-
-
 # --------------------------------------------------------------------------- logged models and data
 
 
-def log_keras_model(run_id: str, model: Any, example: np.ndarray, name: str) -> str:
-    """Log ``model`` in run ``run_id`` through MLflow's Keras flavor, with a signature and an
-    input example; return its URI (``models:/<id>``)."""
+def log_keras_model(
+    run_id: str, model: Any, example: np.ndarray, name: str, photos: dict[str, str] | None = None
+) -> str:
+    """Log ``model`` in run ``run_id`` through MLflow's Keras flavor with an input example;
+    return its URI (``models:/<id>``). ``photos`` (:func:`petvision.tracking.flavor.model_config`)
+    makes its python_function flavor take encoded photos as well as arrays, and drops the
+    signature (one signature cannot describe both); without it the model keeps a signature."""
     import keras
     from mlflow.models import Model, infer_signature
 
@@ -146,13 +130,14 @@ def log_keras_model(run_id: str, model: Any, example: np.ndarray, name: str) -> 
     info = Model.log(
         artifact_path=None,
         name=name,
-        flavor=_KerasFlavorMakingDir,
+        flavor=flavor.KerasPhotoFlavor,
         flavor_name="mlflow.keras",
         run_id=run_id,
         model=model,
         signature=infer_signature(example, output),
         input_example=example,
         pip_requirements=_pip_requirements(),
+        **({"petvision": photos} if photos else {}),
     )
     return info.model_uri
 

@@ -33,6 +33,7 @@ import numpy as np
 from petvision import config as config_lib
 from petvision.config import Config
 from petvision.errors import TrackingError
+from petvision.tracking import flavor
 from petvision.tracking.context import (
     _context_tags,
     _param_key,
@@ -351,10 +352,16 @@ class Run:
         )
 
     def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> str:
-        """Log ``model`` through MLflow's Keras flavor with a signature and an input example;
+        """Log ``model`` through MLflow's Keras flavor with an input example (a trained task's
+        model: no signature, its pyfunc takes arrays or encoded photos, see tracking.flavor);
         return its URI (``models:/<id>``), loadable with ``mlflow.pyfunc.load_model``. "" if lost."""
+        photos = None
+        if self.task in ("segmentation", "classification"):
+            # The trained models' python_function flavor also takes encoded photos.
+            resize = getattr(self.cfg.data, self.task).interpolation
+            photos = flavor.model_config(self.task, resize)
         uri = self._safe(
-            f"model {name}", lambda: log_keras_model(self.run_id, model, example, name)
+            f"model {name}", lambda: log_keras_model(self.run_id, model, example, name, photos)
         )
         if uri:
             log.info("MLflow model %s logged: %s", name, uri)

@@ -33,6 +33,7 @@ from petvision import atomic, tracking
 from petvision.config import Config, TrainConfig
 from petvision.data import digest, npy_dataset
 from petvision.errors import TrainingError
+from petvision.tracking import registry
 from petvision.training import loop, workdir
 from petvision.training.runtime import Runtime
 from petvision.util.hashing import json_digest
@@ -105,10 +106,11 @@ class TrainingSession:
         # and a shared staging folder would be cleared under the chief's feet.
         self.reports_dir = staging_dir(cfg, task) if rt.is_chief else self.workdir.root / "reports"
         self.run: tracking.Run | tracking.NoRun = tracking.NoRun()
+        self.digests: dict[str, str] = {}
 
     # ------------------------------------------------------------------ run
     def __enter__(self) -> TrainingSession:
-        digests = self._data_digests()
+        digests = self.digests = self._data_digests()
         fingerprint = self._fingerprint(digests)
         # Clears state that other settings or data made, and repairs what a kill left (workdir.Workdir).
         self.workdir.adopt(fingerprint)
@@ -261,7 +263,10 @@ class TrainingSession:
         for path in [metrics_file, history_file, *pictures]:
             self.run.log_artifact(path, artifact_path="reports")
         if self.cfg.tracking.log_model:
-            self.run.log_keras_model(best, example, name="model")
+            model_uri = self.run.log_keras_model(best, example, name="model")
+            registry.register_trained_model(
+                self.cfg, self.task, self.run, model_uri, summary, self.digests
+            )
         self.run.set_tags(
             {"best_epoch": str(result.best_epoch), "dvc.output.model": str(final_model)}
         )
