@@ -74,7 +74,7 @@ def test_steps_per_epoch_counts_the_partial_batch():
 
 @pytest.mark.parametrize(("override", "key"), [
     ("segmentation.train.schedule=linear", "segmentation.train.schedule"),
-    ("classification.train.warmup_epochs=10", "classification.train.warmup_epochs"),
+    ("classification.train.warmup_epochs=100", "classification.train.warmup_epochs"),
     ("segmentation.train.warmup_epochs=-1", "segmentation.train.warmup_epochs"),
 ])
 def test_bad_schedule_settings_name_the_key(override, key):
