@@ -74,7 +74,7 @@ def test_the_pyfunc_answers_encoded_photos_as_predict_does_and_still_takes_array
     from petvision import tracking
     from petvision.data import images
     from petvision.errors import DataError
-    from petvision.serving import decode_mask
+    from petvision.inference.serving import decode_mask
 
     cfg, uris = logged
     photos = _photos(tmp_path / "photos")
@@ -195,7 +195,7 @@ def test_mlflow_models_serve_answers_a_posted_jpeg_like_predict(logged, tmp_path
 
 def test_an_rgba_png_is_read_like_the_loader_reads_it(tmp_path):
     from petvision.data import images
-    from petvision.serving import _decode
+    from petvision.inference.serving import _decode
 
     rgba = np.random.default_rng(0).integers(0, 256, (10, 12, 4), dtype=np.uint8)
     buffer = io.BytesIO()

@@ -114,9 +114,9 @@ def test_run_records_config_metrics_dataset_and_model(
     assert model_uri.startswith("models:/")
     mlmodel = mlflow.models.Model.load(model_uri)
     assert "keras" in mlmodel.flavors
-    # No signature: the python_function flavor takes arrays and encoded photos (petvision.serving).
+    # No signature: the python_function flavor takes arrays and encoded photos (petvision.inference.serving).
     assert mlmodel.saved_input_example_info is not None
-    assert mlmodel.flavors["python_function"]["loader_module"] == "petvision.serving"
+    assert mlmodel.flavors["python_function"]["loader_module"] == "petvision.inference.serving"
     loaded = mlflow.pyfunc.load_model(model_uri)
     batch = images[:5]
     predicted = loaded.predict(batch)

@@ -1,5 +1,5 @@
 """How a trained model is logged: MLflow's Keras flavor, its python_function flavor pointed at
-:mod:`petvision.serving` so that the served model also takes encoded photos.
+:mod:`petvision.inference.serving` so that the served model also takes encoded photos.
 
 Only the module's name is written into the model (``loader_module``): the training stages do not
 import the serving code, and a change to it does not make them rerun.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-LOADER_MODULE = "petvision.serving"
+LOADER_MODULE = "petvision.inference.serving"
 FLAVOR_CONFIG_KEY = "petvision"
 
 
@@ -21,7 +21,7 @@ def model_config(task: str, interpolation: str) -> dict[str, str]:
 
 class KerasPhotoFlavor:
     """``mlflow.keras`` for :meth:`mlflow.models.Model.log`, with the python_function flavor
-    pointed at :mod:`petvision.serving` (see its docstring). ``petvision`` is :func:`model_config`'s
+    pointed at :mod:`petvision.inference.serving` (see its docstring). ``petvision`` is :func:`model_config`'s
     dict; without it the model is saved as plain ``mlflow.keras`` would.
 
     It also creates the model folder first: MLflow 3.17's ``mlflow.keras.save_model`` writes the

@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from petvision import inference
 from petvision.errors import DataError
+from petvision.inference import models as inference
+from petvision.inference.photos import read_photo
 from petvision.tracking.flavor import FLAVOR_CONFIG_KEY
 
 IMAGE_COLUMN = "image"
@@ -166,7 +167,7 @@ def _decode(item: Any, row: int) -> np.ndarray:
         path = Path(folder) / "photo"
         path.write_bytes(bytes(item))
         try:
-            photo, _ = inference.read_photo(path)
+            photo, _ = read_photo(path)
         except DataError as exc:
             raise DataError(
                 f"row {row}: '{IMAGE_COLUMN}': {str(exc).removeprefix(f'{path}: ')}"
