@@ -55,6 +55,13 @@ class Optimizer(StrEnum):
     sgd = "sgd"
 
 
+class Schedule(StrEnum):
+    """The learning rate over a run (``petvision.training.schedules``)."""
+
+    constant = "constant"
+    cosine = "cosine"  # a linear warm-up, then a cosine decay to zero
+
+
 class Flip(StrEnum):
     horizontal = "horizontal"
     vertical = "vertical"
@@ -193,6 +200,9 @@ class TrainConfig:
     batch_size: int = MISSING
     epochs: int = MISSING
     early_stopping_patience: int = MISSING
+    # Off by default (the seed's constant rate); petvision.training.schedules says what "cosine" does.
+    schedule: Schedule = Schedule.constant
+    warmup_epochs: float = 0.0  # for schedule=cosine: epochs of linear warm-up to learning_rate
 
 
 @dataclass
@@ -461,6 +471,15 @@ def _check_ranges(cfg: Config) -> None:
     ]:
         if _get(cfg, key) < 0:
             raise _fail(key, _get(cfg, key), "must not be negative")
+
+    for task in ("segmentation", "classification"):
+        train = getattr(cfg, task).train
+        if not 0 <= train.warmup_epochs < train.epochs:
+            raise _fail(
+                f"{task}.train.warmup_epochs",
+                train.warmup_epochs,
+                f"must be at least 0 and below {task}.train.epochs={train.epochs}",
+            )
 
 
 def _check_consistency(cfg: Config) -> None:
