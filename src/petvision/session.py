@@ -31,7 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from petvision import atomic, npy_dataset, tracking, training
+from petvision import atomic, npy_dataset, search, tracking, training
 from petvision.config import Config, TrainConfig
 from petvision.errors import TrainingError
 from petvision.runtime import Runtime
@@ -162,7 +162,8 @@ class TrainingSession:
     def fit(self, model: keras.Model, train_ds, val_ds, train_cfg: TrainConfig) -> training.FitResult:
         self.run.log_params({"model.parameters": model.count_params()})
         return training.fit(model, train_ds, val_ds, train_cfg, self.workdir, config_key=self.task,
-                            callbacks=[self.run.keras_callback()], verbose=training.verbosity())
+                            callbacks=[self.run.keras_callback(), *search.keras_callbacks()],
+                            verbose=training.verbosity())
 
     def load_best(self) -> keras.Model:
         best = self.workdir.best_model()

@@ -16,6 +16,7 @@ from typing import Any
 
 from petvision import config as config_lib
 from petvision import paths as project_paths
+from petvision import search
 from petvision.errors import PetvisionError
 
 log = logging.getLogger("petvision")
@@ -43,14 +44,17 @@ def main(task: Callable[[config_lib.Config], Any], writes: Sequence[str]) -> Non
     conf = project_paths.conf_dir()
 
     @hydra.main(version_base="1.3", config_path=str(conf), config_name="config")
-    def _app(raw: DictConfig) -> None:
+    def _app(raw: DictConfig) -> float | None:
         try:
             cfg = config_lib.load(raw)
             _redirect_for_sweep(cfg, writes)
-            task(cfg)
+            # A search trial's objective; None outside a search (petvision.search).
+            return search.objective_value(task(cfg))
         except PetvisionError as exc:
             # One clear line instead of a traceback: the message already names what to fix.
             log.error("%s: %s", type(exc).__name__, exc)
+            if search.active() is not None:
+                raise  # a failed trial: the search records it (hydra.sweeper.max_failure_rate)
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
 

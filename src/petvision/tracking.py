@@ -392,6 +392,28 @@ class _KerasFlavorMakingDir:
 
 # --------------------------------------------------------------------------- the run
 
+# What runs_tagged() adds to the runs started in its scope (a search's trials), and their ids.
+_scoped_tags: dict[str, str] = {}
+_scoped_started: list[str] = []
+
+
+@contextlib.contextmanager
+def runs_tagged(tags: dict[str, str]) -> Iterator[list[str]]:
+    """Every run a stage starts inside this scope gets ``tags`` too; yields the list of the ids
+    of those runs. A hyperparameter search (:mod:`petvision.search`) makes each trial's run a
+    child of its search's run this way (``mlflow.parentRunId``), without the stage knowing."""
+    global _scoped_started
+    previous = dict(_scoped_tags), _scoped_started
+    _scoped_tags.update(tags)
+    _scoped_started = started = []
+    try:
+        yield started
+    finally:
+        _scoped_tags.clear()
+        _scoped_tags.update(previous[0])
+        _scoped_started = previous[1]
+
+
 
 class Run:
     """One MLflow run around a stage's work (a context manager). See the module docstring."""
@@ -490,7 +512,7 @@ class Run:
     def _start_run(self) -> None:
         from mlflow.tracking.context import registry as context_registry
 
-        tags = {**_context_tags(self.cfg, self.task, self.stage), **self.extra_tags}
+        tags = {**_context_tags(self.cfg, self.task, self.stage), **_scoped_tags, **self.extra_tags}
         if self.resume_run_id:
             previous = self._previous_run(self.resume_run_id)
             if previous is not None:
@@ -505,6 +527,7 @@ class Run:
             log.debug("MLflow context tags unavailable: %s", exc)
         run = self._client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
+        _scoped_started.append(self.run_id)
 
     def _previous_run(self, run_id: str) -> Any:
         try:
