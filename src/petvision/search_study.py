@@ -32,6 +32,7 @@ RUN_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow run
 SEARCH_GROUP = (
     "hparams_search"  # the config group that selects a search: not part of a trial's values
 )
+STORAGE_ATTEMPTS = 5  # a new storage: workers starting together race to create it
 PARENT_WAIT_S = 120.0  # how long a worker waits for the study's creator to record the search's run
 
 # --------------------------------------------------------------------------- storage
@@ -67,24 +68,32 @@ def make_storage(url: str, heartbeat_interval: int) -> Any:
     if url.startswith("sqlite"):
         # Workers write the same file: wait for the lock rather than fail at once.
         engine_kwargs["connect_args"] = {"timeout": 60}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore", optuna.exceptions.ExperimentalWarning
-            )  # heartbeats: since Optuna 2.8
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=1
-                ),
-            )
-    except Exception as exc:  # noqa: BLE001 - whatever it is, the storage cannot be used
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"hydra.sweeper.storage={shown_url(url)}: cannot open the study storage ({first[:300]})"
-        ) from None
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                # heartbeats are "experimental" (since Optuna 2.8)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=1
+                    ),
+                )
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the storage cannot be used
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # Workers starting together on a new storage race to create its tables: one wins,
+            # the others fail on a unique constraint (or a lock), then find the tables made.
+            racing = "UNIQUE constraint" in first or "already exists" in first or "locked" in first
+            if racing and attempt < STORAGE_ATTEMPTS - 1:
+                time.sleep(0.5 * 2**attempt)
+                continue
+            raise ConfigError(
+                f"hydra.sweeper.storage={shown_url(url)}: cannot open the study storage "
+                f"({first[:300]})"
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def open_study(
