@@ -16,6 +16,15 @@ import numpy as np
 import optuna
 import pytest
 import yaml
+from project_copy import (
+    VENV_BIN,
+    copy_project,
+    dvc,
+    env,
+    load_params,
+    mlflow_runs,
+    shared_repro_project,
+)
 
 from petvision import search, search_study, tracking
 from petvision.errors import ConfigError
@@ -152,7 +161,7 @@ def test_each_epoch_is_reported_and_a_hopeless_trial_is_pruned():
     assert search.keras_callbacks() == []  # outside a search: nothing added
     hopeless = study.ask()
     with (
-        search.trial_scope(hopeless, "val_accuracy", {}),
+        search.active_trial(hopeless, "val_accuracy"),
         pytest.raises(optuna.TrialPruned, match="pruned after epoch 1"),
     ):
         tiny_fit(search.keras_callbacks())
@@ -161,7 +170,7 @@ def test_each_epoch_is_reported_and_a_hopeless_trial_is_pruned():
 
     study = optuna.create_study(direction="maximize")  # no pruning: every epoch reported
     trial = study.ask()
-    with search.trial_scope(trial, "val_accuracy", {}):
+    with search.active_trial(trial, "val_accuracy"):
         history = tiny_fit(search.keras_callbacks())
     assert study.trials[0].intermediate_values == dict(enumerate(history.history["val_accuracy"]))
 
@@ -171,16 +180,16 @@ def test_a_trial_returns_its_objective_and_names_a_missing_one():
     assert (
         search.objective_value(summary) is None
     )  # outside a search: the stage returns nothing new
-    with search.trial_scope(optuna.create_study().ask(), "val_accuracy", {}):
+    with search.active_trial(optuna.create_study().ask(), "val_accuracy"):
         assert search.objective_value(summary) == 0.75
     with (
-        search.trial_scope(optuna.create_study().ask(), "val_pet_iou", {}),
+        search.active_trial(optuna.create_study().ask(), "val_pet_iou"),
         pytest.raises(ConfigError, match="objective=val_pet_iou.*val_accuracy, val_loss"),
     ):
         search.objective_value(summary)
     with (
         pytest.raises(ConfigError, match="objective=accuracy: must name a validation value"),
-        search.trial_scope(optuna.create_study().ask(), "accuracy", {}),
+        search.active_trial(optuna.create_study().ask(), "accuracy"),
     ):
         pass
 
@@ -248,15 +257,6 @@ def test_a_relative_sqlite_storage_lies_in_the_project_root(tmp_path, monkeypatc
 
 # --------------------------------------------------------------------------- whole searches (slow)
 
-from project_copy import (
-    VENV_BIN,
-    copy_project,
-    dvc,
-    env,
-    load_params,
-    mlflow_runs,
-    shared_repro_project,
-)
 
 STAGE = [
     str(VENV_BIN / "python"),

@@ -6,8 +6,9 @@ A search is a Hydra multirun whose sweeper is the project's Optuna sweeper
     python -m petvision.train_xception -m hparams_search=classifier
 
 The sweeper runs each trial as an ordinary stage job in its own process (Hydra's basic
-launcher runs jobs in the sweeper's process), inside :func:`trial_scope`. While a trial is
-active, three small hooks change what the stage does, and nothing else:
+launcher runs jobs in the sweeper's process), inside :func:`active_trial` (entered by
+:func:`petvision.search_study.trial_scope`). While a trial is active, three small hooks change
+what the stage does, and nothing else:
 
 * the training session adds :func:`keras_callbacks`: each epoch's validation value is reported
   to the trial, and Optuna's pruner may stop a hopeless trial there (``optuna.TrialPruned``);
@@ -32,7 +33,7 @@ from petvision.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ActiveTrial", "active", "keras_callbacks", "objective_value", "trial_scope"]
+__all__ = ["ActiveTrial", "active", "active_trial", "keras_callbacks", "objective_value"]
 
 
 @dataclass
@@ -50,11 +51,8 @@ def active() -> ActiveTrial | None:
 
 
 @contextlib.contextmanager
-def trial_scope(trial: Any, objective: str, run_tags: dict[str, str]) -> Iterator[list[str]]:
-    """Run a stage job as ``trial``: the hooks of the module docstring are on inside. Yields the
-    ids of the MLflow runs the job starts (one: the trial's run)."""
-    from petvision import tracking
-
+def active_trial(trial: Any, objective: str) -> Iterator[None]:
+    """Make ``trial`` the one the stage's hooks serve (module docstring) while inside."""
     global _active
     if not objective.startswith("val_"):
         raise ConfigError(
@@ -63,8 +61,7 @@ def trial_scope(trial: Any, objective: str, run_tags: dict[str, str]) -> Iterato
         )
     _active = ActiveTrial(trial, objective)
     try:
-        with tracking.runs_tagged(run_tags) as started:
-            yield started
+        yield
     finally:
         _active = None
 

@@ -9,6 +9,7 @@ trial, runs it, tells the result, and stops when the study's budget is spent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -16,7 +17,7 @@ import shlex
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def shown_url(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy knows: show its scheme only
+    except Exception:  # not a URL SQLAlchemy knows: show its scheme only
         return url.split(":", 1)[0] + ":..."
 
 
@@ -81,7 +82,7 @@ def make_storage(url: str, heartbeat_interval: int) -> Any:
                         max_retry=1
                     ),
                 )
-        except Exception as exc:  # noqa: BLE001 - whatever it is, the storage cannot be used
+        except Exception as exc:  # whatever it is, the storage cannot be used
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             # Workers starting together on a new storage race to create its tables: one wins,
             # the others fail on a unique constraint (or a lock), then find the tables made.
@@ -204,7 +205,7 @@ def parse_space(params: dict[str, Any], arguments: Sequence[str]) -> Space:
     written = [f"{key}={value}" for key, value in params.items()]
     try:
         overrides = parser.parse_overrides(written) + parser.parse_overrides(list(arguments))
-    except Exception as exc:  # noqa: BLE001 - Hydra's message names the override
+    except Exception as exc:  # Hydra's message names the override
         raise ConfigError(f"hydra.sweeper.params: {exc}") from None
     distributions: dict[str, Any] = {}
     fixed: dict[str, str] = {}
@@ -295,6 +296,19 @@ def trial_overrides(space: Space, values: dict[str, Any]) -> list[str]:
     return [*space.fixed, *(f"{key}={override_value(v)}" for key, v in values.items())]
 
 
+# --------------------------------------------------------------------------- a trial
+
+
+@contextlib.contextmanager
+def trial_scope(trial: Any, objective: str, run_tags: dict[str, str]) -> Iterator[list[str]]:
+    """Run a stage job as ``trial``: the stage's hooks (:mod:`petvision.search`) serve it, and the
+    MLflow runs it starts get ``run_tags``. Yields the ids of those runs (one: the trial's run)."""
+    from petvision import search, tracking
+
+    with search.active_trial(trial, objective), tracking.runs_tagged(run_tags) as started:
+        yield started
+
+
 # --------------------------------------------------------------------------- budget
 
 
@@ -364,7 +378,7 @@ def draw_pictures(study: Any, folder: Path) -> list[Path]:
                 figure.savefig(path, dpi=100)
                 plt.close(figure)
                 drawn.append(path)
-            except Exception as exc:  # noqa: BLE001 - a picture must not fail the search
+            except Exception as exc:  # a picture must not fail the search
                 log.info(
                     "search picture %s left out: %s",
                     name,

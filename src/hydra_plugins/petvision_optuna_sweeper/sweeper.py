@@ -116,15 +116,14 @@ class _Search:
         from petvision import config as config_lib
         from petvision import search_study, tracking
         from petvision.errors import ConfigError
+        from petvision.tracking.run import TASKS
 
         sw = self.sweeper
         assert sw.config is not None
         task_config = OmegaConf.masked_copy(sw.config, [str(k) for k in sw.config if k != "hydra"])
         cfg = config_lib.load(task_config)
-        if sw.task not in tracking.TASKS:
-            raise ConfigError(
-                f"hydra.sweeper.task={sw.task}: must be one of {', '.join(tracking.TASKS)}"
-            )
+        if sw.task not in TASKS:
+            raise ConfigError(f"hydra.sweeper.task={sw.task}: must be one of {', '.join(TASKS)}")
 
         url = search_study.storage_url(sw.storage)
         storage = search_study.make_storage(url, sw.heartbeat_interval)
@@ -213,7 +212,7 @@ class _Search:
         import optuna
         from hydra.core.utils import JobStatus
 
-        from petvision import search, search_study
+        from petvision import search_study
 
         sw = self.sweeper
         values = search_study.suggest(trial, self.space.distributions)
@@ -229,7 +228,7 @@ class _Search:
             "optuna.trial.number": str(trial.number),
         }
         state, status = "FAIL", "FAILED"
-        with search.trial_scope(trial, sw.objective, tags) as started:
+        with search_study.trial_scope(trial, sw.objective, tags) as started:
             try:
                 (ret,) = sw.launcher.launch([job], initial_job_idx=sw.job_idx)
                 sw.job_idx += 1
@@ -289,6 +288,6 @@ def _release_memory() -> None:
         import keras
 
         keras.backend.clear_session()
-    except Exception as exc:  # noqa: BLE001 - nothing to release
+    except Exception as exc:  # nothing to release
         log.debug("no Keras session to clear: %s", exc)
     gc.collect()
