@@ -128,6 +128,25 @@ def test_budget_counts_finished_and_running_trials_not_failed_ones():
     assert not search_study.budget_spent(study, None)
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() outside optimize()
+def test_a_dead_workers_trial_leaves_the_budget_and_is_queued_again(tmp_path):
+    storage = search_study.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1)
+    study, created = search_study.open_study("s", storage, None, None, "maximize")
+    assert created
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    storage.record_heartbeat(trial._trial_id)  # what a worker's heartbeat thread does
+    assert search_study.budget_spent(study, 1)
+    # Over two heartbeat intervals (timestamps in whole seconds): the worker is gone.
+    time.sleep(3.5)
+    assert not search_study.budget_spent(study, 1)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING"], states
+    assert study.trials[1].params == study.trials[0].params
+    _, created = search_study.open_study("s", storage, None, None, "maximize")
+    assert not created
+
+
 # --------------------------------------------------------------------------- inside a trial
 
 

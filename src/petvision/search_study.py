@@ -318,8 +318,14 @@ def budget_spent(study: Any, n_trials: int | None) -> bool:
     again, runs what is left."""
     if n_trials is None:
         return False
+    import optuna
     from optuna.trial import TrialState
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # A trial of a dead worker is not running: fail it (and queue its parameters again)
+        # before counting, or it would hold its place in the budget for ever.
+        optuna.storages.fail_stale_trials(study)
     counted = study.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     )
