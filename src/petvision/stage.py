@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from petvision import config as config_lib
 from petvision import paths as project_paths
@@ -41,7 +41,10 @@ def main(task: Callable[[config_lib.Config], Any], writes: Sequence[str]) -> Non
     import hydra
     from omegaconf import DictConfig
 
-    conf = project_paths.conf_dir()
+    try:
+        conf = project_paths.conf_dir()
+    except PetvisionError as exc:
+        _fail(exc)
 
     @hydra.main(version_base="1.3", config_path=str(conf), config_name="config")
     def _app(raw: DictConfig) -> float | None:
@@ -51,11 +54,16 @@ def main(task: Callable[[config_lib.Config], Any], writes: Sequence[str]) -> Non
             # A search trial's objective; None outside a search (petvision.search).
             return search.objective_value(task(cfg))
         except PetvisionError as exc:
-            # One clear line instead of a traceback: the message already names what to fix.
-            log.error("%s: %s", type(exc).__name__, exc)
             if search.active() is not None:
+                log.error("%s: %s", type(exc).__name__, exc)
                 raise  # a failed trial: the search records it (hydra.sweeper.max_failure_rate)
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+            _fail(exc)
 
     _app()
+
+
+def _fail(exc: PetvisionError) -> NoReturn:
+    """One clear line instead of a traceback: the message already names what to fix."""
+    log.error("%s: %s", type(exc).__name__, exc)
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
