@@ -26,8 +26,10 @@ from project_copy import (
     shared_repro_project,
 )
 
-from petvision import search, search_study, tracking
+from petvision import search, tracking
 from petvision.errors import ConfigError
+from petvision.search import report as search_report
+from petvision.search import study as search_study
 
 ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -252,7 +254,7 @@ def test_the_dvc_command_sets_the_trials_values_and_nothing_of_the_search():
         },
     )
     trial.number = 7
-    command = search_study.dvc_command(trial, "classifier quick")
+    command = search_report.dvc_command(trial, "classifier quick")
     words = shlex.split(command)
     assert words[:5] == ["dvc", "exp", "run", "-n", "classifier-quick-trial-7"]
     assert words[5::2] == ["-S"] * 4

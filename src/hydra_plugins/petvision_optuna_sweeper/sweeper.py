@@ -60,7 +60,7 @@ class PetvisionOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from petvision import search_study
+        from petvision.search import study as search_study
 
         self._check()
         assert self.config is not None
@@ -100,7 +100,7 @@ class PetvisionOptunaSweeper(Sweeper):
 
 
 class _Search:
-    """One worker's part of a search (see petvision.search_study)."""
+    """One worker's part of a search (see petvision.search.study)."""
 
     def __init__(self, sweeper: PetvisionOptunaSweeper, space: Any) -> None:
         self.sweeper, self.space = sweeper, space
@@ -114,8 +114,10 @@ class _Search:
         from hydra.utils import instantiate
 
         from petvision import config as config_lib
-        from petvision import search_study, tracking
+        from petvision import tracking
         from petvision.errors import ConfigError
+        from petvision.search import report as search_report
+        from petvision.search import study as search_study
         from petvision.tracking.run import TASKS
 
         sw = self.sweeper
@@ -176,7 +178,7 @@ class _Search:
                     "search.direction": sw.direction,
                     "search.sampler": str(sampler),
                     "search.pruner": type(pruner).__name__,
-                    **search_study.describe_space(self.space),
+                    **search_report.describe_space(self.space),
                 }
             )
             self.parent = parent
@@ -193,7 +195,7 @@ class _Search:
                         f"is above"
                     ) from self.last_error
             sweep_dir = Path(str(sw.config.hydra.sweep.dir))
-            return search_study.report(study, parent, sweep_dir)
+            return search_report.report(study, parent, sweep_dir)
 
     def _objective(self, trial: Any) -> float:
         import optuna
@@ -212,7 +214,7 @@ class _Search:
         import optuna
         from hydra.core.utils import JobStatus
 
-        from petvision import search_study
+        from petvision.search import study as search_study
 
         sw = self.sweeper
         values = search_study.suggest(trial, self.space.distributions)
@@ -251,7 +253,7 @@ class _Search:
 
     def _mark_runs(self, run_ids: list[str], trial: Any, state: str, status: str) -> None:
         """The trial's run: its Optuna state as a tag, pruned as KILLED, named after the trial."""
-        from petvision import search_study
+        from petvision.search import study as search_study
 
         if not run_ids:
             return

@@ -1,7 +1,7 @@
 """Hyperparameter search, the part that runs inside each trial.
 
 A search is a Hydra multirun whose sweeper is the project's Optuna sweeper
-(``hydra_plugins.petvision_optuna_sweeper``, study side in :mod:`petvision.search_study`)::
+(``hydra_plugins.petvision_optuna_sweeper``, study side in :mod:`petvision.search.study`)::
 
     python -m petvision.train_xception -m hparams_search=classifier
 
