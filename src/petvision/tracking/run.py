@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ import numpy as np
 from petvision import config as config_lib
 from petvision.config import Config
 from petvision.errors import TrackingError
-from petvision.tracking import flavor
+from petvision.tracking import flavor, scope
 from petvision.tracking.context import (
     _context_tags,
     _param_key,
@@ -61,28 +61,6 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- the run
-
-# What runs_tagged() adds to the runs started in its scope (a search's trials), and their ids.
-_scoped_tags: dict[str, str] = {}
-_scoped_started: list[str] = []
-
-
-@contextlib.contextmanager
-def runs_tagged(tags: dict[str, str]) -> Iterator[list[str]]:
-    """Every run a stage starts inside this scope gets ``tags`` too; yields the list of the ids
-    of those runs. A hyperparameter search (:mod:`petvision.search_study`) makes each trial's
-    run a child of its search's run this way (``mlflow.parentRunId``), without the stage knowing."""
-    global _scoped_started
-    previous = dict(_scoped_tags), _scoped_started
-    _scoped_tags.update(tags)
-    started: list[str] = []
-    _scoped_started = started
-    try:
-        yield started
-    finally:
-        _scoped_tags.clear()
-        _scoped_tags.update(previous[0])
-        _scoped_started = previous[1]
 
 
 class Run:
@@ -213,7 +191,7 @@ class Run:
 
         tags = {
             **_context_tags(self.cfg, self.task, self.stage),
-            **_scoped_tags,
+            **scope.tags(),
             **self.extra_tags,
         }
         if self.resume_run_id:
@@ -234,7 +212,7 @@ class Run:
         run = self._client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         self.run_name = run.info.run_name
-        _scoped_started.append(self.run_id)
+        scope.record_started(self.run_id)
 
     def _previous_run(self, run_id: str) -> Any:
         try:
