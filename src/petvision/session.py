@@ -31,7 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from petvision import atomic, npy_dataset, tracking, training
+from petvision import atomic, faults, npy_dataset, tracking, training
 from petvision.config import Config, TrainConfig
 from petvision.errors import TrainingError
 from petvision.runtime import Runtime
@@ -110,6 +110,7 @@ class TrainingSession:
         self.workdir.save_fingerprint(fingerprint)
         shutil.rmtree(self.reports_dir, ignore_errors=True)  # what a killed run left half-staged
         if self.rt.is_chief:
+            atomic.remove_stale_tmp(model_path(self.cfg, self.task))  # a SIGKILL's leftover
             self.workdir.save_run_id(self.run.run_id)
             self._log_inputs(digests)
             if self.run.resumed:
@@ -202,6 +203,7 @@ class TrainingSession:
             final_dir.mkdir(parents=True, exist_ok=True)
             for path in staged:
                 os.replace(path, final_dir / path.name)
+                faults.point("mid_outputs")
         metrics_file, history_file = final_dir / "metrics.json", final_dir / "history.csv"
         pictures = [final_dir / path.name for path in staged[3:]]
 
