@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED ?= 1
 PYTEST_ARGS ?=
 MLFLOW_PORT ?= 5000
 
-.PHONY: help install run test test-fast params lock bench mlflow-ui clean-venv
+.PHONY: help install run lint test test-fast params lock bench mlflow-ui clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -37,7 +37,12 @@ install: $(STAMP) ## create .venv with the pinned dependencies (GPU=1 for CUDA)
 run: install ## run the whole pipeline on the default configuration (dvc repro)
 	$(BIN)/dvc repro
 
-test: install ## run the whole test suite (slow tests included)
+lint: install ## ruff (lint, format check) and mypy, configured in pyproject.toml
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/mypy
+
+test: lint ## lint, then the whole test suite (slow tests included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## run the tests not marked slow

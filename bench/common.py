@@ -116,11 +116,24 @@ def forward_flops(model) -> int:
             k = 1
             for s in layer.kernel_size:
                 k *= s
-            total += 2 * _spatial(layer.output.shape) * int(layer.output.shape[-1]) * k * int(layer.input.shape[-1]) // layer.groups
+            total += (
+                2
+                * _spatial(layer.output.shape)
+                * int(layer.output.shape[-1])
+                * k
+                * int(layer.input.shape[-1])
+                // layer.groups
+            )
         elif name == "Conv2DTranspose":
             k = layer.kernel_size[0] * layer.kernel_size[1]
             # Every input pixel is scattered through the whole kernel to every output channel.
-            total += 2 * _spatial(layer.input.shape) * int(layer.input.shape[-1]) * k * int(layer.output.shape[-1])
+            total += (
+                2
+                * _spatial(layer.input.shape)
+                * int(layer.input.shape[-1])
+                * k
+                * int(layer.output.shape[-1])
+            )
         elif name in ("SeparableConv2D", "DepthwiseConv2D"):
             k = layer.kernel_size[0] * layer.kernel_size[1]
             cin = int(layer.input.shape[-1])
@@ -129,13 +142,19 @@ def forward_flops(model) -> int:
             if name == "SeparableConv2D":
                 total += 2 * _spatial(layer.output.shape) * cin * mult * int(layer.output.shape[-1])
         elif isinstance(layer, keras.layers.Dense):
-            total += 2 * int(layer.input.shape[-1]) * int(layer.output.shape[-1]) * max(1, _spatial(layer.output.shape))
+            total += (
+                2
+                * int(layer.input.shape[-1])
+                * int(layer.output.shape[-1])
+                * max(1, _spatial(layer.output.shape))
+            )
     return total
 
 
 def training_flops(model) -> int:
     """Forward plus backward (gradients for the inputs and for the weights: twice the forward),
-    the usual 3x; SPEC §2 gives 9.0 forward and 27 GFLOP training per 200 px image for the seed model."""
+    the usual 3x; the seed model costs 4.51 G multiply-adds (9.0 GFLOP) forward per 200 px image, so
+    about 27 GFLOP to train on one."""
     return 3 * forward_flops(model)
 
 
@@ -161,8 +180,13 @@ def matmul_rate(dtype: str, n: int = 2048, repeats: int = 10) -> float:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        pairs = [(tf.cast(tf.random.normal((n, n), seed=i), dtype), tf.cast(tf.random.normal((n, n), seed=i + 9), dtype))
-                 for i in range(2)]
+        pairs = [
+            (
+                tf.cast(tf.random.normal((n, n), seed=i), dtype),
+                tf.cast(tf.random.normal((n, n), seed=i + 9), dtype),
+            )
+            for i in range(2)
+        ]
         product = tf.function(tf.matmul)
 
         def run(a, b):
@@ -172,8 +196,13 @@ def matmul_rate(dtype: str, n: int = 2048, repeats: int = 10) -> float:
         import jax.numpy as jnp
 
         keys = jax.random.split(jax.random.PRNGKey(0), 4)
-        pairs = [(jax.random.normal(keys[2 * i], (n, n)).astype(dtype), jax.random.normal(keys[2 * i + 1], (n, n)).astype(dtype))
-                 for i in range(2)]
+        pairs = [
+            (
+                jax.random.normal(keys[2 * i], (n, n)).astype(dtype),
+                jax.random.normal(keys[2 * i + 1], (n, n)).astype(dtype),
+            )
+            for i in range(2)
+        ]
         product = jax.jit(jnp.matmul)
 
         def run(a, b):
@@ -182,9 +211,18 @@ def matmul_rate(dtype: str, n: int = 2048, repeats: int = 10) -> float:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-        pairs = [(torch.randn(n, n, device=device, dtype=torch_dtype), torch.randn(n, n, device=device, dtype=torch_dtype))
-                 for _ in range(2)]
+        torch_dtype = {
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }[dtype]
+        pairs = [
+            (
+                torch.randn(n, n, device=device, dtype=torch_dtype),
+                torch.randn(n, n, device=device, dtype=torch_dtype),
+            )
+            for _ in range(2)
+        ]
 
         def run(a, b):
             torch.matmul(a, b)
@@ -262,7 +300,9 @@ class Samples:
 
     def spread(self) -> float:
         """(max - min) / median: how far apart the repeats were."""
-        return (max(self.values) - min(self.values)) / self.median() if len(self.values) > 1 else 0.0
+        return (
+            (max(self.values) - min(self.values)) / self.median() if len(self.values) > 1 else 0.0
+        )
 
 
 # --------------------------------------------------------------------------- the document
@@ -316,8 +356,9 @@ def report(results, text: str, json_path: Path | None):
 # --------------------------------------------------------------------------- generated data
 
 
-def data_overrides(folder: Path, num_images: int, seg_size: int = 200, cls_size: int = 180,
-                   workers: int = 0) -> list[str]:
+def data_overrides(
+    folder: Path, num_images: int, seg_size: int = 200, cls_size: int = 180, workers: int = 0
+) -> list[str]:
     """Hydra overrides that put every path under ``folder`` and size the splits to fit
     ``num_images`` generated pets (segmentation: a sixth for validation; classification: all of
     them, half for training, a sixth for validation, a third for testing, even counts for balance)."""
@@ -325,12 +366,19 @@ def data_overrides(folder: Path, num_images: int, seg_size: int = 200, cls_size:
     train, val = even(num_images // 2), even(num_images // 6)
     test = even(num_images - train - val - 1)
     return [
-        *(f"paths.{name}={folder / name}" for name in ("raw", "downloads", "npy", "models", "reports", "state")),
+        *(
+            f"paths.{name}={folder / name}"
+            for name in ("raw", "downloads", "npy", "models", "reports", "state")
+        ),
         f"tracking.uri=sqlite:///{folder}/mlflow.db",
-        "data.source=synthetic", f"data.synthetic.num_images={num_images}",
-        f"data.segmentation.image_size={seg_size}", f"data.segmentation.val_count={max(1, num_images // 6)}",
-        f"data.classification.image_size={cls_size}", f"data.classification.train_count={train}",
-        f"data.classification.val_count={val}", f"data.classification.test_count={test}",
+        "data.source=synthetic",
+        f"data.synthetic.num_images={num_images}",
+        f"data.segmentation.image_size={seg_size}",
+        f"data.segmentation.val_count={max(1, num_images // 6)}",
+        f"data.classification.image_size={cls_size}",
+        f"data.classification.train_count={train}",
+        f"data.classification.val_count={val}",
+        f"data.classification.test_count={test}",
         f"data.preprocess.workers={workers}",
     ]
 
@@ -344,7 +392,8 @@ def config(overrides: list[str]):
 def generated_pets(folder: Path, num_images: int, **sizes) -> Path:
     """``num_images`` synthetic pets in the Oxford-IIIT Pet layout under ``folder/raw`` (the
     download stage's own code), reused if already there; returns that folder."""
-    from petvision import download, layout
+    from petvision import download
+    from petvision.data import layout
 
     cfg = config(data_overrides(folder, num_images, **sizes))
     raw = cfg.paths.resolve("raw")

@@ -32,15 +32,26 @@ def user_env() -> dict[str, str]:
     """A shell as a user has it before `make`: no virtual environment of ours on PATH, no
     tracking server chosen."""
     venv = os.environ.get("VIRTUAL_ENV", "")
-    ours = {str(Path(sys.executable).parent), str(ROOT / ".venv" / "bin"), os.path.join(venv, "bin") if venv else ""}
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p not in ours)
+    ours = {
+        str(Path(sys.executable).parent),
+        str(ROOT / ".venv" / "bin"),
+        os.path.join(venv, "bin") if venv else "",
+    }
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p not in ours
+    )
     drop = {"VIRTUAL_ENV", "MLFLOW_TRACKING_URI", "PETVISION_ROOT", "PYTHONPATH"}
-    return {**{k: v for k, v in os.environ.items() if k not in drop and not k.startswith("DVC_")}, "PATH": path}
+    return {
+        **{k: v for k, v in os.environ.items() if k not in drop and not k.startswith("DVC_")},
+        "PATH": path,
+    }
 
 
 def pip_cache() -> tuple[str, int]:
     """pip's cache folder for the `python3` that `make` uses, and its size in bytes (0: none)."""
-    done = subprocess.run(["python3", "-m", "pip", "cache", "dir"], capture_output=True, text=True, env=user_env())
+    done = subprocess.run(
+        ["python3", "-m", "pip", "cache", "dir"], capture_output=True, text=True, env=user_env()
+    )
     folder = Path(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip() else None
     if folder is None or not folder.is_dir():
         return ("(none)", 0)
@@ -56,8 +67,15 @@ def timed(args: list[str], cwd: Path, log: Path) -> tuple[float, list[tuple[str,
     with log.open("a") as out:
         out.write(f"\n$ {' '.join(args)}\n")
         out.flush()
-        process = subprocess.Popen(args, cwd=cwd, env=user_env(), stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
+        process = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=user_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         assert process.stdout is not None
         for line in process.stdout:
             out.write(line)
@@ -79,8 +97,13 @@ def stage_durations(stages: list[tuple[str, float]], end: float) -> list[tuple[s
 def overlay_uncommitted(clone: Path) -> int:
     """Copy the working tree's uncommitted state (tracked changes, untracked files git does not
     ignore) over the clone, so the measurement covers work not yet committed."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     count = 0
     for name in filter(None, listed.split("\0")):
         source = ROOT / name
@@ -92,20 +115,31 @@ def overlay_uncommitted(clone: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--uncommitted", action="store_true",
-                        help="measure the working tree as it is, uncommitted changes included (default: HEAD)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--uncommitted",
+        action="store_true",
+        help="measure the working tree as it is, uncommitted changes included (default: HEAD)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the clone (its path is printed)")
-    parser.add_argument("--no-write", action="store_true", help="print the section, do not write docs/benchmarks.md")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the section, do not write docs/benchmarks.md"
+    )
     args = parser.parse_args()
 
     info = machine_info()
     cache_dir, cache_bytes = pip_cache()
-    cache_note = (f"pip cache {cache_dir} held {cache_bytes / 2**20:,.0f} MiB before the install"
-                  if cache_bytes > 2**20 else "pip cache empty: every wheel downloaded from the registry")
+    cache_note = (
+        f"pip cache {cache_dir} held {cache_bytes / 2**20:,.0f} MiB before the install"
+        if cache_bytes > 2**20
+        else "pip cache empty: every wheel downloaded from the registry"
+    )
     print(f"pip: {cache_note}", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
 
     workdir = Path(tempfile.mkdtemp(prefix="petvision-pipeline-time-"))
     clone = workdir / "petvision"
@@ -137,22 +171,31 @@ def main() -> None:
 
     total = clone_s + install_s + repro_s
     verdict = "within" if total <= BUDGET_S else "OVER"
-    rows = [["git clone", fmt(clone_s)], ["make install (venv + pinned wheels)", fmt(install_s)],
-            *[[f"&nbsp;&nbsp;stage {name}", fmt(s)] for name, s in stage_durations(stages, repro_s)],
-            ["make run (dvc repro, all stages)", fmt(repro_s)],
-            [f"**fresh clone to results** ({verdict} the {BUDGET_S // 60}-minute budget)", f"**{fmt(total)}**"],
-            ["second dvc repro (nothing to do)", fmt(noop_s)]]
+    rows = [
+        ["git clone", fmt(clone_s)],
+        ["make install (venv + pinned wheels)", fmt(install_s)],
+        *[[f"&nbsp;&nbsp;stage {name}", fmt(s)] for name, s in stage_durations(stages, repro_s)],
+        ["make run (dvc repro, all stages)", fmt(repro_s)],
+        [
+            f"**fresh clone to results** ({verdict} the {BUDGET_S // 60}-minute budget)",
+            f"**{fmt(total)}**",
+        ],
+        ["second dvc repro (nothing to do)", fmt(noop_s)],
+    ]
     info["load average at end (1, 5, 15 min)"] = end_load
-    body = "\n".join([
-        "## The quick start on a fresh clone (bench/pipeline_time.py)",
-        "",
-        f"`git clone` + `make run` (venv creation and install included) + a no-op `dvc repro`, default "
-        f"(quick) preset, measured {datetime.now():%Y-%m-%d %H:%M} on {what}. {cache_note[0].upper()}{cache_note[1:]}.",
-        "",
-        table(["step", "seconds"], rows),
-        "",
-        machine_markdown(info),
-    ])
+    body = "\n".join(
+        [
+            "## The quick start on a fresh clone (bench/pipeline_time.py)",
+            "",
+            f"`git clone` + `make run` (venv creation and install included) + a no-op `dvc repro`, default "
+            f"(quick) preset, measured {datetime.now():%Y-%m-%d %H:%M} on {what}. "
+            f"{cache_note[0].upper()}{cache_note[1:]}.",
+            "",
+            table(["step", "seconds"], rows),
+            "",
+            machine_markdown(info),
+        ]
+    )
     print(body)
     if not args.no_write:
         write_section(SECTION, body)

@@ -2,11 +2,12 @@
 
     python bench/preprocess_memory.py [--quick] [--images 300] [--size 200]
 
-Both run on the same generated pets (``petvision.synthetic`` through the download stage), each in
+Both run on the same generated pets (``petvision.data.synthetic`` through the download stage), each in
 a fresh subprocess:
 
 * the seed's loop: ``img_to_array(load_img(path, target_size))`` into ``np.zeros(..., "float32")``
-  images and uint8 targets, one image after another (SPEC §2), importing ``keras.utils`` as it does;
+  images and uint8 targets, one image after another (the book's notebook), importing
+  ``keras.utils`` as it does;
 * ``petvision.preprocess.run_preprocess`` with one worker (all in the measured process), and with
   one worker per core.
 
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 # A process's own peak: VmHWM, the high-water mark of its memory since it started (getrusage's
 # ru_maxrss would not do: Linux carries the parent's size at fork over into the child's).
@@ -84,15 +85,17 @@ PROJECT = HWM + textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     import common
     from petvision import preprocess
+    from petvision.data import conversion
 
-    folder, images, seg, cls, workers = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+    folder = sys.argv[2]
+    images, seg, cls, workers = (int(a) for a in sys.argv[3:7])
     cfg = common.config(common.data_overrides(common.Path(folder), images, seg, cls, workers))
     after_imports = hwm_kb()
     start = time.perf_counter()
     report = preprocess.run_preprocess(cfg)
     seconds = time.perf_counter() - start
     print(json.dumps({"images": report["usable_pairs"], "seconds": seconds, "after_imports_kb": after_imports,
-                      "workers": preprocess.worker_count(workers), "peak_kb": hwm_kb()}))
+                      "workers": conversion.worker_count(workers), "peak_kb": hwm_kb()}))
 """)
 
 
@@ -102,8 +105,12 @@ def run_child(code: str, *args: str) -> dict:
     import psutil
 
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=err,
-                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
         root, tree_peak = psutil.Process(proc.pid), 0
         while proc.poll() is None:
             total = 0
@@ -117,7 +124,9 @@ def run_child(code: str, *args: str) -> dict:
         out = proc.stdout.read()
         if proc.returncode != 0:
             err.seek(0)
-            raise RuntimeError(f"benchmark child failed ({proc.returncode}): {err.read().decode(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"benchmark child failed ({proc.returncode}): {err.read().decode(errors='replace')[-3000:]}"
+            )
     result = json.loads(out.decode().strip().splitlines()[-1])
     result["tree_peak_kb"] = tree_peak
     return result
@@ -128,14 +137,18 @@ def measure(images: int, size: int, cls_size: int, folder: Path) -> dict:
     bench_dir = str(Path(__file__).resolve().parent)
     runs = {
         "seed's loop (float32 arrays)": run_child(SEED_LOOP, str(raw), str(size)),
-        "petvision.preprocess, 1 worker": run_child(PROJECT, bench_dir, str(folder), str(images), str(size),
-                                                    str(cls_size), "1"),
-        "petvision.preprocess, 1 worker per core": run_child(PROJECT, bench_dir, str(folder), str(images),
-                                                              str(size), str(cls_size), "0"),
+        "petvision.preprocess, 1 worker": run_child(
+            PROJECT, bench_dir, str(folder), str(images), str(size), str(cls_size), "1"
+        ),
+        "petvision.preprocess, 1 worker per core": run_child(
+            PROJECT, bench_dir, str(folder), str(images), str(size), str(cls_size), "0"
+        ),
     }
     for run in runs.values():
         # One process: its own exact high-water mark; several: the sampled sum over the tree.
-        run["peak_used_kb"] = run["peak_kb"] if run["workers"] == 1 else max(run["tree_peak_kb"], run["peak_kb"])
+        run["peak_used_kb"] = (
+            run["peak_kb"] if run["workers"] == 1 else max(run["tree_peak_kb"], run["peak_kb"])
+        )
     return {"images": images, "size": size, "cls_size": cls_size, "runs": runs}
 
 
@@ -145,36 +158,65 @@ def markdown(res: dict) -> str:
     rows = []
     for name, run in res["runs"].items():
         # Several processes: the workers' own imports are in the peak too, so no growth figure.
-        growth = common.fmt(mib(run["peak_used_kb"] - run["after_imports_kb"]), 0) if run["workers"] == 1 else "n/a"
-        rows.append([name, run["workers"], common.fmt(run["images"] / run["seconds"], 0),
-                     common.fmt(mib(run["peak_used_kb"]), 0), common.fmt(mib(run["after_imports_kb"]), 0),
-                     growth, f"{run['peak_used_kb'] / seed['peak_used_kb']:.2f}"])
+        growth = (
+            common.fmt(mib(run["peak_used_kb"] - run["after_imports_kb"]), 0)
+            if run["workers"] == 1
+            else "n/a"
+        )
+        rows.append(
+            [
+                name,
+                run["workers"],
+                common.fmt(run["images"] / run["seconds"], 0),
+                common.fmt(mib(run["peak_used_kb"]), 0),
+                common.fmt(mib(run["after_imports_kb"]), 0),
+                growth,
+                f"{run['peak_used_kb'] / seed['peak_used_kb']:.2f}",
+            ]
+        )
     n, s = res["images"], res["size"]
     seed_arrays = 7390 * (s * s * 3 * 4 + s * s) / 2**30
-    return "\n".join([
-        f"{n} generated pets, segmentation arrays at {s}x{s} (preprocess also writes the classification "
-        f"arrays at {res['cls_size']}x{res['cls_size']} and decodes each image twice).\n",
-        common.table(["what", "processes", "images/s", "peak RSS (MiB)", "after imports (MiB)",
-                      "growth with the data (MiB)", "peak vs seed's loop"], rows),
-        "",
-        "Peak RSS: one process's own high-water mark (`VmHWM`); with worker processes, the largest sum of "
-        "the RSS of the main process and its workers, sampled every 20 ms (shared library pages count once "
-        "per process, so this overstates a little). \"After imports\" is the measured process's peak before "
-        "its first image (TensorFlow, which `keras.utils` imports, is most of the seed loop's).",
-        "",
-        f"The seed's arrays grow with the dataset: for the real set's 7,390 images at {s} px they alone "
-        f"take {seed_arrays:.1f} GiB; preprocess's memory does not depend on the number of images "
-        "(each worker holds one image and one chunk's mapped rows).",
-    ])
+    return "\n".join(
+        [
+            f"{n} generated pets, segmentation arrays at {s}x{s} (preprocess also writes the classification "
+            f"arrays at {res['cls_size']}x{res['cls_size']} and decodes each image twice).\n",
+            common.table(
+                [
+                    "what",
+                    "processes",
+                    "images/s",
+                    "peak RSS (MiB)",
+                    "after imports (MiB)",
+                    "growth with the data (MiB)",
+                    "peak vs seed's loop",
+                ],
+                rows,
+            ),
+            "",
+            "Peak RSS: one process's own high-water mark (`VmHWM`); with worker processes, the "
+            "largest sum of the RSS of the main process and its workers, sampled every 20 ms "
+            "(shared library pages count once per process, so this overstates a little). "
+            '"After imports" is the measured process\'s peak before '
+            "its first image (TensorFlow, which `keras.utils` imports, is most of the seed loop's).",
+            "",
+            f"The seed's arrays grow with the dataset: for the real set's 7,390 images at {s} px they alone "
+            f"take {seed_arrays:.1f} GiB; preprocess's memory does not depend on the number of images "
+            "(each worker holds one image and one chunk's mapped rows).",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 60 images")
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--size", type=int, default=200, help="segmentation size (the seed's 200)")
     parser.add_argument("--cls-size", type=int, default=180)
-    parser.add_argument("--folder", type=Path, help="keep the generated data here (default: a temporary folder)")
+    parser.add_argument(
+        "--folder", type=Path, help="keep the generated data here (default: a temporary folder)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.quick:

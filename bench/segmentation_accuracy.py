@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 TOLERANCE = 0.02
 
@@ -39,36 +39,64 @@ def prepare(folder: Path, images: int, size: int):
 def train(cfg, precision: str, epochs: int, seed: int, xla: bool = False) -> dict:
     import keras
 
-    from petvision import inputs, metrics, npy_dataset, training
-    from petvision.models import build_segmentation_model
+    from petvision import metrics
+    from petvision.data import inputs, npy_dataset
+    from petvision.models.segmentation import build_segmentation_model
+    from petvision.training import loop
 
     npy = cfg.paths.resolve("npy")
     train_split = npy_dataset.load_split(npy, "segmentation", "train")
     val_split = npy_dataset.load_split(npy, "segmentation", "val")
     train_cfg = cfg.segmentation.train
-    train_ds = inputs.batches(train_split.images, train_split.masks, train_cfg.batch_size, shuffle=True, seed=seed)
-    val_ds = inputs.batches(val_split.images, val_split.masks, train_cfg.batch_size, shuffle=False, seed=seed)
+    train_ds = inputs.batches(
+        train_split.images, train_split.masks, train_cfg.batch_size, shuffle=True, seed=seed
+    )
+    val_ds = inputs.batches(
+        val_split.images, val_split.masks, train_cfg.batch_size, shuffle=False, seed=seed
+    )
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy(precision)
     try:
         model = build_segmentation_model(cfg.segmentation.model, cfg.data.segmentation.image_size)
     finally:
         keras.config.set_dtype_policy("float32")
-    model.compile(optimizer=training.make_optimizer(train_cfg), loss="sparse_categorical_crossentropy",
-                  metrics=metrics.segmentation_metrics(cfg.segmentation.model.num_classes), jit_compile=xla)
-    progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
-        f"  {precision} seed {seed}: epoch {epoch + 1}/{epochs} val mean IoU {logs['val_mean_iou']:.3f}",
-        file=sys.stderr, flush=True))
+    model.compile(
+        optimizer=loop.make_optimizer(train_cfg),
+        loss="sparse_categorical_crossentropy",
+        metrics=metrics.segmentation_metrics(cfg.segmentation.model.num_classes),
+        jit_compile=xla,
+    )
+    progress = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: print(
+            f"  {precision} seed {seed}: epoch {epoch + 1}/{epochs} val mean IoU {logs['val_mean_iou']:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    )
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,
-                        callbacks=[progress]).history
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        verbose=0,
+        shuffle=False,
+        callbacks=[progress],
+    ).history
     seconds = time.perf_counter() - start
-    return {"precision": precision, "seed": seed, "xla": xla, "seconds": seconds,
-            "val_mean_iou": history["val_mean_iou"], "val_pet_iou": history["val_pet_iou"],
-            "val_loss": history["val_loss"]}
+    return {
+        "precision": precision,
+        "seed": seed,
+        "xla": xla,
+        "seconds": seconds,
+        "val_mean_iou": history["val_mean_iou"],
+        "val_pet_iou": history["val_pet_iou"],
+        "val_loss": history["val_loss"],
+    }
 
 
-def measure(folder: Path, images: int, size: int, epochs: int, seeds: int, precisions: list[str]) -> dict:
+def measure(
+    folder: Path, images: int, size: int, epochs: int, seeds: int, precisions: list[str]
+) -> dict:
     cfg = prepare(folder, images, size)
     seed = cfg.trainer.seed
     runs = [train(cfg, "float32", epochs, seed)]
@@ -80,37 +108,84 @@ def measure(folder: Path, images: int, size: int, epochs: int, seeds: int, preci
     for run in runs:
         run["difference"] = run["val_mean_iou"][-1] - reference
         run["within_tolerance"] = abs(run["difference"]) <= TOLERANCE
-    return {"images": images, "size": size, "epochs": epochs, "optimizer": cfg.segmentation.train.optimizer,
-            "learning_rate": cfg.segmentation.train.learning_rate, "batch": cfg.segmentation.train.batch_size,
-            "train_count": images - cfg.data.segmentation.val_count, "val_count": cfg.data.segmentation.val_count,
-            "runs": runs}
+    return {
+        "images": images,
+        "size": size,
+        "epochs": epochs,
+        "optimizer": cfg.segmentation.train.optimizer,
+        "learning_rate": cfg.segmentation.train.learning_rate,
+        "batch": cfg.segmentation.train.batch_size,
+        "train_count": images - cfg.data.segmentation.val_count,
+        "val_count": cfg.data.segmentation.val_count,
+        "runs": runs,
+    }
 
 
 def markdown(res: dict) -> str:
-    rows = [[r["precision"] + (f" (seed +{r['seed'] - res['runs'][0]['seed']})" if r["seed"] != res["runs"][0]["seed"] else ""),
-             f"{r['val_mean_iou'][-1]:.3f}", f"{r['difference']:+.3f}",
-             "(reference)" if r["precision"] == "float32" else ("yes" if r["within_tolerance"] else "**no**"),
-             f"{r['val_pet_iou'][-1]:.3f}", f"{r['val_loss'][-1]:.3f}", f"{r['seconds']:.0f}"] for r in res["runs"]]
-    return "\n".join([
-        f"Seed segmentation model, {res['train_count']} training / {res['val_count']} validation generated pets at "
-        f"{res['size']} px, {res['epochs']} epochs, {res['optimizer']} {res['learning_rate']}, batch {res['batch']}, "
-        "same initial weights and shuffling.\n",
-        common.table(["precision", "val mean IoU", "vs float32", f"within {TOLERANCE}", "val pet IoU", "val loss",
-                      "seconds"], rows),
-        *(["", "The float32 run with another seed shows how far two float32 runs land apart anyway."]
-          if any(r["seed"] != res["runs"][0]["seed"] for r in res["runs"]) else []),
-    ])
+    rows = [
+        [
+            r["precision"]
+            + (
+                f" (seed +{r['seed'] - res['runs'][0]['seed']})"
+                if r["seed"] != res["runs"][0]["seed"]
+                else ""
+            ),
+            f"{r['val_mean_iou'][-1]:.3f}",
+            f"{r['difference']:+.3f}",
+            "(reference)"
+            if r["precision"] == "float32"
+            else ("yes" if r["within_tolerance"] else "**no**"),
+            f"{r['val_pet_iou'][-1]:.3f}",
+            f"{r['val_loss'][-1]:.3f}",
+            f"{r['seconds']:.0f}",
+        ]
+        for r in res["runs"]
+    ]
+    return "\n".join(
+        [
+            f"Seed segmentation model, {res['train_count']} training / {res['val_count']} "
+            f"validation generated pets at {res['size']} px, {res['epochs']} epochs, "
+            f"{res['optimizer']} {res['learning_rate']}, batch {res['batch']}, "
+            "same initial weights and shuffling.\n",
+            common.table(
+                [
+                    "precision",
+                    "val mean IoU",
+                    "vs float32",
+                    f"within {TOLERANCE}",
+                    "val pet IoU",
+                    "val loss",
+                    "seconds",
+                ],
+                rows,
+            ),
+            *(
+                [
+                    "",
+                    "The float32 run with another seed shows how far two float32 runs land apart anyway.",
+                ]
+                if any(r["seed"] != res["runs"][0]["seed"] for r in res["runs"])
+                else []
+            ),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 96 images at 64 px, 2 epochs, one seed")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 96 images at 64 px, 2 epochs, one seed"
+    )
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--size", type=int, default=96, help="the quick preset's segmentation size")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=2, help="float32 runs with different seeds")
     parser.add_argument("--precisions", default="mixed_bfloat16")
-    parser.add_argument("--folder", type=Path, help="keep the generated data here (default: a temporary folder)")
+    parser.add_argument(
+        "--folder", type=Path, help="keep the generated data here (default: a temporary folder)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.quick:

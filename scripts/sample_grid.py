@@ -17,13 +17,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.colors import ListedColormap
+from PIL import Image
 
-from petvision import config, layout, paths, synthetic  # noqa: E402
-from petvision.config import SyntheticConfig  # noqa: E402
+from petvision import config, paths
+from petvision.config import SyntheticConfig
+from petvision.data import layout, synthetic
 
 # trimap 1 = pet, 2 = background, 3 = border
 TRIMAP_COLOURS = ListedColormap(["#2b6cb0", "#e2e8f0", "#f6ad55"])
@@ -48,7 +48,9 @@ def draw_grid(samples: list[synthetic.Sample], columns: int = 2):
         Image.fromarray(sample.image).save(buffer, "JPEG", quality=sample.jpeg_quality)
         ax_image.imshow(Image.open(buffer))
         ax_image.set_title(f"{sample.stem} ({layout.SPECIES_NAMES[sample.species]})", fontsize=8)
-        ax_trimap.imshow(sample.trimap, cmap=TRIMAP_COLOURS, vmin=0.5, vmax=3.5, interpolation="nearest")
+        ax_trimap.imshow(
+            sample.trimap, cmap=TRIMAP_COLOURS, vmin=0.5, vmax=3.5, interpolation="nearest"
+        )
         ax_trimap.set_title("trimap: pet / border / background", fontsize=7)
     fig.tight_layout()
     return fig
@@ -65,9 +67,15 @@ def save_small_png(fig, out: Path, dpi: int = 100) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=paths.project_root() / "docs" / "images" / "synthetic_samples.png")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=paths.project_root() / "docs" / "images" / "synthetic_samples.png",
+    )
     parser.add_argument("--count", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=None, help="default: data.synthetic.seed from conf/")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="default: data.synthetic.seed from conf/"
+    )
     args = parser.parse_args()
 
     cfg = SyntheticConfig(**dict(config.compose().data.synthetic))

@@ -11,8 +11,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests commit into temporary git repositories; CI machines may have no git identity.
-for var, value in {"GIT_AUTHOR_NAME": "petvision tests", "GIT_AUTHOR_EMAIL": "tests@petvision.local",
-                   "GIT_COMMITTER_NAME": "petvision tests", "GIT_COMMITTER_EMAIL": "tests@petvision.local"}.items():
+for var, value in {
+    "GIT_AUTHOR_NAME": "petvision tests",
+    "GIT_AUTHOR_EMAIL": "tests@petvision.local",
+    "GIT_COMMITTER_NAME": "petvision tests",
+    "GIT_COMMITTER_EMAIL": "tests@petvision.local",
+}.items():
     os.environ.setdefault(var, value)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +24,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def write_quirky_image(path: Path, rgb, quirk: str) -> None:
-    """Save ``rgb`` under ``path`` (a .jpg name) as one of the real set's oddities (SPEC §5)."""
+    """Save ``rgb`` under ``path`` (a .jpg name) as one of the real set's oddities."""
     import io
 
     from PIL import Image
@@ -71,14 +75,26 @@ def make_config(tmp_path):
     return make
 
 
-def run_module(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 600,
-               hydra_dir: Path | None = None):
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict | None = None,
+    timeout: float = 600,
+    hydra_dir: Path | None = None,
+):
     """Run ``python -m <module> args`` as a user would; returns the CompletedProcess. Hydra's run
     folder goes to ``hydra_dir`` (a tmp path) so tests leave nothing in the checkout."""
     full_env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     extra = [f"hydra.run.dir={hydra_dir}"] if hydra_dir else []
-    return subprocess.run([sys.executable, "-m", module, *args, *extra], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args, *extra],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def free_port() -> int:
@@ -102,10 +118,23 @@ def mlflow_server(tmp_path):
     port = free_port()
     log_file = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
-        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
 
@@ -124,7 +153,9 @@ def mlflow_server(tmp_path):
         if process.poll() is not None or time.monotonic() > deadline:
             kill()
             log_file.close()
-            pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            pytest.fail(
+                f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}"
+            )
         time.sleep(0.3)
 
     yield uri, kill

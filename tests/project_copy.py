@@ -51,6 +51,7 @@ TINY_OVERLAY = {
 
 def tiny_overrides() -> list[str]:
     """TINY_OVERLAY as Hydra overrides, for running one stage on the command line."""
+
     def walk(tree: dict, prefix: str = ""):
         for key, value in tree.items():
             if isinstance(value, dict):
@@ -64,22 +65,33 @@ def tiny_overrides() -> list[str]:
 def env(**extra: str) -> dict[str, str]:
     """The environment a user has after ``make install``: the venv first on PATH (dvc.yaml's
     commands call ``python``), no tracking server chosen, quiet TensorFlow."""
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("MLFLOW_TRACKING_URI", "PETVISION_ROOT") and not k.startswith("DVC_")}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "PETVISION_ROOT") and not k.startswith("DVC_")
+    }
     base["PATH"] = f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}"
     base["TF_CPP_MIN_LOG_LEVEL"] = "2"
     base["DVC_NO_ANALYTICS"] = "1"
     return {**base, **extra}
 
 
-def run(args: list[str], cwd: Path, timeout: float = 600, check: bool = True,
-        extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str],
+    cwd: Path,
+    timeout: float = 600,
+    check: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run a command as a user would in ``cwd``; on failure (``check``) raise with its output."""
-    done = subprocess.run(args, cwd=cwd, env=env(**(extra_env or {})), capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(
+        args, cwd=cwd, env=env(**(extra_env or {})), capture_output=True, text=True, timeout=timeout
+    )
     if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} exited {done.returncode} in {cwd}\n"
-                             f"--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, args))} exited {done.returncode} in {cwd}\n"
+            f"--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-6000:]}"
+        )
     return done
 
 
@@ -93,8 +105,13 @@ def git(project: Path, *args: str, **kwargs) -> subprocess.CompletedProcess[str]
 
 def project_files(root: Path = ROOT) -> list[str]:
     """What a clone of the working tree holds: tracked and untracked-but-not-ignored files."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=root, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [name for name in listed.split("\0") if name and (root / name).is_file()]
 
 
@@ -121,7 +138,10 @@ def set_default_experiment(project: Path, overlay: dict, name: str = "tiny") -> 
     (project / "conf" / "experiment" / f"{name}.yaml").write_text(text)
     config_yaml = project / "conf" / "config.yaml"
     lines = config_yaml.read_text().splitlines(keepends=True)
-    replaced = [f"  - experiment: {name}\n" if line.strip().startswith("- experiment:") else line for line in lines]
+    replaced = [
+        f"  - experiment: {name}\n" if line.strip().startswith("- experiment:") else line
+        for line in lines
+    ]
     assert replaced != lines, f"{config_yaml} has no '- experiment:' default to replace"
     config_yaml.write_text("".join(replaced))
 
@@ -142,6 +162,7 @@ def declared_outputs(project: Path) -> dict[str, list[Path]]:
 
 def interpolate(text: str, params: dict) -> str:
     """dvc.yaml's ``${a.b}`` templating, for the plain keys this project uses."""
+
     def value(match: re.Match) -> str:
         node = params
         for part in match.group(1).split("."):
@@ -185,8 +206,11 @@ def stage_paths(project: Path) -> dict[str, tuple[list[Path], list[Path]]]:
     result = {}
     for name, stage in stages.items():
         deps = [project / interpolate(d, params) for d in stage.get("deps", [])]
-        outs = [project / interpolate(next(iter(o)) if isinstance(o, dict) else o, params)
-                for kind in ("outs", "metrics", "plots") for o in stage.get(kind, [])]
+        outs = [
+            project / interpolate(next(iter(o)) if isinstance(o, dict) else o, params)
+            for kind in ("outs", "metrics", "plots")
+            for o in stage.get(kind, [])
+        ]
         result[name] = (deps, outs)
     return result
 
@@ -196,8 +220,11 @@ def downstream(project: Path, changed: str) -> set[str]:
     graph = stage_paths(project)
 
     def feeds(a: str, b: str) -> bool:
-        return any(dep == out or out in dep.parents or dep in out.parents
-                   for out in graph[a][1] for dep in graph[b][0])
+        return any(
+            dep == out or out in dep.parents or dep in out.parents
+            for out in graph[a][1]
+            for dep in graph[b][0]
+        )
 
     found, frontier = {changed}, [changed]
     while frontier:
@@ -210,8 +237,11 @@ def downstream(project: Path, changed: str) -> set[str]:
 
 
 # Stages that open an MLflow run, and the MLflow experiment (tracking.experiments.<task>) it goes to.
-TRACKED_STAGES = {"train_segmentation": "segmentation", "train_xception": "classification",
-                  "visualize": "interpretation"}
+TRACKED_STAGES = {
+    "train_segmentation": "segmentation",
+    "train_xception": "classification",
+    "visualize": "interpretation",
+}
 
 
 def tracked_stages(project: Path) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """Backend neutrality: where TensorFlow is absent but Keras 3 and JAX are (the lent GPU machine),
-the model builders, the input batches and the resumable ``training.fit`` still work.
+the model builders, the input batches and the resumable ``loop.fit`` still work.
 
 The JAX check runs in a subprocess with ``KERAS_BACKEND=jax`` and ``import tensorflow`` made to
 fail, so anything on that path that needs TensorFlow shows. It is skipped where JAX is not
@@ -19,12 +19,13 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
 
-from petvision import inputs
+from petvision.data import inputs
 
-needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+needs_jax = pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="JAX is not installed"
+)
 
 
 def epoch(ds) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -42,13 +43,15 @@ def test_array_batches_give_every_row_once_per_epoch_paired_and_reshuffled():
     assert sorted(rows) == list(range(10))
     assert all((y == x * 2).all() for x, y in first)  # images and targets stay paired
     assert all((np.diff(x.ravel()) > 0).all() for x, _ in first)  # sorted reads from the memory map
-    assert [x.tolist() for x, _ in epoch(inputs.ArrayBatches(images, targets, 4, shuffle=True, seed=3))] == \
-        [x.tolist() for x, _ in first]  # the seed decides the order
+    assert [
+        x.tolist() for x, _ in epoch(inputs.ArrayBatches(images, targets, 4, shuffle=True, seed=3))
+    ] == [x.tolist() for x, _ in first]  # the seed decides the order
     ds.on_epoch_end()
     second = np.concatenate([x for x, _ in epoch(ds)]).ravel()
     assert sorted(second) == list(range(10)) and second.tolist() != rows.tolist()
     in_order = inputs.ArrayBatches(images, targets, 4, shuffle=False, seed=3, drop_remainder=True)
     assert [x.ravel().tolist() for x, _ in epoch(in_order)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
 
 ON_JAX = textwrap.dedent("""
     import json, sys
@@ -61,10 +64,13 @@ ON_JAX = textwrap.dedent("""
     sys.meta_path.insert(0, NoTensorFlow())
     from pathlib import Path
     import keras, numpy as np
-    from petvision import inputs, metrics, runtime, training
+    from petvision import metrics
+    from petvision.data import inputs
+    from petvision.training import loop, runtime
     from petvision.config import (AugmentationConfig, ClassificationModelConfig, SegmentationModelConfig,
                                   TrainConfig, TrainerConfig)
-    from petvision.models import build_classifier, build_segmentation_model
+    from petvision.models.classification import build_classifier
+    from petvision.models.segmentation import build_segmentation_model
 
     assert keras.backend.backend() == "jax", keras.backend.backend()
     work = Path(sys.argv[1])
@@ -72,15 +78,19 @@ ON_JAX = textwrap.dedent("""
                                      seed=1, deterministic=False, resume=False))
     rng = np.random.default_rng(0)
     augmentation = AugmentationConfig(enabled=True, flip="horizontal", rotation=0.1, zoom=0.2)
+    def classifier(name, augment, dropout, size):
+        model_cfg = ClassificationModelConfig(name=name, augmentation=augment, dropout=dropout)
+        return build_classifier(model_cfg, size)
+
+    def segmenter(name):
+        return build_segmentation_model(SegmentationModelConfig(name=name, num_classes=3), 16)
+
     cases = [
-        ("segmentation", build_segmentation_model(SegmentationModelConfig(name="seed", num_classes=3), 16), 16),
-        ("segmentation", build_segmentation_model(SegmentationModelConfig(name="unet", num_classes=3), 16), 16),
-        ("classification", build_classifier(ClassificationModelConfig(name="mini_xception", augmentation=augmentation,
-                                                                      dropout=0.5), 32), 32),
-        ("classification", build_classifier(ClassificationModelConfig(name="simple_convnet", augmentation=augmentation,
-                                                                      dropout=0.5), 80), 80),
-        ("classification", build_classifier(ClassificationModelConfig(name="residual_convnet", augmentation=None,
-                                                                      dropout=0.0), 32), 32),
+        ("segmentation", segmenter("book"), 16),
+        ("segmentation", segmenter("unet"), 16),
+        ("classification", classifier("mini_xception", augmentation, 0.5, 32), 32),
+        ("classification", classifier("simple_convnet", augmentation, 0.5, 80), 80),
+        ("classification", classifier("residual_convnet", None, 0.0, 32), 32),
     ]
     report = {"xla": rt.xla, "precision": rt.precision, "models": {}}
     for task, model, size in cases:
@@ -89,13 +99,20 @@ ON_JAX = textwrap.dedent("""
             else rng.integers(0, 2, (6,), dtype=np.uint8)
         train_ds = inputs.batches(x[:4], y[:4], 4, shuffle=True, seed=1)
         val_ds = inputs.batches(x[4:], y[4:], 4, shuffle=False, seed=1)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                      loss="sparse_categorical_crossentropy" if task == "segmentation" else "binary_crossentropy",
-                      metrics=metrics.segmentation_metrics(3) if task == "segmentation" else metrics.classification_metrics(),
-                      jit_compile=rt.xla)
-        result = training.fit(model, train_ds, val_ds, TrainConfig(optimizer="adam", learning_rate=1e-3, batch_size=4,
-                                                                   epochs=1, early_stopping_patience=0),
-                              training.Workdir(work / model.name), config_key=task, verbose=0)
+        segmentation = task == "segmentation"
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss="sparse_categorical_crossentropy" if segmentation else "binary_crossentropy",
+            metrics=(
+                metrics.segmentation_metrics(3) if segmentation
+                else metrics.classification_metrics()
+            ),
+            jit_compile=rt.xla,
+        )
+        train_cfg = TrainConfig(optimizer="adam", learning_rate=1e-3, batch_size=4, epochs=1,
+                                early_stopping_patience=0)
+        result = loop.fit(model, train_ds, val_ds, train_cfg, workdir.Workdir(work / model.name),
+                          config_key=task, verbose=0)
         best = keras.saving.load_model(result.best_model, safe_mode=True)
         report["models"][model.name] = {
             "input_kind": type(train_ds).__name__,
@@ -108,10 +125,20 @@ ON_JAX = textwrap.dedent("""
 
 
 def run_on_jax(tmp_path, precision: str) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", ON_JAX, str(tmp_path), precision], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", ON_JAX, str(tmp_path), precision],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -125,13 +152,18 @@ def test_every_model_builds_and_trains_one_step_on_jax_without_tensorflow(tmp_pa
     assert report["xla"] is True  # JAX runs a step compiled only through XLA (runtime.setup)
     assert report["precision"] == precision
     models = report["models"]
-    assert set(models) == {"seed_segmentation", "unet_segmentation", "mini_xception", "simple_convnet",
-                           "residual_convnet"}
+    assert set(models) == {
+        "book_segmentation",
+        "unet_segmentation",
+        "mini_xception",
+        "simple_convnet",
+        "residual_convnet",
+    }
     for name, seen in models.items():
         assert seen["input_kind"] == "ArrayBatches", name
         assert "loss" in seen["history"] and "val_loss" in seen["history"], name
-    assert models["seed_segmentation"]["prediction_shape"] == [2, 16, 16, 3]
+    assert models["book_segmentation"]["prediction_shape"] == [2, 16, 16, 3]
     assert models["unet_segmentation"]["prediction_shape"] == [2, 16, 16, 3]
     assert models["mini_xception"]["prediction_shape"] == [2, 1]
     # The models without random rotation/zoom layers train compiled.
-    assert models["seed_segmentation"]["jit_compile"] and models["residual_convnet"]["jit_compile"]
+    assert models["book_segmentation"]["jit_compile"] and models["residual_convnet"]["jit_compile"]

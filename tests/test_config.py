@@ -1,14 +1,11 @@
 """One configuration path: conf/ is the source, params.yaml its composition, the schema its guard."""
 
-from pathlib import Path
-
 import pytest
 import yaml
+from conftest import ROOT
 
 from petvision import config
 from petvision.errors import ConfigError
-
-from conftest import ROOT
 
 
 def test_committed_params_yaml_is_the_composition_of_conf(tmp_path):
@@ -17,7 +14,9 @@ def test_committed_params_yaml_is_the_composition_of_conf(tmp_path):
 
     fresh = tmp_path / "params.yaml"
     compose_and_dump(fresh, str(ROOT / "conf"), None, "config", str(ROOT), [])
-    assert (ROOT / "params.yaml").read_text() == fresh.read_text(), "params.yaml is stale: run `make params`"
+    assert (ROOT / "params.yaml").read_text() == fresh.read_text(), (
+        "params.yaml is stale: run `make params`"
+    )
 
 
 @pytest.mark.parametrize("preset", ["quick", "paper"])
@@ -30,15 +29,23 @@ def test_paper_preset_restates_the_seeds_settings():
     cfg = config.load(config.compose(["experiment=paper"]))
     assert cfg.data.source == "oxford_pets"
     assert (cfg.data.segmentation.image_size, cfg.data.segmentation.val_count) == (200, 1000)
-    assert (cfg.data.classification.image_size, cfg.data.classification.train_count,
-            cfg.data.classification.val_count, cfg.data.classification.test_count) == (180, 2000, 1000, 2000)
+    assert (
+        cfg.data.classification.image_size,
+        cfg.data.classification.train_count,
+        cfg.data.classification.val_count,
+        cfg.data.classification.test_count,
+    ) == (180, 2000, 1000, 2000)
     for train in (cfg.segmentation.train, cfg.classification.train):
         assert (train.optimizer, train.batch_size, train.epochs) == ("rmsprop", 32, 100)
-    assert cfg.segmentation.model.name == "seed" and cfg.classification.model.name == "mini_xception"
+    assert (
+        cfg.segmentation.model.name == "book" and cfg.classification.model.name == "mini_xception"
+    )
 
 
 def test_group_overrides_select_other_architectures():
-    cfg = config.load(config.compose(["segmentation/model=unet", "classification/model=simple_convnet"]))
+    cfg = config.load(
+        config.compose(["segmentation/model=unet", "classification/model=simple_convnet"])
+    )
     assert cfg.segmentation.model.name == "unet"
     assert cfg.classification.model.name == "simple_convnet"
 
@@ -57,7 +64,10 @@ def test_group_overrides_select_other_architectures():
         (["classification.train.epochs=-3"], "classification.train.epochs=-3"),
         (["data.source=kaggle"], "data.source='kaggle'"),
         (["trainer.precision=fp8"], "trainer.precision='fp8'"),
-        (["trainer.device=cpu", "trainer.precision=mixed_float16"], "trainer.precision='mixed_float16'"),
+        (
+            ["trainer.device=cpu", "trainer.precision=mixed_float16"],
+            "trainer.precision='mixed_float16'",
+        ),
         (["segmentation.train.learning_rate=0"], "segmentation.train.learning_rate=0"),
     ],
 )

@@ -12,21 +12,25 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_fetch import PetServer, oxford_archives, pet_server  # noqa: F401  (pet_server is a fixture)
 
-from petvision import config, layout
+from petvision import config
+from petvision.data import layout
 from petvision.download import run_download
 from petvision.errors import DataError, DownloadError
-from test_fetch import PetServer, oxford_archives, pet_server  # noqa: F401  (pet_server is a fixture)
 
 
 def _archive_override(archives: dict[str, bytes]) -> str:
     entries = ",".join(
-        f"{{name:{name},size:{len(data)},sha256:{hashlib.sha256(data).hexdigest()}}}" for name, data in archives.items()
+        f"{{name:{name},size:{len(data)},sha256:{hashlib.sha256(data).hexdigest()}}}"
+        for name, data in archives.items()
     )
     return f"data.oxford_pets.archives=[{entries}]"
 
 
-def oxford_overrides(tmp_path: Path, server: PetServer, archives: dict[str, bytes], mirrors: list[str] | None = None) -> list[str]:
+def oxford_overrides(
+    tmp_path: Path, server: PetServer, archives: dict[str, bytes], mirrors: list[str] | None = None
+) -> list[str]:
     mirrors = mirrors or [server.url()]
     return [
         "data.source=oxford_pets",
@@ -48,7 +52,13 @@ def serve(server: PetServer, archives: dict[str, bytes], prefix: str = "/pets/")
 def test_oxford_pets_end_to_end(pet_server, tmp_path):
     archives = oxford_archives()
     serve(pet_server, archives)
-    cfg = config.load(config.compose(oxford_overrides(tmp_path, pet_server, archives, [pet_server.url("/gone/"), pet_server.url()])))
+    cfg = config.load(
+        config.compose(
+            oxford_overrides(
+                tmp_path, pet_server, archives, [pet_server.url("/gone/"), pet_server.url()]
+            )
+        )
+    )
 
     out = run_download(cfg)
 
@@ -57,8 +67,13 @@ def test_oxford_pets_end_to_end(pet_server, tmp_path):
     assert marker["source"] == "oxford_pets" and set(marker["archives"]) == set(archives)
     found = layout.scan(out)
     assert found.pairs == sorted(["Abyssinian_1", "Abyssinian_2", "beagle_1", "beagle_2"])
-    assert "images/Abyssinian_100.mat" in found.ignored and "annotations/trimaps/._Abyssinian_1.png" in found.ignored
-    assert (out / "annotations" / "trainval.txt").is_file() and (out / "annotations" / "xmls").is_dir()
+    assert (
+        "images/Abyssinian_100.mat" in found.ignored
+        and "annotations/trimaps/._Abyssinian_1.png" in found.ignored
+    )
+    assert (out / "annotations" / "trainval.txt").is_file() and (
+        out / "annotations" / "xmls"
+    ).is_dir()
     # Only the finished output beside it, and the archives kept in the cache for the next run.
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["pets"]
     assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == sorted(archives)
@@ -101,7 +116,9 @@ def test_archive_without_the_pet_layout_is_refused(pet_server, tmp_path):
     archives = {"images.tar.gz": make_tar({"photos/cat.jpg": b"jpg"})}
     serve(pet_server, archives)
     cfg = config.load(config.compose(oxford_overrides(tmp_path, pet_server, archives)))
-    with pytest.raises(DataError, match="images.tar.gz: no images, annotations/trimaps, annotations/list.txt"):
+    with pytest.raises(
+        DataError, match="images.tar.gz: no images, annotations/trimaps, annotations/list.txt"
+    ):
         run_download(cfg)
     assert not (tmp_path / "raw" / "pets").exists()
 
@@ -122,8 +139,10 @@ def test_a_hostile_archive_is_refused_and_the_stage_leaves_no_output(pet_server,
     payload = b"pwned"
     member.size = len(payload) if member.isfile() else 0
     buf = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(archives["annotations.tar.gz"])) as good, \
-            tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    with (
+        tarfile.open(fileobj=io.BytesIO(archives["annotations.tar.gz"])) as good,
+        tarfile.open(fileobj=buf, mode="w:gz") as tar,
+    ):
         for info in good.getmembers():
             tar.addfile(info, good.extractfile(info))
         tar.addfile(member, io.BytesIO(payload) if member.isfile() else None)
@@ -165,9 +184,19 @@ def test_synthetic_source_writes_a_complete_dataset(tmp_path):
 def _run_stage(tmp_path: Path, overrides: list[str]) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
-        [sys.executable, "-m", "petvision.download", *overrides,
-         f"hydra.run.dir={tmp_path / 'hydra'}", "hydra.output_subdir=null"],
-        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "petvision.download",
+            *overrides,
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+            "hydra.output_subdir=null",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -179,10 +208,19 @@ def test_command_line_downloads_and_fails_with_one_clear_line(pet_server, tmp_pa
     assert done.returncode == 0, done.stderr
     assert layout.Layout(tmp_path / "raw" / "pets").is_complete()
 
-    bad = {"images.tar.gz": archives["images.tar.gz"][:-1] + b"!"}  # one byte off: the checksum will not match
+    bad = {
+        "images.tar.gz": archives["images.tar.gz"][:-1] + b"!"
+    }  # one byte off: the checksum will not match
     serve(pet_server, bad, prefix="/bad/")
-    failed = _run_stage(tmp_path / "second", oxford_overrides(tmp_path / "second", pet_server, archives, [pet_server.url("/bad/")]))
+    failed = _run_stage(
+        tmp_path / "second",
+        oxford_overrides(tmp_path / "second", pet_server, archives, [pet_server.url("/bad/")]),
+    )
     assert failed.returncode == 2
     error_lines = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and "sha256 mismatch" in error_lines[0] and "Traceback" not in failed.stderr
+    assert (
+        len(error_lines) == 1
+        and "sha256 mismatch" in error_lines[0]
+        and "Traceback" not in failed.stderr
+    )
     assert not (tmp_path / "second" / "raw" / "pets").exists()

@@ -1,4 +1,4 @@
-"""petvision.fetch against a real HTTP server on 127.0.0.1 that can misbehave on request.
+"""petvision.data.fetch against a real HTTP server on 127.0.0.1 that can misbehave on request.
 
 The server, the archive builders and the ``pet_server`` fixture are reused by
 tests/test_download_stage.py.
@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from petvision import fetch
+from petvision.data import fetch
+from petvision.data.fetch import Archive, RetryPolicy
 from petvision.errors import DataError, DownloadError
-from petvision.fetch import Archive, RetryPolicy
 
 FAST = RetryPolicy(retries=2, backoff_s=0.01, timeout_s=5.0)
 
@@ -76,7 +76,10 @@ def oxford_archives() -> dict[str, bytes]:
         **{f"annotations/trimaps/{s}.png": _png(i) for i, s in enumerate(STEMS)},
         "annotations/trimaps/._Abyssinian_1.png": b"\x00\x05\x16\x07AppleDouble",
     }
-    return {"images.tar.gz": make_tar(images), "annotations.tar.gz": make_tar(annotations, gzip=False)}
+    return {
+        "images.tar.gz": make_tar(images),
+        "annotations.tar.gz": make_tar(annotations, gzip=False),
+    }
 
 
 def archive_of(name: str, data: bytes) -> Archive:
@@ -91,10 +94,16 @@ class PetServer:
     """Serves ``files`` (URL path -> bytes) with Range support; the other fields make it misbehave."""
 
     files: dict[str, bytes] = field(default_factory=dict)
-    drop_after_once: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before hanging up
-    status_once: dict[str, int] = field(default_factory=dict)  # path -> status sent on the next request
+    drop_after_once: dict[str, int] = field(
+        default_factory=dict
+    )  # path -> bytes sent before hanging up
+    status_once: dict[str, int] = field(
+        default_factory=dict
+    )  # path -> status sent on the next request
     status_always: dict[str, int] = field(default_factory=dict)
-    stall_once: dict[str, float] = field(default_factory=dict)  # path -> seconds of silence before answering
+    stall_once: dict[str, float] = field(
+        default_factory=dict
+    )  # path -> seconds of silence before answering
     ignore_range: bool = False
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
     port: int = 0
@@ -168,7 +177,9 @@ def pet_server() -> Iterator[PetServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(state))
     server.daemon_threads = True
     state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield state
@@ -208,7 +219,10 @@ def test_dropped_connection_resumes_with_a_range_request(served, tmp_path):
     cut = len(data) // 2
     server.drop_after_once["/pets/images.tar.gz"] = cut
     path = fetch.fetch_archive(archive, [server.url()], tmp_path, FAST)
-    assert server.requests == [("/pets/images.tar.gz", None), ("/pets/images.tar.gz", f"bytes={cut}-")]
+    assert server.requests == [
+        ("/pets/images.tar.gz", None),
+        ("/pets/images.tar.gz", f"bytes={cut}-"),
+    ]
     assert path.read_bytes() == data
     fetch.verify_file(path, archive)
 
@@ -226,7 +240,9 @@ def test_server_ignoring_range_restarts_cleanly(served, tmp_path):
     server.ignore_range = True
     server.drop_after_once["/pets/images.tar.gz"] = len(data) // 2
     path = fetch.fetch_archive(archive, [server.url()], tmp_path, FAST)
-    assert server.requests[1][1] == f"bytes={len(data) // 2}-"  # asked to resume, got the whole file
+    assert (
+        server.requests[1][1] == f"bytes={len(data) // 2}-"
+    )  # asked to resume, got the whole file
     assert path.read_bytes() == data  # and did not append it to the first half
 
 
@@ -238,7 +254,9 @@ def test_checksum_mismatch_is_a_clear_error_and_leaves_no_file(served, tmp_path)
     message = str(err.value)
     assert "images.tar.gz" in message and "sha256" in message
     assert "0" * 64 in message and archive.sha256 in message  # expected and actual
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the final name nor a resumable .part
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == []
+    )  # neither the final name nor a resumable .part
 
 
 def test_cached_archive_with_wrong_checksum_is_downloaded_again(served, tmp_path):
@@ -293,7 +311,7 @@ def test_unknown_host_moves_to_the_next_mirror_without_retrying(served, tmp_path
     server, archive, data = served
     dead = "http://pets.invalid/data/"  # .invalid never resolves (RFC 6761)
     slow = RetryPolicy(retries=3, backoff_s=0.01, timeout_s=5)
-    with caplog.at_level("WARNING", logger="petvision.fetch"):
+    with caplog.at_level("WARNING", logger="petvision.data.fetch"):
         path = fetch.fetch_archive(archive, [dead, server.url()], tmp_path, slow)
     assert path.read_bytes() == data
     about_dead = [r.getMessage() for r in caplog.records if "pets.invalid" in r.getMessage()]
@@ -312,7 +330,9 @@ def test_persistent_server_error_gives_up_after_the_configured_retries(served, t
     server, archive, _ = served
     server.status_always["/pets/images.tar.gz"] = 503
     with pytest.raises(DownloadError) as err:
-        fetch.fetch_archive(archive, [server.url()], tmp_path, RetryPolicy(retries=3, backoff_s=0.01, timeout_s=5))
+        fetch.fetch_archive(
+            archive, [server.url()], tmp_path, RetryPolicy(retries=3, backoff_s=0.01, timeout_s=5)
+        )
     assert len(server.requests) == 4  # the first try and three retries
     assert "images.tar.gz" in str(err.value) and "503" in str(err.value)
 
@@ -320,7 +340,9 @@ def test_persistent_server_error_gives_up_after_the_configured_retries(served, t
 def test_timeout_is_retried(served, tmp_path):
     server, archive, data = served
     server.stall_once["/pets/images.tar.gz"] = 1.0
-    path = fetch.fetch_archive(archive, [server.url()], tmp_path, RetryPolicy(retries=2, backoff_s=0.01, timeout_s=0.2))
+    path = fetch.fetch_archive(
+        archive, [server.url()], tmp_path, RetryPolicy(retries=2, backoff_s=0.01, timeout_s=0.2)
+    )
     assert len(server.requests) == 2
     assert path.read_bytes() == data
 
@@ -328,7 +350,9 @@ def test_timeout_is_retried(served, tmp_path):
 def test_server_file_of_the_wrong_size_is_refused_before_downloading(served, tmp_path):
     server, archive, _ = served
     bigger = Archive(archive.name, archive.size + 10, archive.sha256)
-    with pytest.raises(DownloadError, match=rf"serves {archive.size:,} bytes, expected {archive.size + 10:,}"):
+    with pytest.raises(
+        DownloadError, match=rf"serves {archive.size:,} bytes, expected {archive.size + 10:,}"
+    ):
         fetch.fetch_archive(bigger, [server.url()], tmp_path, FAST)
     assert not (tmp_path / "images.tar.gz").exists()
 
@@ -394,7 +418,10 @@ def test_unsafe_members_are_refused_by_name(tmp_path, kind):
     assert repr(member.name) in str(err.value) and "evil.tar.gz" in str(err.value)
     assert list(outside.iterdir()) == []
     assert sorted(p.name for p in (tmp_path / "target").iterdir()) == ["pets"]
-    assert not (target / "images" / Path(member.name).name).exists() and not (target / "images" / "link").is_symlink()
+    assert (
+        not (target / "images" / Path(member.name).name).exists()
+        and not (target / "images" / "link").is_symlink()
+    )
 
 
 def test_corrupt_archive_is_a_data_error_naming_it(tmp_path):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_quirky_image
 from PIL import Image
 
-from conftest import write_quirky_image
-from petvision import images
+from petvision.data import images
 from petvision.errors import DataError
 
 # A picture whose content is easy to check after any lossy step: 16-px blocks, dark or light.
@@ -48,16 +48,19 @@ def write_quirk(path: Path, quirk: str) -> None:
     write_quirky_image(path, block_picture(), quirk)
 
 
-@pytest.mark.parametrize(("quirk", "kind", "grayscale"), [
-    ("jpeg", "jpeg", False),
-    ("png_as_jpg", "png_as_jpg", False),
-    ("gif_as_jpg", "gif_as_jpg+palette", False),
-    ("rgba", "png_as_jpg+rgba", False),
-    ("cmyk", "jpeg+cmyk", False),
-    ("grayscale", "jpeg+grayscale", True),
-    ("palette", "png_as_jpg+palette", False),
-    ("extraneous_bytes", "jpeg", False),
-])
+@pytest.mark.parametrize(
+    ("quirk", "kind", "grayscale"),
+    [
+        ("jpeg", "jpeg", False),
+        ("png_as_jpg", "png_as_jpg", False),
+        ("gif_as_jpg", "gif_as_jpg+palette", False),
+        ("rgba", "png_as_jpg+rgba", False),
+        ("cmyk", "jpeg+cmyk", False),
+        ("grayscale", "jpeg+grayscale", True),
+        ("palette", "png_as_jpg+palette", False),
+        ("extraneous_bytes", "jpeg", False),
+    ],
+)
 def test_load_rgb_converts_each_quirk_to_rgb_and_names_it(tmp_path, quirk, kind, grayscale):
     path = tmp_path / "Abyssinian_5.jpg"
     write_quirk(path, quirk)
@@ -170,10 +173,14 @@ def test_matches_the_seeds_keras_loader(tmp_path, interpolation):
         path = tmp_path / f"{quirk}.jpg"
         write_quirk(path, quirk)
         ours = images.resize_image(images.load_rgb(path)[0], 40, interpolation)
-        seed = keras_utils.img_to_array(keras_utils.load_img(path, target_size=(40, 40), interpolation=interpolation))
+        seed = keras_utils.img_to_array(
+            keras_utils.load_img(path, target_size=(40, 40), interpolation=interpolation)
+        )
         np.testing.assert_array_equal(ours, seed.astype(np.uint8), err_msg=quirk)
     trimap = tmp_path / "t.png"
     Image.fromarray(trimap_values()).save(trimap)
     ours = images.resize_mask(images.load_trimap(trimap), 40)
-    seed = keras_utils.img_to_array(keras_utils.load_img(trimap, target_size=(40, 40), color_mode="grayscale"))
+    seed = keras_utils.img_to_array(
+        keras_utils.load_img(trimap, target_size=(40, 40), color_mode="grayscale")
+    )
     np.testing.assert_array_equal(ours, seed[..., 0].astype(np.uint8))

@@ -1,4 +1,4 @@
-"""The interpretation library on tiny models and hand-made arrays: the book's recipes (SPEC §4)
+"""The interpretation library on tiny models and hand-made arrays: the book's recipes (chapter 9.4)
 and the localization measures added to them."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from keras import layers
 from petvision.errors import ConfigError, DownloadError
 from petvision.interpret import activations, filters, gradcam, loading, segmentation_views
 from petvision.models.classification import mini_xception
-from petvision.models.segmentation import seed_model, unet_model
+from petvision.models.segmentation import book_model, unet_model
 
 # --------------------------------------------------------------------------- activations
 
@@ -39,9 +39,9 @@ def test_activation_grid_puts_channel_c_at_row_c_div_16_and_keeps_a_partial_last
     assert grid.shape == (2 * 6 - 1, 16 * 5 - 1)  # 1-pixel gaps between cells
     for c in (0, 15, 16, 19):
         r, col = divmod(c, 16)
-        cell = grid[r * 6: r * 6 + 5, col * 5: col * 5 + 4]
+        cell = grid[r * 6 : r * 6 + 5, col * 5 : col * 5 + 4]
         assert np.array_equal(cell, activations.normalize_channel(act[..., c]))
-    assert not grid[6:, 4 * 5:].any()  # past the last channel: blank
+    assert not grid[6:, 4 * 5 :].any()  # past the last channel: blank
     assert not grid[5, :].any() and not grid[:, 4].any()  # the gaps
 
 
@@ -63,15 +63,21 @@ def test_classifier_layers_are_its_convolutions_and_poolings_in_order():
 
 
 def test_encoder_layers_stop_at_the_first_transposed_convolution():
-    assert activations.encoder_layers(seed_model(32, 3)) == [
-        "down1_conv_stride2", "down1_conv", "down2_conv_stride2", "down2_conv", "down3_conv_stride2", "down3_conv"]
+    assert activations.encoder_layers(book_model(32, 3)) == [
+        "down1_conv_stride2",
+        "down1_conv",
+        "down2_conv_stride2",
+        "down2_conv",
+        "down3_conv_stride2",
+        "down3_conv",
+    ]
     unet = activations.encoder_layers(unet_model(32, 3))
     assert unet[0] == "down1a_conv" and unet[-1] == "bottom_b_conv" and "down3_pool" in unet
     assert not any(name.startswith("up") for name in unet)
 
 
 def test_layer_activations_have_each_layers_shape():
-    model = seed_model(32, 3)
+    model = book_model(32, 3)
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     maps = activations.layer_activations(model, ["down1_conv", "down3_conv"], image)
     assert maps["down1_conv"].shape == (16, 16, 64) and maps["down3_conv"].shape == (4, 4, 256)
@@ -94,9 +100,11 @@ def test_gradient_ascent_raises_each_filters_mean_activation():
     extractor = filters.feature_extractor(rescaling_convnet(), "conv2")
     chosen = [0, 1, 2, 3]
     start = filters.filter_patterns(extractor, chosen, steps=0, input_scale=255.0, seed=3)
-    climbed = filters.filter_patterns(extractor, chosen, steps=10, learning_rate=10.0, input_scale=255.0, seed=3)
+    climbed = filters.filter_patterns(
+        extractor, chosen, steps=10, learning_rate=10.0, input_scale=255.0, seed=3
+    )
     # Starts as the book's noise in [0.4, 0.6], in the model's 0..255 input units.
-    assert 0.4 * 255 <= start.min() and start.max() <= 0.6 * 255
+    assert start.min() >= 0.4 * 255 and start.max() <= 0.6 * 255
     before = keras.ops.convert_to_numpy(filters.filter_activation(extractor, start, chosen))
     after = keras.ops.convert_to_numpy(filters.filter_activation(extractor, climbed, chosen))
     assert (after > before + 0.1).all(), (before, after)
@@ -105,12 +113,14 @@ def test_gradient_ascent_raises_each_filters_mean_activation():
 def test_gradient_ascent_in_batches_equals_one_filter_at_a_time():
     keras.utils.set_random_seed(0)
     extractor = filters.feature_extractor(rescaling_convnet(), "conv2")
-    together = filters.filter_patterns(extractor, [0, 1, 2], steps=3, input_scale=255.0, seed=5, batch_size=3)
+    together = filters.filter_patterns(
+        extractor, [0, 1, 2], steps=3, input_scale=255.0, seed=5, batch_size=3
+    )
     rng = np.random.default_rng(5)
     # Same noise as the batch draws, climbed image by image.
     starts = rng.uniform(0.4, 0.6, size=(3, 16, 16, 3)).astype(np.float32) * 255
     for i in range(3):
-        image = starts[i:i + 1]
+        image = starts[i : i + 1]
         for _ in range(3):
             grad = keras.ops.convert_to_numpy(_grad_of_filter(extractor, image, i))
             image = image + 10.0 * 255 * grad / np.sqrt(np.sum(grad**2))
@@ -120,7 +130,9 @@ def test_gradient_ascent_in_batches_equals_one_filter_at_a_time():
 def _grad_of_filter(extractor, image, index):
     from petvision.interpret.gradients import value_and_grad
 
-    _, grad = value_and_grad(lambda x: keras.ops.sum(filters.filter_activation(extractor, x, [index])))(image)
+    _, grad = value_and_grad(
+        lambda x: keras.ops.sum(filters.filter_activation(extractor, x, [index]))
+    )(image)
     return grad
 
 
@@ -141,17 +153,27 @@ def test_stitch_places_tiles_row_by_row_with_margins():
 
 def test_choose_layers_takes_the_configured_ones_and_names_a_missing_one():
     model = mini_xception(64, None, 0.5)
-    assert filters.choose_layers({"mini_xception": ["stem_conv"]}, "mini_xception", model) == ["stem_conv"]
-    with pytest.raises(ConfigError, match=r"visualize.filters.layers.mini_xception.*'conv9'.*block1_sepconv1"):
+    assert filters.choose_layers({"mini_xception": ["stem_conv"]}, "mini_xception", model) == [
+        "stem_conv"
+    ]
+    with pytest.raises(
+        ConfigError, match=r"visualize.filters.layers.mini_xception.*'conv9'.*block1_sepconv1"
+    ):
         filters.choose_layers({"mini_xception": ["conv9"]}, "mini_xception", model)
     # No entry: the first, middle and last spatial convolution (not the 1x1 projections).
-    assert filters.choose_layers({}, "mini_xception", model) == ["stem_conv", "block3_sepconv1", "block5_sepconv2"]
+    assert filters.choose_layers({}, "mini_xception", model) == [
+        "stem_conv",
+        "block3_sepconv1",
+        "block5_sepconv2",
+    ]
 
 
 # --------------------------------------------------------------------------- Grad-CAM
 
 
-def region_model(size: int = 16, region=(slice(0, 8), slice(0, 8)), weight: float = 1.0) -> keras.Model:
+def region_model(
+    size: int = 16, region=(slice(0, 8), slice(0, 8)), weight: float = 1.0
+) -> keras.Model:
     """A classifier whose evidence lies in one known region: fixed-weight convolution features,
     multiplied by a 0/1 mask of the region (the Grad-CAM layer), averaged, then a sigmoid."""
     mask = np.zeros((1, size, size, 1), np.float32)
@@ -270,14 +292,19 @@ def test_pet_ious_per_image():
     true[0, :2, :2] = 0
     pred = np.ones((2, 4, 4), np.uint8)
     pred[0, :2, :] = 0  # 4 of 8 predicted pet pixels right
-    assert segmentation_views.pet_ious(true, pred).tolist() == [0.5, 1.0]  # image 1: no pet anywhere
+    assert segmentation_views.pet_ious(true, pred).tolist() == [
+        0.5,
+        1.0,
+    ]  # image 1: no pet anywhere
 
 
 def test_predict_masks_takes_the_most_likely_class_per_pixel():
     inputs = keras.Input((8, 8, 3))
     probs = layers.Conv2D(3, 1, activation="softmax", name="classes")(inputs)
     model = keras.Model(inputs, probs)
-    model.get_layer("classes").set_weights([np.zeros((1, 1, 3, 3), np.float32), np.array([0, 0, 1], np.float32)])
+    model.get_layer("classes").set_weights(
+        [np.zeros((1, 1, 3, 3), np.float32), np.array([0, 0, 1], np.float32)]
+    )
     masks = segmentation_views.predict_masks(model, np.zeros((3, 8, 8, 3), np.uint8), batch_size=2)
     assert masks.shape == (3, 8, 8) and (masks == 2).all()
 
@@ -302,8 +329,12 @@ def test_a_mixed_precision_model_is_explained_in_float32():
     copy = loading.float32_copy(model)
     assert all(layer.dtype_policy.compute_dtype == "float32" for layer in copy.layers)
     x = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 3)).astype(np.float32)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(copy(x)),
-                               keras.ops.convert_to_numpy(model(x)).astype(np.float32), rtol=0.05, atol=0.05)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(copy(x)),
+        keras.ops.convert_to_numpy(model(x)).astype(np.float32),
+        rtol=0.05,
+        atol=0.05,
+    )
     assert loading.float32_copy(copy) is copy
 
 
@@ -312,7 +343,7 @@ class _Server:
 
     def __init__(self, body: bytes):
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -337,14 +368,24 @@ class _Server:
 def test_fetch_verified_downloads_into_the_cache_and_checks_the_md5(tmp_path):
     body = b"weights" * 1000
     with _Server(body) as server:
-        path = loading.fetch_verified(server.url, "w.h5", hashlib.md5(body).hexdigest(), 5.0, cache_dir=tmp_path)
+        path = loading.fetch_verified(
+            server.url, "w.h5", hashlib.md5(body).hexdigest(), 5.0, cache_dir=tmp_path
+        )
         assert path.read_bytes() == body
         with pytest.raises(DownloadError, match="md5"):
             loading.fetch_verified(server.url, "other.h5", "0" * 32, 5.0, cache_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.h5"]  # nothing half-written left
     # Cached and verified: no network needed any more.
-    assert loading.fetch_verified("http://127.0.0.1:9/gone", "w.h5", hashlib.md5(body).hexdigest(), 5.0,
-                                  cache_dir=tmp_path) == path
+    assert (
+        loading.fetch_verified(
+            "http://127.0.0.1:9/gone",
+            "w.h5",
+            hashlib.md5(body).hexdigest(),
+            5.0,
+            cache_dir=tmp_path,
+        )
+        == path
+    )
 
 
 def _closed_port() -> int:
@@ -379,7 +420,9 @@ def test_imagenet_conv_base_carries_the_full_models_weights_at_another_size():
     base = loading.imagenet_conv_base(xception, 96)
     assert base.inputs[0].shape[1:] == (96, 96, 3)
     for name in ("block1_conv1", "block3_sepconv1", "block14_sepconv2"):
-        for mine, theirs in zip(base.get_layer(name).get_weights(), xception.get_layer(name).get_weights()):
+        for mine, theirs in zip(
+            base.get_layer(name).get_weights(), xception.get_layer(name).get_weights()
+        ):
             assert np.array_equal(mine, theirs)
 
 
@@ -394,15 +437,27 @@ def test_imagenet_inputs_are_299_pixels_in_minus_one_to_one():
 def test_every_classifier_architecture_can_be_explained_with_the_default_settings(architecture):
     from petvision import config
     from petvision.config import ClassificationModelConfig
-    from petvision.models import LAST_CONV_LAYER, build_classifier
+    from petvision.models import registry
+    from petvision.models.classification import build_classifier
 
     cfg = config.load(config.compose([f"classification/model={architecture}"]))
     model_cfg = cfg.classification.model
-    model = build_classifier(ClassificationModelConfig(name=architecture, augmentation=model_cfg.augmentation,
-                                                       dropout=model_cfg.dropout), 96)
+    model = build_classifier(
+        ClassificationModelConfig(
+            name=architecture, augmentation=model_cfg.augmentation, dropout=model_cfg.dropout
+        ),
+        96,
+    )
     chosen = filters.choose_layers(cfg.visualize.filters.layers, architecture, model)
     assert len(chosen) == 3
     images = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
-    result = gradcam.heatmaps(gradcam.split_model(model, LAST_CONV_LAYER[architecture], "dog_probability"), images)
-    assert result.heatmaps.ndim == 3 and len(result.heatmaps) == 2 and np.isfinite(result.heatmaps).all()
+    result = gradcam.heatmaps(
+        gradcam.split_model(model, registry.last_conv_layer(architecture), "dog_probability"),
+        images,
+    )
+    assert (
+        result.heatmaps.ndim == 3
+        and len(result.heatmaps) == 2
+        and np.isfinite(result.heatmaps).all()
+    )
     assert activations.classifier_layers(model)

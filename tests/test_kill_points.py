@@ -29,41 +29,69 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import ROOT, VENV_BIN, path_overrides
 from mlflow import MlflowClient
 from PIL import Image
-
-from petvision import faults, training
-
-from conftest import ROOT, VENV_BIN, path_overrides
 from test_reliability import write_npy
 
+from petvision import faults
+from petvision.training.workdir import Workdir, _backup_epoch
+
 EPOCHS, KILL_EPOCH, TRAIN_COUNT = 3, 2, 16
-OUTPUTS = ["models/segmentation.keras", "reports/segmentation/metrics.json",
-           "reports/segmentation/mlflow_run.json", "reports/segmentation/history.csv",
-           "reports/segmentation/learning_curves.png", "reports/segmentation/samples.png"]
+OUTPUTS = [
+    "models/segmentation.keras",
+    "reports/segmentation/metrics.json",
+    "reports/segmentation/mlflow_run.json",
+    "reports/segmentation/history.csv",
+    "reports/segmentation/learning_curves.png",
+    "reports/segmentation/samples.png",
+]
 # point -> the epoch the kill names (None: after training)
-POINTS = {"after_best_saved": KILL_EPOCH, "mid_backup": KILL_EPOCH, "after_backup": KILL_EPOCH,
-          "after_commit": KILL_EPOCH, "mid_outputs": None}
+POINTS = {
+    "after_best_saved": KILL_EPOCH,
+    "mid_backup": KILL_EPOCH,
+    "after_backup": KILL_EPOCH,
+    "after_commit": KILL_EPOCH,
+    "mid_outputs": None,
+}
 
 
 def stage_args(base: Path, npy: Path) -> list[str]:
-    return [*path_overrides(base), f"paths.npy={npy}", f"tracking.uri=sqlite:///{base}/mlflow.db",
-            "data.segmentation.image_size=16", f"segmentation.train.epochs={EPOCHS}",
-            f"segmentation.train.batch_size={TRAIN_COUNT}", "segmentation.train.optimizer=adam",
-            "segmentation.train.learning_rate=0.003", "tracking.log_model=false", "trainer.device=cpu",
-            "trainer.precision=float32", f"hydra.run.dir={base / 'hydra'}"]
+    return [
+        *path_overrides(base),
+        f"paths.npy={npy}",
+        f"tracking.uri=sqlite:///{base}/mlflow.db",
+        "data.segmentation.image_size=16",
+        f"segmentation.train.epochs={EPOCHS}",
+        f"segmentation.train.batch_size={TRAIN_COUNT}",
+        "segmentation.train.optimizer=adam",
+        "segmentation.train.learning_rate=0.003",
+        "tracking.log_model=false",
+        "trainer.device=cpu",
+        "trainer.precision=float32",
+        f"hydra.run.dir={base / 'hydra'}",
+    ]
 
 
 def start(base: Path, npy: Path, kill_at: str | None, attempt: int = 0) -> subprocess.Popen:
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     env.pop(faults.ENV, None)
     env.pop("MLFLOW_TRACKING_URI", None)
     if kill_at:
         env[faults.ENV] = kill_at
     base.mkdir(parents=True, exist_ok=True)
     log = (base / f"{attempt}-{kill_at or 'complete'}.log").open("w")
-    return subprocess.Popen([sys.executable, "-m", "petvision.train_segmentation", *stage_args(base, npy)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "petvision.train_segmentation", *stage_args(base, npy)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait(process: subprocess.Popen, base: Path, expected: int) -> None:
@@ -92,13 +120,18 @@ def the_run(base: Path):
 
 
 def files_under(base: Path) -> list[str]:
-    return sorted(str(p.relative_to(base)) for folder in ("models", "reports") if (base / folder).exists()
-                  for p in (base / folder).rglob("*") if p.is_file())
+    return sorted(
+        str(p.relative_to(base))
+        for folder in ("models", "reports")
+        if (base / folder).exists()
+        for p in (base / folder).rglob("*")
+        if p.is_file()
+    )
 
 
 def state_at_kill(base: Path, point: str) -> None:
     """What the folder holds shows that the kill landed where it was named."""
-    state = training.Workdir(base / "state" / "segmentation")
+    state = Workdir(base / "state" / "segmentation")
     if point == "mid_outputs":
         present = [name for name in OUTPUTS if (base / name).exists()]
         assert present and len(present) < len(OUTPUTS), present  # some outputs renamed, not all
@@ -109,15 +142,20 @@ def state_at_kill(base: Path, point: str) -> None:
     committed = KILL_EPOCH if point == "after_commit" else KILL_EPOCH - 1
     assert state.epochs_done() == committed
     assert state.best_file(KILL_EPOCH).is_file()  # the improved model of the killed epoch is saved
-    backup_epoch = {"after_best_saved": KILL_EPOCH - 1, "mid_backup": KILL_EPOCH - 1}.get(point, KILL_EPOCH)
-    assert training._backup_epoch(metadata) == backup_epoch
-    if point == "mid_backup":  # the new weights are written, the epoch count that goes with them not
+    backup_epoch = {"after_best_saved": KILL_EPOCH - 1, "mid_backup": KILL_EPOCH - 1}.get(
+        point, KILL_EPOCH
+    )
+    assert _backup_epoch(metadata) == backup_epoch
+    if (
+        point == "mid_backup"
+    ):  # the new weights are written, the epoch count that goes with them not
         assert (state.backup / "latest.weights.h5").stat().st_mtime_ns > metadata.stat().st_mtime_ns
     assert not (base / "models" / "segmentation.keras").exists()
     if point == "after_commit":  # committed but not yet logged: MLflow has the steps before it only
         client, run = the_run(base)
-        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == \
-            list(range(KILL_EPOCH - 1))
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == list(
+            range(KILL_EPOCH - 1)
+        )
 
 
 @pytest.mark.slow
@@ -130,7 +168,11 @@ def test_a_sigkill_at_each_commit_point_resumes_to_the_uninterrupted_result(tmp_
 
     params_at_first_kill = None
     for attempt, (point, epoch) in enumerate(POINTS.items()):
-        wait(start(base, npy, point if epoch is None else f"{point}:{epoch}", attempt), base, -signal.SIGKILL)
+        wait(
+            start(base, npy, point if epoch is None else f"{point}:{epoch}", attempt),
+            base,
+            -signal.SIGKILL,
+        )
         state_at_kill(base, point)
         params_at_first_kill = params_at_first_kill or the_run(base)[1].data.params
     wait(start(base, npy, None, len(POINTS)), base, 0)
@@ -140,11 +182,22 @@ def test_a_sigkill_at_each_commit_point_resumes_to_the_uninterrupted_result(tmp_
     values = expected["val_loss"]
     # The loss falls every epoch, so the best epoch is the last, after the kills (module docstring).
     assert values == sorted(values, reverse=True) and len(set(values)) == EPOCHS, values
-    assert json.loads((reference / "reports" / "segmentation" / "metrics.json").read_text())["best_epoch"] == EPOCHS
-    expected_weights = keras.saving.load_model(reference / "models" / "segmentation.keras").get_weights()
+    assert (
+        json.loads((reference / "reports" / "segmentation" / "metrics.json").read_text())[
+            "best_epoch"
+        ]
+        == EPOCHS
+    )
+    expected_weights = keras.saving.load_model(
+        reference / "models" / "segmentation.keras"
+    ).get_weights()
 
     for attempt, point in enumerate(POINTS, start=1):  # each rerun repaired the folder and went on
-        log = next(base.glob(f"{attempt}-*.log")) if attempt < len(POINTS) else base / f"{attempt}-complete.log"
+        log = (
+            next(base.glob(f"{attempt}-*.log"))
+            if attempt < len(POINTS)
+            else base / f"{attempt}-complete.log"
+        )
         assert "resuming segmentation training after epoch" in log.read_text(), (point, log)
     history = read_history(base)
     assert sorted(history) == sorted(expected)
@@ -165,8 +218,13 @@ def test_a_sigkill_at_each_commit_point_resumes_to_the_uninterrupted_result(tmp_
 
     client, run = the_run(base)
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
-    assert json.loads((base / "reports" / "segmentation" / "mlflow_run.json").read_text())["run_id"] == run.info.run_id
-    for key in expected:  # each epoch logged exactly once, with the history's value (6 digits in the CSV)
+    assert (
+        json.loads((base / "reports" / "segmentation" / "mlflow_run.json").read_text())["run_id"]
+        == run.info.run_id
+    )
+    for (
+        key
+    ) in expected:  # each epoch logged exactly once, with the history's value (6 digits in the CSV)
         logged = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
         assert [m.step for m in logged] == list(range(EPOCHS)), key
         np.testing.assert_allclose([m.value for m in logged], history[key], rtol=1e-5, err_msg=key)

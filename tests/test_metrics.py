@@ -17,9 +17,13 @@ from petvision import metrics
 # Worked by hand: six pixels, three classes.
 TRUE = np.array([0, 0, 1, 2, 2, 2])
 PRED = np.array([0, 1, 1, 2, 0, 2])
-CM = np.array([[1, 1, 0],   # true 0: one right, one called 1
-               [0, 1, 0],   # true 1: right
-               [1, 0, 2]])  # true 2: one called 0, two right
+CM = np.array(
+    [
+        [1, 1, 0],  # true 0: one right, one called 1
+        [0, 1, 0],  # true 1: right
+        [1, 0, 2],
+    ]
+)  # true 2: one called 0, two right
 # IoU = tp / (row + column - tp): class 0 1/(2+2-1), class 1 1/(1+2-1), class 2 2/(3+2-2)
 IOU = np.array([1 / 3, 1 / 2, 2 / 3])
 
@@ -27,7 +31,9 @@ IOU = np.array([1 / 3, 1 / 2, 2 / 3])
 def test_confusion_counts_true_rows_and_predicted_columns():
     np.testing.assert_array_equal(metrics.confusion(TRUE, PRED, 3), CM)
     # Shape does not matter, only the pairing of pixels (masks come as (N, H, W, 1)).
-    np.testing.assert_array_equal(metrics.confusion(TRUE.reshape(1, 2, 3, 1), PRED.reshape(1, 2, 3), 3), CM)
+    np.testing.assert_array_equal(
+        metrics.confusion(TRUE.reshape(1, 2, 3, 1), PRED.reshape(1, 2, 3), 3), CM
+    )
     assert metrics.confusion(TRUE, PRED, 4).shape == (4, 4)  # an absent class still gets its row
 
 
@@ -39,12 +45,20 @@ def test_iou_per_class_from_the_confusion_matrix():
 
 
 def test_per_image_iou_of_the_pet_class():
-    true = np.array([[[0, 0], [1, 1]],      # pet on the top row
-                     [[1, 1], [1, 1]],      # no pet anywhere...
-                     [[0, 2], [2, 1]]])
-    pred = np.array([[[0, 1], [0, 1]],      # 1 of 3 pet pixels in the union right
-                     [[1, 1], [1, 1]],      # ...and none predicted: a perfect image
-                     [[1, 1], [1, 1]]])     # the pet missed
+    true = np.array(
+        [
+            [[0, 0], [1, 1]],  # pet on the top row
+            [[1, 1], [1, 1]],  # no pet anywhere...
+            [[0, 2], [2, 1]],
+        ]
+    )
+    pred = np.array(
+        [
+            [[0, 1], [0, 1]],  # 1 of 3 pet pixels in the union right
+            [[1, 1], [1, 1]],  # ...and none predicted: a perfect image
+            [[1, 1], [1, 1]],
+        ]
+    )  # the pet missed
     np.testing.assert_allclose(metrics.per_image_iou(true[..., None], pred), [1 / 3, 1.0, 0.0])
     np.testing.assert_allclose(metrics.per_image_iou(true, pred, cls=1), [1 / 3, 1.0, 1 / 4])
 
@@ -61,13 +75,20 @@ def pairwise_auc(labels, scores) -> float:
     return wins / (len(pos) * len(neg))
 
 
-@pytest.mark.parametrize("labels, scores, expected", [
-    ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75),   # the textbook example: 3 of 4 pairs ranked right
-    ([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], 1.0),
-    ([0, 0, 1, 1], [0.4, 0.3, 0.2, 0.1], 0.0),
-    ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], 0.5),     # all tied: chance
-    ([0, 0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9, 0.5], 5 / 6),
-])
+@pytest.mark.parametrize(
+    "labels, scores, expected",
+    [
+        (
+            [0, 0, 1, 1],
+            [0.1, 0.4, 0.35, 0.8],
+            0.75,
+        ),  # the textbook example: 3 of 4 pairs ranked right
+        ([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], 1.0),
+        ([0, 0, 1, 1], [0.4, 0.3, 0.2, 0.1], 0.0),
+        ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], 0.5),  # all tied: chance
+        ([0, 0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9, 0.5], 5 / 6),
+    ],
+)
 def test_roc_auc_on_hand_worked_cases(labels, scores, expected):
     assert metrics.roc_auc(np.array(labels), np.array(scores)) == pytest.approx(expected)
 
@@ -96,8 +117,12 @@ def test_binary_report_on_a_hand_worked_case():
     assert report["confusion_matrix"] == [[2, 1], [0, 2]]
     assert report["accuracy"] == pytest.approx(4 / 5)
     assert report["roc_auc"] == pytest.approx(5 / 6)
-    assert report["precision_cat"] == pytest.approx(1.0) and report["recall_cat"] == pytest.approx(2 / 3)
-    assert report["precision_dog"] == pytest.approx(2 / 3) and report["recall_dog"] == pytest.approx(1.0)
+    assert report["precision_cat"] == pytest.approx(1.0) and report["recall_cat"] == pytest.approx(
+        2 / 3
+    )
+    assert report["precision_dog"] == pytest.approx(2 / 3) and report[
+        "recall_dog"
+    ] == pytest.approx(1.0)
 
 
 def test_binary_report_with_a_class_never_predicted_scores_it_zero():

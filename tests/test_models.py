@@ -1,14 +1,19 @@
-"""The model builders mirror the book's architectures exactly (SPEC.md §2 and §3)."""
+"""The model builders mirror the book's architectures exactly (chapter 9.1 and 9.3)."""
 
 import numpy as np
 import pytest
 
 from petvision.config import AugmentationConfig, ClassificationModelConfig, SegmentationModelConfig
-from petvision.models import LAST_CONV_LAYER, build_classifier, build_segmentation_model
-from petvision.models.classification import mini_xception, residual_convnet, simple_convnet
-from petvision.models.segmentation import seed_model, unet_model
+from petvision.models import registry
+from petvision.models.classification import (
+    build_classifier,
+    mini_xception,
+    residual_convnet,
+    simple_convnet,
+)
+from petvision.models.segmentation import book_model, build_segmentation_model, unet_model
 
-# SPEC.md §2: layer, output shape at 200x200x3, parameters.
+# The book's segmentation model (chapter 9.1): layer, output shape at 200x200x3, parameters.
 SEED_TABLE = [
     ("Rescaling", (200, 200, 3), 0),
     ("Conv2D", (100, 100, 64), 1_792),
@@ -33,17 +38,20 @@ def counts(model):
     return trainable + frozen, trainable, frozen
 
 
-def test_seed_segmentation_model_matches_the_table_layer_by_layer():
-    model = seed_model(200, 3)
+def test_book_segmentation_model_matches_the_table_layer_by_layer():
+    model = book_model(200, 3)
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
-    got = [(type(layer).__name__, tuple(layer.output.shape[1:]), layer.count_params()) for layer in layers]
+    got = [
+        (type(layer).__name__, tuple(layer.output.shape[1:]), layer.count_params())
+        for layer in layers
+    ]
     assert got == SEED_TABLE
     assert counts(model) == (2_880_643, 2_880_643, 0)
     assert layers[-1].activation.__name__ == "softmax"
 
 
 def test_segmentation_builder_uses_the_config_and_keeps_the_seed_the_default():
-    model = build_segmentation_model(SegmentationModelConfig(name="seed", num_classes=3), 96)
+    model = build_segmentation_model(SegmentationModelConfig(name="book", num_classes=3), 96)
     assert model.output.shape[1:] == (96, 96, 3)
     assert model.count_params() == 2_880_643  # convolutions do not depend on the input size
 
@@ -51,7 +59,11 @@ def test_segmentation_builder_uses_the_config_and_keeps_the_seed_the_default():
 def test_unet_option_keeps_resolution_and_has_skip_connections():
     model = unet_model(96, 3)
     assert model.output.shape[1:] == (96, 96, 3)
-    assert [layer.name for layer in model.layers if layer.name.endswith("_skip")] == ["up3_skip", "up2_skip", "up1_skip"]
+    assert [layer.name for layer in model.layers if layer.name.endswith("_skip")] == [
+        "up3_skip",
+        "up2_skip",
+        "up1_skip",
+    ]
 
 
 def test_mini_xception_counts_and_spatial_sizes():
@@ -60,7 +72,11 @@ def test_mini_xception_counts_and_spatial_sizes():
     adds = [tuple(model.get_layer(f"block{i}_add").output.shape[1:3]) for i in range(1, 6)]
     assert tuple(model.get_layer("stem_conv").output.shape[1:3]) == (176, 176)
     assert adds == [(88, 88), (44, 44), (22, 22), (11, 11), (6, 6)]
-    assert model.get_layer(LAST_CONV_LAYER["mini_xception"]).output.shape[1:] == (6, 6, 512)
+    assert model.get_layer(registry.last_conv_layer("mini_xception")).output.shape[1:] == (
+        6,
+        6,
+        512,
+    )
     # Separable convolutions everywhere but the first layer.
     assert type(model.get_layer("stem_conv")).__name__ == "Conv2D"
     assert type(model.get_layer("block1_sepconv1")).__name__ == "SeparableConv2D"
@@ -83,7 +99,9 @@ def test_thin_strided_projection_computes_the_books_strided_1x1_convolution(size
     assert ours.count_params() == books.count_params() == 3 * 32 + 32
     books.set_weights(ours.get_layer("proj").get_weights())
     x = np.random.default_rng(2).normal(size=(2, size, size, 3)).astype("float32")
-    np.testing.assert_allclose(ours.predict(x, verbose=0), books.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ours.predict(x, verbose=0), books.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -102,17 +120,26 @@ def test_residual_demo_trains_on_images_of_96_px_and_more(tmp_path):
         "m.compile('adam', 'binary_crossentropy')\n"
         "x = np.random.default_rng(0).uniform(0, 255, (64, 96, 96, 3)).astype('float32')\n"
         "m.fit(x, np.arange(64) % 2, batch_size=16, epochs=2, verbose=0)\n"
-        "print('trained')\n")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+        "print('trained')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", ["mini_xception", "simple_convnet", "residual_convnet"])
 def test_classifier_builder_names_its_last_conv_layer_and_outputs_a_probability(name):
-    aug = AugmentationConfig(enabled=name != "residual_convnet", flip="horizontal", rotation=0.1, zoom=0.2)
-    model = build_classifier(ClassificationModelConfig(name=name, augmentation=aug, dropout=0.5), 96)
-    model.get_layer(LAST_CONV_LAYER[name])
-    out = model.predict(np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8), verbose=0)
+    aug = AugmentationConfig(
+        enabled=name != "residual_convnet", flip="horizontal", rotation=0.1, zoom=0.2
+    )
+    model = build_classifier(
+        ClassificationModelConfig(name=name, augmentation=aug, dropout=0.5), 96
+    )
+    model.get_layer(registry.last_conv_layer(name))
+    out = model.predict(
+        np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8), verbose=0
+    )
     assert out.shape == (2, 1) and np.all((out >= 0) & (out <= 1))
 
 

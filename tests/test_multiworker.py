@@ -19,7 +19,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, VENV_BIN, free_port, path_overrides
 
 SIZE, TRAIN, VAL = 16, 18, 7  # odd counts: the last batches split unevenly across workers
@@ -27,7 +26,8 @@ SIZE, TRAIN, VAL = 16, 18, 7  # odd counts: the last batches split unevenly acro
 
 def write_segmentation_npy(npy, size: int = SIZE, counts: dict[str, int] | None = None) -> None:
     """Tiny segmentation arrays in the preprocess stage's layout: a bright square is the pet."""
-    from petvision import atomic, npy_dataset
+    from petvision import atomic
+    from petvision.data import npy_dataset
 
     counts = counts or {"train": TRAIN, "val": VAL}
     rng = np.random.default_rng(0)
@@ -37,30 +37,53 @@ def write_segmentation_npy(npy, size: int = SIZE, counts: dict[str, int] | None 
         masks = np.ones((n, size, size, 1), dtype=np.uint8)
         for i in range(n):
             y, x = rng.integers(0, size // 2, 2)
-            images[i, y:y + size // 2, x:x + size // 2] = 230
-            masks[i, y:y + size // 2, x:x + size // 2] = 0
+            images[i, y : y + size // 2, x : x + size // 2] = 230
+            masks[i, y : y + size // 2, x : x + size // 2] = 0
         for name, array in (("images", images), ("masks", masks)):
             path = npy_dataset.array_path(npy, "segmentation", split, name)
             path.parent.mkdir(parents=True, exist_ok=True)
             np.save(path, array)
         stems[split] = [f"pet_{split}_{i}" for i in range(n)]
-    atomic.write_json(npy / "segmentation" / npy_dataset.INDEX_FILE,
-                      npy_dataset.make_index("segmentation", size, stems, interpolation="nearest", shuffle_seed=1337))
+    atomic.write_json(
+        npy / "segmentation" / npy_dataset.INDEX_FILE,
+        npy_dataset.make_index(
+            "segmentation", size, stems, interpolation="nearest", shuffle_seed=1337
+        ),
+    )
 
 
 def stage_args(base, npy, tracking_db, *extra: str) -> list[str]:
-    return [*path_overrides(base), f"paths.npy={npy}", f"tracking.uri=sqlite:///{tracking_db}",
-            "tracking.log_model=false", f"data.segmentation.image_size={SIZE}", "segmentation.train.epochs=1",
-            "segmentation.train.batch_size=4", "trainer.device=cpu", "trainer.precision=float32", *extra]
+    return [
+        *path_overrides(base),
+        f"paths.npy={npy}",
+        f"tracking.uri=sqlite:///{tracking_db}",
+        "tracking.log_model=false",
+        f"data.segmentation.image_size={SIZE}",
+        "segmentation.train.epochs=1",
+        "segmentation.train.batch_size=4",
+        "trainer.device=cpu",
+        "trainer.precision=float32",
+        *extra,
+    ]
 
 
 def start_stage(args: list[str], hydra_dir, env: dict | None = None) -> subprocess.Popen:
-    full_env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2",
-                "HYDRA_FULL_ERROR": "1"}
+    full_env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "HYDRA_FULL_ERROR": "1",
+    }
     full_env.pop("TF_CONFIG", None)  # a single worker must not join a cluster from the environment
     full_env.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "petvision.train_segmentation", *args, f"hydra.run.dir={hydra_dir}"],
-                            cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "petvision.train_segmentation", *args, f"hydra.run.dir={hydra_dir}"],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float) -> str:
@@ -113,11 +136,22 @@ def test_two_workers_train_like_one_and_only_the_chief_writes(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in sorted(ports)]}
     workers = []
     for index in range(2):
-        own = [f"paths.models={tmp_path / 'worker1-models'}", f"paths.reports={tmp_path / 'worker1-reports'}"] \
-            if index == 1 else []
+        own = (
+            [
+                f"paths.models={tmp_path / 'worker1-models'}",
+                f"paths.reports={tmp_path / 'worker1-reports'}",
+            ]
+            if index == 1
+            else []
+        )
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        workers.append(start_stage(stage_args(shared, npy, db, "trainer.strategy=multi_worker", *own),
-                                   tmp_path / f"hydra-worker{index}", env={"TF_CONFIG": tf_config}))
+        workers.append(
+            start_stage(
+                stage_args(shared, npy, db, "trainer.strategy=multi_worker", *own),
+                tmp_path / f"hydra-worker{index}",
+                env={"TF_CONFIG": tf_config},
+            )
+        )
     try:
         logs = [finish(process, timeout=600) for process in workers]
     finally:  # one worker failing leaves the other waiting for it forever
@@ -126,15 +160,22 @@ def test_two_workers_train_like_one_and_only_the_chief_writes(tmp_path):
                 process.kill()
                 process.communicate()
 
-    assert "runtime: device=cpu" in logs[0] and "strategy=multi_worker with 2 replica(s)" in logs[0], logs[0][-3000:]
+    assert (
+        "runtime: device=cpu" in logs[0] and "strategy=multi_worker with 2 replica(s)" in logs[0]
+    ), logs[0][-3000:]
     assert "worker 1 (not chief)" in logs[1], logs[1][-3000:]
 
     # The chief wrote the DVC outputs, as a single worker does; worker 1 wrote none.
     chief_reports, single_reports = shared / "reports", single_base / "reports"
-    assert sorted(p.name for p in (chief_reports / "segmentation").iterdir()) == \
-        sorted(p.name for p in (single_reports / "segmentation").iterdir())
-    assert not (tmp_path / "worker1-models").exists() or not any((tmp_path / "worker1-models").iterdir())
-    assert not (tmp_path / "worker1-reports").exists() or not any((tmp_path / "worker1-reports").rglob("*"))
+    assert sorted(p.name for p in (chief_reports / "segmentation").iterdir()) == sorted(
+        p.name for p in (single_reports / "segmentation").iterdir()
+    )
+    assert not (tmp_path / "worker1-models").exists() or not any(
+        (tmp_path / "worker1-models").iterdir()
+    )
+    assert not (tmp_path / "worker1-reports").exists() or not any(
+        (tmp_path / "worker1-reports").rglob("*")
+    )
     # Both work folders are cleared at the end (worker 1's was private, not inside the chief's).
     state = shared / "state"
     assert not state.exists() or not any(state.iterdir()), sorted(str(p) for p in state.rglob("*"))
@@ -143,10 +184,14 @@ def test_two_workers_train_like_one_and_only_the_chief_writes(tmp_path):
     chief_metrics = json.loads((chief_reports / "segmentation" / "metrics.json").read_text())
     single_metrics = json.loads((single_reports / "segmentation" / "metrics.json").read_text())
     assert set(chief_metrics) == set(single_metrics)
-    assert set(chief_metrics["val"]) == set(single_metrics["val"]) and "mean_iou" in chief_metrics["val"]
+    assert (
+        set(chief_metrics["val"]) == set(single_metrics["val"])
+        and "mean_iou" in chief_metrics["val"]
+    )
     assert history_columns(chief_reports) == history_columns(single_reports)
-    assert model_shapes(shared / "models" / "segmentation.keras") == \
-        model_shapes(single_base / "models" / "segmentation.keras")
+    assert model_shapes(shared / "models" / "segmentation.keras") == model_shapes(
+        single_base / "models" / "segmentation.keras"
+    )
     # Same weights: the same seed gives the same initial weights and the same shuffled index
     # stream, and every global batch of 4 (18 images: 4, 4, 4, 4, 2) splits evenly across the two
     # replicas, whose mean losses Keras scales by 1/2 before the all-reduce, so each step applies
@@ -155,11 +200,16 @@ def test_two_workers_train_like_one_and_only_the_chief_writes(tmp_path):
     # a gradient counted twice or a step lost moves weights by far more.
     import keras
 
-    single_model = keras.saving.load_model(single_base / "models" / "segmentation.keras", safe_mode=True)
+    single_model = keras.saving.load_model(
+        single_base / "models" / "segmentation.keras", safe_mode=True
+    )
     chief_model = keras.saving.load_model(shared / "models" / "segmentation.keras", safe_mode=True)
     steps = -(-TRAIN // 4)
-    assert int(single_model.optimizer.iterations.numpy()) == int(chief_model.optimizer.iterations.numpy()) == steps
-    for single_w, chief_w, weight in zip(single_model.get_weights(), chief_model.get_weights(), single_model.weights):
+    assert int(single_model.optimizer.iterations.numpy()) == steps
+    assert int(chief_model.optimizer.iterations.numpy()) == steps
+    for single_w, chief_w, weight in zip(
+        single_model.get_weights(), chief_model.get_weights(), single_model.weights
+    ):
         np.testing.assert_allclose(chief_w, single_w, rtol=1e-4, atol=1e-5, err_msg=weight.path)
 
     # One MLflow run, the chief's, tagged as a two-replica multi-worker run with its epochs logged.

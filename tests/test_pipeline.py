@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import yaml
-
 from project_copy import (
     ROOT,
     compose_params,
@@ -40,8 +39,9 @@ def test_params_yaml_says_what_conf_says(tmp_path):
     edit of conf/ would silently run the old configuration (the README's `make params`)."""
     fresh = tmp_path / "params.yaml"
     run([sys.executable, "scripts/compose_params.py", str(fresh)], cwd=ROOT)
-    assert yaml.safe_load(fresh.read_text()) == yaml.safe_load((ROOT / "params.yaml").read_text()), (
-        "params.yaml is stale: run `make params` after editing conf/")
+    assert yaml.safe_load(fresh.read_text()) == yaml.safe_load(
+        (ROOT / "params.yaml").read_text()
+    ), "params.yaml is stale: run `make params` after editing conf/"
 
 
 @pytest.mark.slow
@@ -50,10 +50,16 @@ def test_dvc_dag_shows_the_pipeline():
     assert stages[:4] == ["download", "preprocess", "train_segmentation", "train_xception"]
     drawn = dvc(ROOT, "dag").stdout
     for name in stages:
-        assert re.search(rf"\|\s*{name}\s*\|", drawn), f"`dvc dag` does not draw stage {name}:\n{drawn}"
+        assert re.search(rf"\|\s*{name}\s*\|", drawn), (
+            f"`dvc dag` does not draw stage {name}:\n{drawn}"
+        )
 
     edges = set(re.findall(r'"([\w]+)" -> "([\w]+)"', dvc(ROOT, "dag", "--dot").stdout))
-    expected = {("download", "preprocess"), ("preprocess", "train_segmentation"), ("preprocess", "train_xception")}
+    expected = {
+        ("download", "preprocess"),
+        ("preprocess", "train_segmentation"),
+        ("preprocess", "train_xception"),
+    }
     if "visualize" in stages:
         expected |= {("train_segmentation", "visualize"), ("train_xception", "visualize")}
     assert expected <= edges
@@ -66,7 +72,9 @@ def test_dvc_dag_shows_the_pipeline():
 def test_repro_runs_every_stage_and_writes_every_declared_output(repro_project):
     for stage, files in declared_outputs(repro_project).items():
         for path in files:
-            assert path.exists(), f"stage {stage}: declared output {path.relative_to(repro_project)} is missing"
+            assert path.exists(), (
+                f"stage {stage}: declared output {path.relative_to(repro_project)} is missing"
+            )
             if path.is_dir():
                 assert any(p.is_file() for p in path.rglob("*")), f"stage {stage}: {path} is empty"
             else:
@@ -76,8 +84,11 @@ def test_repro_runs_every_stage_and_writes_every_declared_output(repro_project):
     pipeline = yaml.safe_load((repro_project / "dvc.yaml").read_text())
     shown = json.loads(dvc(repro_project, "metrics", "show", "--json").stdout)
     metrics = shown[""]["data"]  # "" is the workspace
-    declared = {m for s in pipeline["stages"].values()
-                for m in (next(iter(e)) if isinstance(e, dict) else e for e in s.get("metrics", []))}
+    declared = {
+        m
+        for s in pipeline["stages"].values()
+        for m in (next(iter(e)) if isinstance(e, dict) else e for e in s.get("metrics", []))
+    }
     assert len(metrics) == len(declared)
     for name, content in metrics.items():
         assert "error" not in content and content["data"], f"{name}: {content}"
@@ -89,7 +100,9 @@ def test_repro_runs_every_stage_and_writes_every_declared_output(repro_project):
     assert not plots.get("errors"), plots["errors"]
     for name in [next(iter(p)) for p in pipeline.get("plots", [])]:
         drawn = plots["data"].get(name)
-        assert drawn and drawn[0]["content"]["data"]["values"], f"`dvc plots show` draws nothing for {name!r}"
+        assert drawn and drawn[0]["content"]["data"]["values"], (
+            f"`dvc plots show` draws nothing for {name!r}"
+        )
 
     # One MLflow run per tracked stage, finished, in the project's own store, linked from the reports.
     runs = mlflow_runs(repro_project)
@@ -121,7 +134,9 @@ def test_a_data_parameter_reruns_what_its_data_feeds(repro_project, tmp_path):
     """A new classification split reruns preprocess and everything downstream of the classification
     arrays; the segmentation arrays come out byte-identical, so DVC keeps that model."""
     project = copy_project(repro_project, tmp_path / "project")
-    compose_params(project, "data.classification.split_seed=7")  # what `make params` does after an edit
+    compose_params(
+        project, "data.classification.split_seed=7"
+    )  # what `make params` does after an edit
     ran = ran_stages(dvc(project, "repro").stdout)
     assert sorted(ran) == sorted({"preprocess"} | downstream(project, "train_xception")), ran
     assert ran[0] == "preprocess"

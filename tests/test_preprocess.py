@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_quirky_image
 from PIL import Image
 
-from conftest import write_quirky_image
-from petvision import images, layout, npy_dataset, preprocess
+from petvision import preprocess
+from petvision.data import conversion, images, layout, npy_dataset, splits
 from petvision.errors import ConfigError, DataError
 
 BITS = 15  # blocks 0..14 carry the identity; block 15 is the trimap's border class
@@ -44,30 +45,47 @@ def picture(stem: str, width: int, height: int) -> np.ndarray:
 
 
 def trimap(stem: str, width: int, height: int) -> np.ndarray:
-    values = np.where(bit_grid(identity(stem)) == 1, layout.TRIMAP_PET, layout.TRIMAP_BACKGROUND).astype(np.uint8)
+    values = np.where(
+        bit_grid(identity(stem)) == 1, layout.TRIMAP_PET, layout.TRIMAP_BACKGROUND
+    ).astype(np.uint8)
     values[3, 3] = layout.TRIMAP_BORDER
     return expand(values, width, height)
 
 
 def read_image_id(row: np.ndarray) -> int:
     block = row.shape[0] // 4
-    centres = row[block // 2:: block, block // 2:: block].mean(axis=-1)
+    centres = row[block // 2 :: block, block // 2 :: block].mean(axis=-1)
     return sum(int(v > 128) << i for i, v in enumerate(centres.reshape(-1)[:BITS]))
 
 
 def read_mask_id(row: np.ndarray) -> int:
     block = row.shape[0] // 4
-    centres = row[block // 2:: block, block // 2:: block, 0].reshape(-1)
+    centres = row[block // 2 :: block, block // 2 :: block, 0].reshape(-1)
     assert centres[15] == layout.TRIMAP_BORDER - 1
     return sum(int(v == layout.TRIMAP_PET - 1) << i for i, v in enumerate(centres[:BITS]))
 
 
-QUIRKS = ("jpeg", "png_as_jpg", "gif_as_jpg", "rgba", "cmyk", "grayscale", "palette", "extraneous_bytes")
+QUIRKS = (
+    "jpeg",
+    "png_as_jpg",
+    "gif_as_jpg",
+    "rgba",
+    "cmyk",
+    "grayscale",
+    "palette",
+    "extraneous_bytes",
+)
 SIDES = ((64, 64), (96, 64), (64, 128), (128, 96))
 
 
-def write_pair(root: Path, stem: str, quirk: str = "jpeg", side: tuple[int, int] = (64, 64),
-               image: bool = True, mask: bool = True) -> None:
+def write_pair(
+    root: Path,
+    stem: str,
+    quirk: str = "jpeg",
+    side: tuple[int, int] = (64, 64),
+    image: bool = True,
+    mask: bool = True,
+) -> None:
     lay = layout.Layout(root)
     lay.images_dir.mkdir(parents=True, exist_ok=True)
     lay.trimaps_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +101,9 @@ def make_dataset(root: Path, cats: int, dogs: int, complete: bool = True) -> lis
     stems += [f"{breed}_{i}" for i in range(1, dogs + 1) for breed in ("beagle",)]
     for n, stem in enumerate(stems):
         write_pair(root, stem, QUIRKS[n % len(QUIRKS)], SIDES[n % len(SIDES)])
-    assert len({identity(s) for s in stems}) == len(stems), "identities must be distinct to catch a mix-up"
+    assert len({identity(s) for s in stems}) == len(stems), (
+        "identities must be distinct to catch a mix-up"
+    )
     if complete:
         layout.Layout(root).marker.write_text("")
     return stems
@@ -96,7 +116,9 @@ def add_bad_files(root: Path) -> dict[str, list[str]]:
     data = lay.image_path("beagle_116").read_bytes()
     lay.image_path("beagle_116").write_bytes(data[: len(data) // 2])  # truncated JPEG
     write_pair(root, "chihuahua_121")
-    lay.image_path("chihuahua_121").write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))  # JPEG header, then junk
+    lay.image_path("chihuahua_121").write_bytes(
+        b"\xff\xd8\xff\xe0" + bytes(64)
+    )  # JPEG header, then junk
     write_pair(root, "Bengal_9")
     bad = trimap("Bengal_9", 64, 64)
     bad[0, 0] = 0
@@ -123,9 +145,16 @@ def add_bad_files(root: Path) -> dict[str, list[str]]:
     }
 
 
-SMALL = ("data.source=oxford_pets", "data.segmentation.image_size=32", "data.segmentation.val_count=6",
-         "data.classification.image_size=16", "data.classification.train_count=8",
-         "data.classification.val_count=4", "data.classification.test_count=6", "data.preprocess.workers=1")
+SMALL = (
+    "data.source=oxford_pets",
+    "data.segmentation.image_size=32",
+    "data.segmentation.val_count=6",
+    "data.classification.image_size=16",
+    "data.classification.train_count=8",
+    "data.classification.val_count=4",
+    "data.classification.test_count=6",
+    "data.preprocess.workers=1",
+)
 
 
 @pytest.fixture
@@ -134,7 +163,9 @@ def cfg(make_config):
 
 
 def npy_files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def assert_rows_match_stems(npy: Path) -> None:
@@ -174,7 +205,9 @@ def test_quirks_are_converted_or_skipped_and_every_row_keeps_its_own_mask(cfg):
     # Every reason counted, every file named (the detail after ": " says why).
     for reason, files in expected_skips.items():
         assert report["skipped"][reason] == len(files), reason
-        assert [entry.split(": ")[0] for entry in report["files"]["skipped"][reason]] == files, reason
+        assert [entry.split(": ")[0] for entry in report["files"]["skipped"][reason]] == files, (
+            reason
+        )
     assert "truncated" in report["files"]["skipped"]["undecodable_image"][0].lower()
     assert "values 0" in report["files"]["skipped"]["bad_trimap"][0]
     assert set(report["skipped"]) == set(expected_skips)  # reasons that did not occur are left out
@@ -183,8 +216,13 @@ def test_quirks_are_converted_or_skipped_and_every_row_keeps_its_own_mask(cfg):
     assert sum(kinds.values()) == len(good)
     assert kinds["jpeg"] == 7  # plain JPEGs and the "extraneous bytes" ones
     assert {k: kinds[k] for k in kinds if k != "jpeg"} == {
-        "png_as_jpg": 4, "gif_as_jpg+palette": 4, "png_as_jpg+rgba": 4, "jpeg+cmyk": 3,
-        "jpeg+grayscale": 3, "png_as_jpg+palette": 3}
+        "png_as_jpg": 4,
+        "gif_as_jpg+palette": 4,
+        "png_as_jpg+rgba": 4,
+        "jpeg+cmyk": 3,
+        "jpeg+grayscale": 3,
+        "png_as_jpg+palette": 3,
+    }
     assert report["files"]["converted"]["gif_as_jpg+palette"][0].startswith("images/")
     assert "jpeg" not in report["files"]["converted"]
 
@@ -212,13 +250,13 @@ def test_report_numbers_are_flat_scalars_for_dvc_metrics(cfg):
 def test_stray_files_are_counted_in_full_but_named_up_to_a_limit(cfg):
     raw = cfg.paths.resolve("raw")
     make_dataset(raw, cats=10, dogs=10)
-    strays = preprocess.MAX_STRAYS_NAMED + 5
+    strays = conversion.MAX_STRAYS_NAMED + 5
     for i in range(strays):
         (layout.Layout(raw).trimaps_dir / f"._beagle_{i}.png").write_bytes(b"\x00\x05\x16\x07")
     report = preprocess.run_preprocess(cfg)
     assert report["skipped"] == {"appledouble": strays}
     named = report["files"]["skipped"]["appledouble"]
-    assert len(named) == preprocess.MAX_STRAYS_NAMED + 1 and named[-1] == "... and 5 more"
+    assert len(named) == conversion.MAX_STRAYS_NAMED + 1 and named[-1] == "... and 5 more"
 
 
 def test_worker_processes_write_the_same_bytes_as_one_process(cfg, make_config, tmp_path):
@@ -256,8 +294,11 @@ def test_impossible_sizes_fail_before_any_image_is_decoded(make_config, monkeypa
         raise AssertionError(f"decoded {path} before checking the split sizes")
 
     monkeypatch.setattr(images, "load_rgb", must_not_decode)
-    with pytest.raises(ConfigError, match=r"data.segmentation.val_count=40: must be smaller than the dataset "
-                                          r"\(20 image/trimap pairs"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.segmentation.val_count=40: must be smaller than the dataset "
+        r"\(20 image/trimap pairs",
+    ):
         preprocess.run_preprocess(cfg)
     cfg = make_config(*SMALL, "data.classification.train_count=30")
     with pytest.raises(ConfigError, match=r"data.classification.train_count=30 \+ val_count=4"):
@@ -265,14 +306,21 @@ def test_impossible_sizes_fail_before_any_image_is_decoded(make_config, monkeypa
 
 
 def test_sizes_are_checked_again_against_the_usable_pairs(make_config):
-    cfg = make_config(*SMALL, "data.classification.train_count=2", "data.classification.val_count=2",
-                      "data.classification.test_count=2")
+    cfg = make_config(
+        *SMALL,
+        "data.classification.train_count=2",
+        "data.classification.val_count=2",
+        "data.classification.test_count=2",
+    )
     raw = cfg.paths.resolve("raw")
     make_dataset(raw, cats=3, dogs=4)
     for stem in ("Abyssinian_1", "beagle_1"):
         layout.Layout(raw).image_path(stem).write_bytes(b"junk")
-    with pytest.raises(ConfigError, match=r"data.segmentation.val_count=6: must be smaller than the dataset "
-                                          r"\(5 usable pairs .*2 unusable"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.segmentation.val_count=6: must be smaller than the dataset "
+        r"\(5 usable pairs .*2 unusable",
+    ):
         preprocess.run_preprocess(cfg)
     assert not cfg.paths.resolve("npy").exists()
 
@@ -291,16 +339,30 @@ def seed_two_list_split(image_files: list[str], trimap_files: list[str], seed: i
 
 
 def real_like_stems() -> list[str]:
-    breeds = ["Abyssinian", "Bengal", "Birman", "Bombay", "beagle", "boxer", "chihuahua", "pug", "yorkshire_terrier"]
+    breeds = [
+        "Abyssinian",
+        "Bengal",
+        "Birman",
+        "Bombay",
+        "beagle",
+        "boxer",
+        "chihuahua",
+        "pug",
+        "yorkshire_terrier",
+    ]
     return [f"{b}_{i}" for b in breeds for i in range(1, 201)]
 
 
 def test_segmentation_split_reproduces_the_seeds_two_list_shuffle():
     stems = real_like_stems()
     random.Random(0).shuffle(stems)  # the listing order must not matter
-    train, val = seed_two_list_split([f"images/{s}.jpg" for s in stems],
-                                     [f"annotations/trimaps/{s}.png" for s in stems], 1337, 100)
-    split = preprocess.segmentation_split(stems, frozenset(stems), 100, 1337)
+    train, val = seed_two_list_split(
+        [f"images/{s}.jpg" for s in stems],
+        [f"annotations/trimaps/{s}.png" for s in stems],
+        1337,
+        100,
+    )
+    split = splits.segmentation_split(stems, frozenset(stems), 100, 1337)
     assert split["train"] == [Path(img).stem for img, _ in train]
     assert split["val"] == [Path(img).stem for img, _ in val]
     # The seed's pairs really are paired by stem (the premise of shuffling the pairs once).
@@ -309,10 +371,10 @@ def test_segmentation_split_reproduces_the_seeds_two_list_shuffle():
 
 def test_segmentation_split_drops_unusable_pairs_without_reshuffling():
     stems = real_like_stems()
-    full = preprocess.segmentation_split(stems, frozenset(stems), 100, 1337)
+    full = splits.segmentation_split(stems, frozenset(stems), 100, 1337)
     order = full["train"] + full["val"]
     bad = {order[5], order[-3]}  # one in train, one in validation
-    split = preprocess.segmentation_split(stems, frozenset(stems) - bad, 100, 1337)
+    split = splits.segmentation_split(stems, frozenset(stems) - bad, 100, 1337)
     assert split["train"] + split["val"] == [s for s in order if s not in bad]
     assert len(split["val"]) == 100
     assert split["val"][0] == full["train"][-1]  # the boundary moved by one, nothing else did
@@ -324,7 +386,7 @@ COUNTS = {"train": 20, "val": 10, "test": 20}
 def test_classification_split_is_balanced_disjoint_and_deterministic():
     stems = real_like_stems()
     usable = frozenset(stems)
-    split = preprocess.classification_split(stems, usable, COUNTS, 7)
+    split = splits.classification_split(stems, usable, COUNTS, 7)
     assert not split.shrunk
     seen: set[str] = set()
     for name, n in COUNTS.items():
@@ -335,15 +397,19 @@ def test_classification_split_is_balanced_disjoint_and_deterministic():
         seen |= set(chosen)
     # cats and dogs mixed, not in two blocks
     train_species = [layout.species_of(s) for s in split.splits["train"]]
-    assert train_species != sorted(train_species) and train_species != sorted(train_species, reverse=True)
-    again = preprocess.classification_split(list(reversed(stems)), usable, COUNTS, 7)
+    assert train_species != sorted(train_species) and train_species != sorted(
+        train_species, reverse=True
+    )
+    again = splits.classification_split(list(reversed(stems)), usable, COUNTS, 7)
     assert again.splits == split.splits
-    assert preprocess.classification_split(stems, usable, COUNTS, 8).splits != split.splits
+    assert splits.classification_split(stems, usable, COUNTS, 8).splits != split.splits
 
 
 def test_classification_split_odd_sizes_differ_by_one_dog():
     stems = real_like_stems()
-    split = preprocess.classification_split(stems, frozenset(stems), {"train": 7, "val": 3, "test": 5}, 1)
+    split = splits.classification_split(
+        stems, frozenset(stems), {"train": 7, "val": 3, "test": 5}, 1
+    )
     for name, n in {"train": 7, "val": 3, "test": 5}.items():
         assert sum(layout.species_of(s) == layout.CAT for s in split.splits[name]) == n // 2
         assert len(split.splits[name]) == n
@@ -351,9 +417,9 @@ def test_classification_split_odd_sizes_differ_by_one_dog():
 
 def test_classification_split_drops_unusable_without_reshuffling():
     stems = real_like_stems()
-    full = preprocess.classification_split(stems, frozenset(stems), COUNTS, 7)
+    full = splits.classification_split(stems, frozenset(stems), COUNTS, 7)
     bad = full.splits["val"][0]
-    split = preprocess.classification_split(stems, frozenset(stems) - {bad}, COUNTS, 7)
+    split = splits.classification_split(stems, frozenset(stems) - {bad}, COUNTS, 7)
     assert bad not in sum(split.splits.values(), [])
     assert set(split.splits["train"]) == set(full.splits["train"])  # earlier picks unaffected
 
@@ -361,8 +427,9 @@ def test_classification_split_drops_unusable_without_reshuffling():
 def test_classification_split_shrinks_proportionally_when_a_species_is_short():
     cats = [f"Bengal_{i}" for i in range(1, 7)]  # 6 cats: the book's proportions need 9
     dogs = [f"pug_{i}" for i in range(1, 41)]
-    split = preprocess.classification_split(cats + dogs, frozenset(cats + dogs),
-                                            {"train": 8, "val": 4, "test": 6}, 3)
+    split = splits.classification_split(
+        cats + dogs, frozenset(cats + dogs), {"train": 8, "val": 4, "test": 6}, 3
+    )
     assert split.shrunk and split.shrink == pytest.approx(12 / 18)
     assert {n: len(s) for n, s in split.splits.items()} == {"train": 4, "val": 2, "test": 4}
     for chosen in split.splits.values():
@@ -371,9 +438,12 @@ def test_classification_split_shrinks_proportionally_when_a_species_is_short():
 
 def test_classification_split_too_few_for_balance_names_the_keys():
     stems = ["Bengal_1"] + [f"pug_{i}" for i in range(1, 30)]
-    with pytest.raises(ConfigError, match=r"data.classification.train_count=2, data.classification.val_count=2, "
-                                          r"data.classification.test_count=2: .* 1 usable cat"):
-        preprocess.classification_split(stems, frozenset(stems), {"train": 2, "val": 2, "test": 2}, 0)
+    with pytest.raises(
+        ConfigError,
+        match=r"data.classification.train_count=2, data.classification.val_count=2, "
+        r"data.classification.test_count=2: .* 1 usable cat",
+    ):
+        splits.classification_split(stems, frozenset(stems), {"train": 2, "val": 2, "test": 2}, 0)
 
 
 def test_shrinking_is_reported_and_logged(cfg, caplog):
@@ -411,7 +481,11 @@ def test_index_records_how_the_arrays_were_made(cfg):
     seg = npy_dataset.read_index(npy, "segmentation")
     cls = npy_dataset.read_index(npy, "classification")
     assert (seg["image_size"], seg["interpolation"], seg["shuffle_seed"]) == (32, "nearest", 1337)
-    assert (cls["image_size"], cls["interpolation"], cls["labels"]) == (16, "bilinear", {"cat": 0, "dog": 1})
+    assert (cls["image_size"], cls["interpolation"], cls["labels"]) == (
+        16,
+        "bilinear",
+        {"cat": 0, "dog": 1},
+    )
 
 
 def peak_bytes(cfg) -> int:
@@ -426,11 +500,20 @@ def peak_bytes(cfg) -> int:
 def test_memory_does_not_grow_with_the_number_of_images(make_config, tmp_path):
     """In-process (workers=1, so tracemalloc sees the decoding too): five times the images, with
     96 px rows that would add ~1.5 MB if they were held, must not raise the peak by 1/4 of that."""
-    sizes = ("data.segmentation.image_size=96", "data.classification.image_size=64",
-             "data.segmentation.val_count=2", "data.classification.train_count=2",
-             "data.classification.val_count=2", "data.classification.test_count=2")
-    small = make_config(*SMALL, *sizes, f"paths.raw={tmp_path / 'raw_small'}", f"paths.npy={tmp_path / 'npy_s'}")
-    large = make_config(*SMALL, *sizes, f"paths.raw={tmp_path / 'raw_large'}", f"paths.npy={tmp_path / 'npy_l'}")
+    sizes = (
+        "data.segmentation.image_size=96",
+        "data.classification.image_size=64",
+        "data.segmentation.val_count=2",
+        "data.classification.train_count=2",
+        "data.classification.val_count=2",
+        "data.classification.test_count=2",
+    )
+    small = make_config(
+        *SMALL, *sizes, f"paths.raw={tmp_path / 'raw_small'}", f"paths.npy={tmp_path / 'npy_s'}"
+    )
+    large = make_config(
+        *SMALL, *sizes, f"paths.raw={tmp_path / 'raw_large'}", f"paths.npy={tmp_path / 'npy_l'}"
+    )
     make_dataset(small.paths.resolve("raw"), cats=4, dogs=4)
     make_dataset(large.paths.resolve("raw"), cats=20, dogs=20)
     # Warm-up, each once: first-use imports and caches, and interpreter tables (the interned
@@ -489,8 +572,12 @@ def test_failure_mid_run_keeps_the_previous_output_whole(cfg, make_config, monke
 def test_stage_cli(tmp_path):
     from conftest import path_overrides, run_module
 
-    overrides = [*path_overrides(tmp_path), *SMALL[:-1], "data.preprocess.workers=2",
-                 f"hydra.run.dir={tmp_path / 'hydra'}"]  # Hydra's log folder, not the repo's outputs/
+    overrides = [
+        *path_overrides(tmp_path),
+        *SMALL[:-1],
+        "data.preprocess.workers=2",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]  # Hydra's log folder, not the repo's outputs/
     make_dataset(tmp_path / "raw", cats=10, dogs=10)
     done = run_module("petvision.preprocess", *overrides)
     assert done.returncode == 0, done.stderr

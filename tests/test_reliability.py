@@ -1,7 +1,7 @@
 """Reliability: every fault in docs/reliability.md, injected, with the outcome it must have.
 
 Training runs on tiny data written straight to ``.npy`` files here (32x32 images) and, for the
-resume protocol, on an 8x8 model through :func:`petvision.training.fit`. A kill is simulated
+resume protocol, on an 8x8 model through :func:`petvision.training.loop.fit`. A kill is simulated
 in-process by raising :class:`Killed` (a ``BaseException``, so no handler of ours or of Keras
 runs, as with SIGKILL) at a chosen point of an epoch's end; the slow test kills a real stage
 process with SIGKILL.
@@ -26,25 +26,36 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import ROOT, VENV_BIN, free_port, path_overrides, run_module
 from mlflow import MlflowClient
+from test_fetch import FAST, pet_server, served  # noqa: F401  (fixtures)
 
-from petvision import inputs, npy_dataset, plots, session, tracking, training
+from petvision import plots
 from petvision.config import TrainConfig
+from petvision.data import inputs, npy_dataset
 from petvision.errors import DataError, TrackingError, TrainingError
 from petvision.interpret import loading
+from petvision.tracking import store
 from petvision.train_segmentation import run_train_segmentation
 from petvision.train_xception import run_train_xception
-
-from conftest import ROOT, VENV_BIN, free_port, path_overrides, run_module
-from test_fetch import FAST, pet_server, served  # noqa: F401  (fixtures)
+from petvision.training import loop, session
+from petvision.training.workdir import Workdir, _backup_epoch
 
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch):
     """The tracking layer sets MLflow's HTTP bounds in os.environ; put the original back."""
     saved = dict(os.environ)
-    for name in ["MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME", "PETVISION_ROOT", "TF_CONFIG",
-                 *tracking.HTTP_BOUNDS, "MLFLOW_HTTP_REQUEST_TIMEOUT"]:
+    for name in [
+        "MLFLOW_TRACKING_URI",
+        "DVC_ROOT",
+        "DVC_STAGE",
+        "DVC_EXP_NAME",
+        "PETVISION_ROOT",
+        "TF_CONFIG",
+        *store.HTTP_BOUNDS,
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    ]:
         monkeypatch.delenv(name, raising=False)
     yield
     os.environ.clear()
@@ -68,20 +79,32 @@ def write_npy(npy: Path, task: str, size: int, counts: dict[str, int], seed: int
         side = size // 3
         for i in range(count):
             top, left = rng.integers(0, size - side, 2)
-            images[i, top:top + side, left:left + side, 2 * labels[i]] = 220
-            masks[i, top:top + side, left:left + side] = 0
+            images[i, top : top + side, left : left + side, 2 * labels[i]] = 220
+            masks[i, top : top + side, left : left + side] = 0
         arrays = {"images": images, "masks": masks, "labels": labels}
         for name in npy_dataset.ARRAYS[task]:
             np.save(npy_dataset.array_path(npy, task, split, name), arrays[name])
-        splits[split] = [f"{'Abyssinian' if label == 0 else 'beagle'}_{split}_{i}" for i, label in enumerate(labels)]
+        splits[split] = [
+            f"{'Abyssinian' if label == 0 else 'beagle'}_{split}_{i}"
+            for i, label in enumerate(labels)
+        ]
     index = npy_dataset.make_index(task, size, splits)
     (folder / npy_dataset.INDEX_FILE).write_text(json.dumps(index), encoding="utf-8")
 
 
-SEG = ("data.segmentation.image_size=32", "segmentation.train.epochs=1", "segmentation.train.batch_size=8",
-       "tracking.log_model=false")
-CLS = ("data.classification.image_size=32", "classification.train.epochs=1", "classification.train.batch_size=8",
-       "classification/model=residual_convnet", "tracking.log_model=false")
+SEG = (
+    "data.segmentation.image_size=32",
+    "segmentation.train.epochs=1",
+    "segmentation.train.batch_size=8",
+    "tracking.log_model=false",
+)
+CLS = (
+    "data.classification.image_size=32",
+    "classification.train.epochs=1",
+    "classification.train.batch_size=8",
+    "classification/model=residual_convnet",
+    "tracking.log_model=false",
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +122,21 @@ def stage_data(tmp_path):
 
 
 def files_under(*folders: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for folder in folders if folder.exists() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p): p.read_bytes()
+        for folder in folders
+        if folder.exists()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --------------------------------------------------------------------------- the resume protocol
 
 STEPS = 4  # 32 training images, batches of 8
-TRAIN = TrainConfig(optimizer="adam", learning_rate=0.01, batch_size=8, epochs=4, early_stopping_patience=0)
+TRAIN = TrainConfig(
+    optimizer="adam", learning_rate=0.01, batch_size=8, epochs=4, early_stopping_patience=0
+)
 
 
 class Killed(BaseException):
@@ -120,24 +150,42 @@ def tiny_model(filters: int = 4) -> keras.Model:
     x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
     out = keras.layers.Conv2D(3, 1, activation="softmax", dtype="float32")(x)
     model = keras.Model(x_in, out)
-    model.compile(optimizer=training.make_optimizer(TRAIN), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=loop.make_optimizer(TRAIN), loss="sparse_categorical_crossentropy")
     return model
 
 
 def tiny_data():
     """Unshuffled batches: a resumed run then sees exactly what an uninterrupted one sees."""
     rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, (40, 8, 8, 1), dtype=np.uint8)
-    y[:, :4] = (x[:, :4, :, :1] > 127)  # something to learn, so that val_loss moves
-    return (inputs.batches(x[:32], y[:32], 8, shuffle=False, seed=0),
-            inputs.batches(x[32:], y[32:], 8, shuffle=False, seed=0))
+    x, y = (
+        rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8),
+        rng.integers(0, 3, (40, 8, 8, 1), dtype=np.uint8),
+    )
+    y[:, :4] = x[:, :4, :, :1] > 127  # something to learn, so that val_loss moves
+    return (
+        inputs.batches(x[:32], y[:32], 8, shuffle=False, seed=0),
+        inputs.batches(x[32:], y[32:], 8, shuffle=False, seed=0),
+    )
 
 
-def tiny_fit(workdir: training.Workdir, callbacks=(), model: keras.Model | None = None, train: TrainConfig = TRAIN):
+def tiny_fit(
+    workdir: Workdir,
+    callbacks=(),
+    model: keras.Model | None = None,
+    train: TrainConfig = TRAIN,
+):
     model = model or tiny_model()
     train_ds, val_ds = tiny_data()
-    result = training.fit(model, train_ds, val_ds, train, workdir, config_key="segmentation",
-                          callbacks=list(callbacks), verbose=0)
+    result = loop.fit(
+        model,
+        train_ds,
+        val_ds,
+        train,
+        workdir,
+        config_key="segmentation",
+        callbacks=list(callbacks),
+        verbose=0,
+    )
     return model, result
 
 
@@ -159,8 +207,11 @@ def reference(tmp_path_factory):
             captured["variables"] = [np.array(v.numpy()) for v in model.optimizer.variables]
 
     model = tiny_model()
-    _, result = tiny_fit(training.Workdir(tmp_path_factory.mktemp("reference")), model=model,
-                         callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=after_epoch)])
+    _, result = tiny_fit(
+        Workdir(tmp_path_factory.mktemp("reference")),
+        model=model,
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=after_epoch)],
+    )
     return result.history, captured["variables"]
 
 
@@ -172,14 +223,21 @@ def kill_at(monkeypatch, point: str, epoch: int = 1):
             if current == epoch:
                 raise Killed(point)
             return original(self, current, logs)
+
         return method
 
     if point == "before_backup":  # the best model is saved, the backup and the commit are not
-        monkeypatch.setattr(training._Backup, "on_epoch_end", dying(training._Backup.on_epoch_end))
+        monkeypatch.setattr(loop._Backup, "on_epoch_end", dying(loop._Backup.on_epoch_end))
     elif point == "before_commit":  # best model and backup saved, history.json not
-        monkeypatch.setattr(training.EpochHistory, "on_epoch_end", dying(training.EpochHistory.on_epoch_end))
+        monkeypatch.setattr(
+            loop.EpochHistory, "on_epoch_end", dying(loop.EpochHistory.on_epoch_end)
+        )
     elif point == "after_commit":  # committed, not yet logged to MLflow (the last callback)
-        return [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: e == epoch and _raise(point))]
+        return [
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda e, logs: e == epoch and _raise(point)
+            )
+        ]
     return []
 
 
@@ -202,24 +260,42 @@ def die_in_next_backup(model: keras.Model, torn: bool) -> None:
     model.save_weights = dying
 
 
-@pytest.mark.parametrize("point", ["before_backup", "before_commit", "after_commit", "mid_backup_write",
-                                   "before_backup_epoch_count", "backup_lost"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "before_backup",
+        "before_commit",
+        "after_commit",
+        "mid_backup_write",
+        "before_backup_epoch_count",
+        "backup_lost",
+    ],
+)
 def test_a_killed_fit_resumes_as_if_never_interrupted(tmp_path, monkeypatch, reference, point):
     history, optimizer_after_2 = reference
-    workdir = training.Workdir(tmp_path / "state")
+    workdir = Workdir(tmp_path / "state")
     killed_model = tiny_model()
     with monkeypatch.context() as patch, pytest.raises(Killed):
         if point in ("mid_backup_write", "before_backup_epoch_count"):
             torn = point == "mid_backup_write"
-            kill = [keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda e, logs: e == 1 and die_in_next_backup(killed_model, torn))]
+            kill = [
+                keras.callbacks.LambdaCallback(
+                    on_epoch_end=lambda e, logs: e == 1 and die_in_next_backup(killed_model, torn)
+                )
+            ]
         else:
             kill = kill_at(patch, "after_commit" if point == "backup_lost" else point)
         tiny_fit(workdir, callbacks=kill, model=killed_model)
     if point == "backup_lost":
         shutil.rmtree(workdir.backup)
-    committed = {"before_backup": 1, "before_commit": 1, "after_commit": 2, "mid_backup_write": 2,
-                 "before_backup_epoch_count": 2, "backup_lost": 0}[point]
+    committed = {
+        "before_backup": 1,
+        "before_commit": 1,
+        "after_commit": 2,
+        "mid_backup_write": 2,
+        "before_backup_epoch_count": 2,
+        "backup_lost": 0,
+    }[point]
 
     probe = OptimizerProbe()
     model, result = tiny_fit(workdir, callbacks=[probe])
@@ -244,15 +320,19 @@ def test_a_killed_fit_resumes_as_if_never_interrupted(tmp_path, monkeypatch, ref
 
 def test_a_finished_fit_is_not_trained_again(tmp_path):
     """Killed after training, while writing the outputs: the rerun takes the result from disk."""
-    workdir = training.Workdir(tmp_path / "state")
+    workdir = Workdir(tmp_path / "state")
     _, first = tiny_fit(workdir)
     model, again = tiny_fit(workdir)
     assert int(model.optimizer.iterations.numpy()) == 0  # no step taken
-    assert (again.history, again.best_epoch, again.resumed_from) == (first.history, first.best_epoch, TRAIN.epochs)
+    assert (again.history, again.best_epoch, again.resumed_from) == (
+        first.history,
+        first.best_epoch,
+        TRAIN.epochs,
+    )
 
 
 def test_a_different_model_does_not_resume_state_it_did_not_make(tmp_path, monkeypatch):
-    workdir = training.Workdir(tmp_path / "state")
+    workdir = Workdir(tmp_path / "state")
     with pytest.raises(Killed):
         tiny_fit(workdir, callbacks=kill_at(monkeypatch, "after_commit", epoch=0))
     with pytest.raises(TrainingError, match=r"different model.*trainer\.resume=false"):
@@ -271,19 +351,22 @@ def keras_stop_epoch(values: list[float], patience: int) -> int | None:
     return None
 
 
-@pytest.mark.parametrize("values, patience", [
-    ([1.0, 0.9, 0.95, 0.97, 0.8, 0.85], 2),
-    ([1.0, 0.9, 0.95, 0.97, 0.8, 0.85], 3),
-    ([1.0, 1.0, 1.0], 1),
-    ([1.0, math.nan, 0.5, 0.6], 1),
-    ([0.5, 0.4, 0.3], 1),
-])
+@pytest.mark.parametrize(
+    "values, patience",
+    [
+        ([1.0, 0.9, 0.95, 0.97, 0.8, 0.85], 2),
+        ([1.0, 0.9, 0.95, 0.97, 0.8, 0.85], 3),
+        ([1.0, 1.0, 1.0], 1),
+        ([1.0, math.nan, 0.5, 0.6], 1),
+        ([0.5, 0.4, 0.3], 1),
+    ],
+)
 def test_early_stopping_counts_the_epochs_before_a_resume(values, patience):
     expected = keras_stop_epoch(values, patience)
-    assert training.early_stop_epoch(values, patience) == expected
+    assert loop.early_stop_epoch(values, patience) == expected
     for resumed_after in range(expected or len(values)):  # a kill after any epoch before the stop
-        guard = training.StopOnNonFinite()
-        stopper = training.ResumableEarlyStopping("val_loss", patience, values[:resumed_after], guard)
+        guard = loop.StopOnNonFinite()
+        stopper = loop.ResumableEarlyStopping("val_loss", patience, values[:resumed_after], guard)
         stopper.set_model(types.SimpleNamespace(stop_training=False))
         stopped = None
         for epoch in range(resumed_after, len(values)):
@@ -294,7 +377,9 @@ def test_early_stopping_counts_the_epochs_before_a_resume(values, patience):
         assert stopped == expected, resumed_after
 
 
-def test_early_stopping_stops_a_resumed_fit_where_it_stops_an_uninterrupted_one(tmp_path, monkeypatch):
+def test_early_stopping_stops_a_resumed_fit_where_it_stops_an_uninterrupted_one(
+    tmp_path, monkeypatch
+):
     """A real resume of ``fit`` after every epoch before the stop. The validation targets are the
     opposite of what training teaches, so val_loss rises after epoch 1 and patience 2 stops at
     epoch 3; Keras's own EarlyStopping, counting again from the resume, would stop later."""
@@ -304,31 +389,42 @@ def test_early_stopping_stops_a_resumed_fit_where_it_stops_an_uninterrupted_one(
     y[:, :4] = x[:, :4, :, :1] > 127
     y[32:, :4] = 1 - y[32:, :4]
 
-    def fit(workdir: training.Workdir, callbacks=()):
-        train = TrainConfig(optimizer="adam", learning_rate=0.01, batch_size=8, epochs=8, early_stopping_patience=2)
-        return training.fit(tiny_model(), inputs.batches(x[:32], y[:32], 8, shuffle=False, seed=0),
-                            inputs.batches(x[32:], y[32:], 8, shuffle=False, seed=0), train, workdir,
-                            config_key="segmentation", callbacks=list(callbacks), verbose=0)
+    def fit(workdir: Workdir, callbacks=()):
+        train = TrainConfig(
+            optimizer="adam", learning_rate=0.01, batch_size=8, epochs=8, early_stopping_patience=2
+        )
+        return loop.fit(
+            tiny_model(),
+            inputs.batches(x[:32], y[:32], 8, shuffle=False, seed=0),
+            inputs.batches(x[32:], y[32:], 8, shuffle=False, seed=0),
+            train,
+            workdir,
+            config_key="segmentation",
+            callbacks=list(callbacks),
+            verbose=0,
+        )
 
-    whole = fit(training.Workdir(tmp_path / "whole"))
+    whole = fit(Workdir(tmp_path / "whole"))
     stop = len(whole.history["loss"])
-    assert whole.stopped_early and stop == training.early_stop_epoch(whole.history["val_loss"], 2) < 8
+    assert whole.stopped_early and stop == loop.early_stop_epoch(whole.history["val_loss"], 2) < 8
     for killed_after in range(1, stop):
-        workdir = training.Workdir(tmp_path / f"killed-{killed_after}")
+        workdir = Workdir(tmp_path / f"killed-{killed_after}")
         with monkeypatch.context() as patch, pytest.raises(Killed):
             fit(workdir, kill_at(patch, "after_commit", epoch=killed_after - 1))
         resumed = fit(workdir)
         assert resumed.resumed_from == killed_after
         assert resumed.stopped_early and len(resumed.history["loss"]) == stop, killed_after
         assert resumed.best_epoch == whole.best_epoch
-        np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"], rtol=1e-4)
+        np.testing.assert_allclose(
+            resumed.history["val_loss"], whole.history["val_loss"], rtol=1e-4
+        )
 
 
 # --------------------------------------------------------------------------- training faults
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_best_model(tmp_path):
-    workdir = training.Workdir(tmp_path / "state")
+    workdir = Workdir(tmp_path / "state")
     model = tiny_model()
     best_after_1 = {}
 
@@ -337,12 +433,16 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_best_model(tmp_path):
             best_after_1["bytes"] = workdir.best_file(1).read_bytes()
             model.optimizer.learning_rate.assign(1e30)
 
-    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2.*segmentation\.train\.learning_rate=0\.01"):
-        tiny_fit(workdir, model=model, callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=diverge)])
+    with pytest.raises(
+        TrainingError, match=r"loss became nan at epoch 2.*segmentation\.train\.learning_rate=0\.01"
+    ):
+        tiny_fit(
+            workdir, model=model, callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=diverge)]
+        )
     assert list(workdir.best_files()) == [1]
     assert workdir.best_file(1).read_bytes() == best_after_1["bytes"]  # never overwritten
     assert workdir.epochs_done() == 1  # the NaN epoch is not committed...
-    assert training._backup_epoch(workdir.backup / "training_metadata.json") == 1  # ...nor backed up
+    assert _backup_epoch(workdir.backup / "training_metadata.json") == 1  # ...nor backed up
     best = keras.saving.load_model(workdir.best_model(), safe_mode=True)
     assert all(np.isfinite(w).all() for w in best.get_weights())
 
@@ -353,26 +453,43 @@ def test_out_of_memory_names_the_key_to_change(tmp_path):
 
     class OutOfMemory(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
-            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[8,32,200,200]")
+            raise tf.errors.ResourceExhaustedError(
+                None, None, "OOM when allocating tensor with shape[8,32,200,200]"
+            )
 
-    with pytest.raises(TrainingError, match=r"out of memory with segmentation\.train\.batch_size=8.*"
-                                            r"segmentation\.train\.batch_size=4"):
-        tiny_fit(training.Workdir(tmp_path / "state"), callbacks=[OutOfMemory()])
+    with pytest.raises(
+        TrainingError,
+        match=r"out of memory with segmentation\.train\.batch_size=8.*"
+        r"segmentation\.train\.batch_size=4",
+    ):
+        tiny_fit(Workdir(tmp_path / "state"), callbacks=[OutOfMemory()])
 
 
 # --------------------------------------------------------------------------- atomic outputs
 
 OUTPUTS = {  # dvc.yaml's outs, metrics and plots of each training stage
-    "segmentation": ["models/segmentation.keras", "reports/segmentation/metrics.json",
-                     "reports/segmentation/mlflow_run.json", "reports/segmentation/history.csv",
-                     "reports/segmentation/learning_curves.png", "reports/segmentation/samples.png"],
-    "classification": ["models/classifier.keras", "reports/classification/metrics.json",
-                       "reports/classification/mlflow_run.json", "reports/classification/history.csv",
-                       "reports/classification/learning_curves.png", "reports/classification/confusion_matrix.png",
-                       "reports/classification/misclassified.png"],
+    "segmentation": [
+        "models/segmentation.keras",
+        "reports/segmentation/metrics.json",
+        "reports/segmentation/mlflow_run.json",
+        "reports/segmentation/history.csv",
+        "reports/segmentation/learning_curves.png",
+        "reports/segmentation/samples.png",
+    ],
+    "classification": [
+        "models/classifier.keras",
+        "reports/classification/metrics.json",
+        "reports/classification/mlflow_run.json",
+        "reports/classification/history.csv",
+        "reports/classification/learning_curves.png",
+        "reports/classification/confusion_matrix.png",
+        "reports/classification/misclassified.png",
+    ],
 }
-STAGES = {"segmentation": (run_train_segmentation, SEG, "segmentation_samples"),
-          "classification": (run_train_xception, CLS, "image_grid")}
+STAGES = {
+    "segmentation": (run_train_segmentation, SEG, "segmentation_samples"),
+    "classification": (run_train_xception, CLS, "image_grid"),
+}
 
 
 class Disk:
@@ -387,17 +504,25 @@ class Disk:
     def __init__(self, root: Path):
         self.root, self.models = root, root / "models"
         root.mkdir(parents=True)
-        self.real = os.geteuid() == 0 and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], capture_output=True).returncode == 0
+        self.real = (
+            os.geteuid() == 0
+            and subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], capture_output=True
+            ).returncode
+            == 0
+        )
         self.filler = root / "filler"
 
     def fill(self, patch) -> None:
         if not self.real:
+
             def copyfile(source, target):
                 Path(target).write_bytes(Path(source).read_bytes()[:100])
                 raise OSError(errno.ENOSPC, "No space left on device", str(target))
 
-            patch.setattr(session, "shutil", types.SimpleNamespace(copyfile=copyfile, rmtree=shutil.rmtree))
+            patch.setattr(
+                session, "shutil", types.SimpleNamespace(copyfile=copyfile, rmtree=shutil.rmtree)
+            )
             return
         stats = os.statvfs(self.root)
         with self.filler.open("wb") as fh:
@@ -427,15 +552,18 @@ def picture_fails(monkeypatch, name: str):
 
 
 @pytest.mark.parametrize("task", ["segmentation", "classification"])
-def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(task, tmp_path, make_config, stage_data, shared_store,
-                                                             monkeypatch, disk):
+def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(
+    task, tmp_path, make_config, stage_data, shared_store, monkeypatch, disk
+):
     run, overrides, last_picture = STAGES[task]
     trainings, fits = [], []
-    real_train, real_fit = training._train, training.fit
-    monkeypatch.setattr(training, "_train", lambda *a, **k: trainings.append(1) or real_train(*a, **k))
-    monkeypatch.setattr(training, "fit", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
-    outputs = [(disk.models if name.startswith("models/") else tmp_path) / name.removeprefix("models/")
-               for name in OUTPUTS[task]]
+    real_train, real_fit = loop._train, loop.fit
+    monkeypatch.setattr(loop, "_train", lambda *a, **k: trainings.append(1) or real_train(*a, **k))
+    monkeypatch.setattr(loop, "fit", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
+    outputs = [
+        (disk.models if name.startswith("models/") else tmp_path) / name.removeprefix("models/")
+        for name in OUTPUTS[task]
+    ]
     folders = (disk.models, tmp_path / "reports")
     overrides = (*overrides, shared_store, f"paths.models={disk.models}")
 
@@ -448,7 +576,9 @@ def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(task, tmp_path, mak
         if inject == disk.fill:
             assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC
         disk.free()
-        leftovers = [p for p in files_under(*folders) if Path(p).name.startswith(".") or ".partial" in p]
+        leftovers = [
+            p for p in files_under(*folders) if Path(p).name.startswith(".") or ".partial" in p
+        ]
         assert leftovers == []  # no temporary file, no staging folder
 
     # No old outputs: a failure while writing them, or just before, leaves none.
@@ -456,7 +586,9 @@ def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(task, tmp_path, mak
     assert files_under(*folders) == {}
     attempt(lambda patch: picture_fails(patch, last_picture), epochs=1)
     assert files_under(*folders) == {}
-    assert len(trainings) == 1 and fits[-1].resumed_from == 1  # training had finished: not done again
+    assert (
+        len(trainings) == 1 and fits[-1].resumed_from == 1
+    )  # training had finished: not done again
 
     summary = run(make_config(*overrides, f"{task}.train.epochs=1"))
     assert len(trainings) == 1 and summary["epochs_run"] == 1
@@ -475,11 +607,19 @@ def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(task, tmp_path, mak
 # Every trainer.* key but resume, with a value other than the default: each changes what training
 # computes (device and precision the arithmetic, xla the kernels, strategy the reductions, seed the
 # initial weights and shuffles, deterministic the op order).
-TRAINER_CHANGES = {"device": "cpu", "precision": "mixed_bfloat16", "xla": "true", "strategy": "mirrored",
-                   "seed": "1", "deterministic": "true"}
+TRAINER_CHANGES = {
+    "device": "cpu",
+    "precision": "mixed_bfloat16",
+    "xla": "true",
+    "strategy": "mirrored",
+    "seed": "1",
+    "deterministic": "true",
+}
 
 
-def test_saved_state_is_resumed_only_with_the_same_settings_and_data(tmp_path, make_config, monkeypatch):
+def test_saved_state_is_resumed_only_with_the_same_settings_and_data(
+    tmp_path, make_config, monkeypatch
+):
     import dataclasses
 
     from petvision.config import TrainerConfig
@@ -492,21 +632,32 @@ def test_saved_state_is_resumed_only_with_the_same_settings_and_data(tmp_path, m
         """The fingerprint a stage run with these overrides would save, over the real .npy files."""
         cfg = make_config(*SEG, f"paths.npy={npy}", *overrides)
         splits = [npy_dataset.load_split(npy, "segmentation", name) for name in ("train", "val")]
-        made = session.TrainingSession(cfg, "segmentation", "train_segmentation", "seed", chief, splits)
+        made = session.TrainingSession(
+            cfg, "segmentation", "train_segmentation", "book", chief, splits
+        )
         return made._fingerprint(made._data_digests())
 
     same = fingerprint()
     assert fingerprint() == same  # the digests are of the bytes, which have not changed
     # What the trained model does not depend on may change between a kill and the rerun...
-    assert fingerprint("trainer.resume=false", "tracking.log_model=true", "classification.train.epochs=7") == same
+    assert (
+        fingerprint(
+            "trainer.resume=false", "tracking.log_model=true", "classification.train.epochs=7"
+        )
+        == same
+    )
     # ...what it depends on may not (dvc.yaml's params of the stage, and the data).
     assert set(TRAINER_CHANGES) == {f.name for f in dataclasses.fields(TrainerConfig)} - {"resume"}
     default_trainer = make_config(*SEG).trainer
     for key, value in TRAINER_CHANGES.items():
         assert str(getattr(default_trainer, key)).lower() != value, key  # really a change
         assert fingerprint(f"trainer.{key}={value}") != same, key
-    for override in ["segmentation.train.epochs=2", "segmentation.train.learning_rate=0.5",
-                     "segmentation/model=unet", "data.segmentation.image_size=40"]:
+    for override in [
+        "segmentation.train.epochs=2",
+        "segmentation.train.learning_rate=0.5",
+        "segmentation/model=unet",
+        "data.segmentation.image_size=40",
+    ]:
         assert fingerprint(override) != same, override
 
     # One pixel of one training image, changed and put back: the data digest follows the bytes.
@@ -519,19 +670,23 @@ def test_saved_state_is_resumed_only_with_the_same_settings_and_data(tmp_path, m
     np.save(images, original)
     assert fingerprint() == same
 
-    workdir = training.Workdir(tmp_path / "state")
+    workdir = Workdir(tmp_path / "state")
     with pytest.raises(Killed):
         tiny_fit(workdir, callbacks=kill_at(monkeypatch, "after_commit", epoch=0))
     workdir.save_fingerprint(same)
     assert workdir.adopt(same) == 1
-    assert workdir.adopt(fingerprint("segmentation.train.epochs=2")) == 0 and not workdir.root.exists()
+    assert (
+        workdir.adopt(fingerprint("segmentation.train.epochs=2")) == 0 and not workdir.root.exists()
+    )
 
 
 # --------------------------------------------------------------------------- tracking faults
 
 
 @pytest.mark.timeout(60)
-def test_unreachable_tracking_server_stops_the_stage_before_any_training(tmp_path, make_config, stage_data):
+def test_unreachable_tracking_server_stops_the_stage_before_any_training(
+    tmp_path, make_config, stage_data
+):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     cfg = make_config(*SEG, f"tracking.uri={uri}", "tracking.connect_timeout_s=3")
     with pytest.raises(TrackingError, match=re.escape(uri) + ".*not reachable"):
@@ -541,23 +696,31 @@ def test_unreachable_tracking_server_stops_the_stage_before_any_training(tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_tracking_server_dying_mid_run_loses_logs_not_outputs(tmp_path, make_config, stage_data, mlflow_server,
-                                                             monkeypatch, caplog):
+def test_tracking_server_dying_mid_run_loses_logs_not_outputs(
+    tmp_path, make_config, stage_data, mlflow_server, monkeypatch, caplog
+):
     uri, kill_server = mlflow_server
-    cfg = make_config(*SEG, "segmentation.train.epochs=3", f"tracking.uri={uri}", "tracking.connect_timeout_s=5",
-                      "tracking.log_model=true")
-    workdir = training.Workdir(tmp_path / "state" / "segmentation")
+    cfg = make_config(
+        *SEG,
+        "segmentation.train.epochs=3",
+        f"tracking.uri={uri}",
+        "tracking.connect_timeout_s=5",
+        "tracking.log_model=true",
+    )
+    workdir = Workdir(tmp_path / "state" / "segmentation")
     seen_by_server = {}
-    begin = training.StopOnNonFinite.on_epoch_begin
+    begin = loop.StopOnNonFinite.on_epoch_begin
 
     def kill_after_first_epoch(self, epoch, logs=None):
         if epoch == 1:
             run_id = workdir.run_id()
-            seen_by_server["loss"] = [m.step for m in MlflowClient(uri).get_metric_history(run_id, "loss")]
+            seen_by_server["loss"] = [
+                m.step for m in MlflowClient(uri).get_metric_history(run_id, "loss")
+            ]
             kill_server()
         return begin(self, epoch, logs)
 
-    monkeypatch.setattr(training.StopOnNonFinite, "on_epoch_begin", kill_after_first_epoch)
+    monkeypatch.setattr(loop.StopOnNonFinite, "on_epoch_begin", kill_after_first_epoch)
     with caplog.at_level("WARNING"):
         summary = run_train_segmentation(cfg)
 
@@ -579,7 +742,7 @@ def test_tracking_server_dying_mid_run_loses_logs_not_outputs(tmp_path, make_con
 
 @pytest.mark.parametrize("cut", ["first", "second", "middle", "last"])
 def test_a_download_cut_at_any_byte_resumes(served, tmp_path, cut):
-    from petvision import fetch
+    from petvision.data import fetch
 
     server, archive, data = served
     at = {"first": 0, "second": 1, "middle": len(data) // 2, "last": len(data) - 1}[cut]
@@ -600,7 +763,9 @@ def test_bad_npy_files_are_refused_naming_the_file(tmp_path, fault):
         np.save(path, np.zeros((4, 16, 8, 1), np.uint8))
     elif fault == "wrong_dtype":
         np.save(path, np.zeros((4, 16, 16, 1), np.float32))
-    elif fault == "pickled_objects":  # loading it with pickle would run code: it must never be unpickled
+    elif (
+        fault == "pickled_objects"
+    ):  # loading it with pickle would run code: it must never be unpickled
         np.save(path, np.array([Payload(marker)], dtype=object), allow_pickle=True)
     else:
         path.write_bytes(b"\x93NUMPY junk")
@@ -625,17 +790,21 @@ def test_models_with_code_in_them_are_refused(tmp_path):
     stages' load path (session.load_best) and by visualize's (interpret.loading.load_trained)."""
     marker = str(tmp_path / "ran")
     x_in = keras.Input((4,))
-    out = keras.layers.Lambda(lambda x: (open(marker, "w").close(), x * 2)[1], output_shape=(4,))(x_in)
+    out = keras.layers.Lambda(lambda x: (open(marker, "w").close(), x * 2)[1], output_shape=(4,))(
+        x_in
+    )
     keras.Model(x_in, out).save(tmp_path / "lambda.keras")
     Path(marker).unlink(missing_ok=True)
 
-    workdir = training.Workdir(tmp_path / "state")
+    workdir = Workdir(tmp_path / "state")
     workdir.root.mkdir()
     shutil.copyfile(tmp_path / "lambda.keras", workdir.best_file(1))
-    training.write_json(workdir.history_file, {"loss": [1.0], "val_loss": [1.0]})
+    loop.write_json(workdir.history_file, {"loss": [1.0], "val_loss": [1.0]})
     with pytest.raises(ValueError, match="unsafe|safe_mode"):
         session.TrainingSession.load_best(types.SimpleNamespace(workdir=workdir))
-    with pytest.raises(DataError, match=re.escape(str(tmp_path / "lambda.keras")) + ".*(unsafe|safe_mode)"):
+    with pytest.raises(
+        DataError, match=re.escape(str(tmp_path / "lambda.keras")) + ".*(unsafe|safe_mode)"
+    ):
         loading.load_trained(tmp_path / "lambda.keras", "train_xception")
     assert not os.path.exists(marker)
     unsafe = keras.saving.load_model(tmp_path / "lambda.keras", safe_mode=False)
@@ -652,19 +821,40 @@ def test_contradictory_settings_fail_at_start_through_the_cli(tmp_path):
     import tensorflow as tf
 
     cases = {
-        "multi_worker": (["trainer.strategy=multi_worker"], ["trainer.strategy='multi_worker'", "TF_CONFIG"]),
+        "multi_worker": (
+            ["trainer.strategy=multi_worker"],
+            ["trainer.strategy='multi_worker'", "TF_CONFIG"],
+        ),
     }
     if not tf.config.list_physical_devices("GPU"):
-        cases["float16"] = (["trainer.precision=mixed_float16"], ["trainer.precision='mixed_float16'", "CPU"])
+        cases["float16"] = (
+            ["trainer.precision=mixed_float16"],
+            ["trainer.precision='mixed_float16'", "CPU"],
+        )
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
     running = {}
     for name, (overrides, _) in cases.items():  # at once: each costs a TensorFlow import
         base = tmp_path / name
-        running[name] = (base, subprocess.Popen(
-            [sys.executable, "-m", "petvision.train_segmentation", *path_overrides(base),
-             f"tracking.uri=sqlite:///{base}/mlflow.db", *overrides, f"hydra.run.dir={tmp_path / 'hydra' / name}"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        running[name] = (
+            base,
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "petvision.train_segmentation",
+                    *path_overrides(base),
+                    f"tracking.uri=sqlite:///{base}/mlflow.db",
+                    *overrides,
+                    f"hydra.run.dir={tmp_path / 'hydra' / name}",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
     for name, (base, process) in running.items():
         _, stderr = process.communicate(timeout=150)
         assert process.returncode == 2, stderr[-3000:]
@@ -684,14 +874,31 @@ def test_contradictory_settings_fail_at_start_through_the_cli(tmp_path):
 def test_a_stage_killed_mid_run_resumes_in_the_same_mlflow_run(tmp_path):
     write_npy(tmp_path / "npy", "segmentation", 32, {"train": 96, "val": 16})
     steps = 96 // 8
-    args = [*path_overrides(tmp_path), f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "data.segmentation.image_size=32",
-            "segmentation.train.epochs=4", "segmentation.train.batch_size=8", "tracking.log_model=false"]
-    state = training.Workdir(tmp_path / "state" / "segmentation")
+    args = [
+        *path_overrides(tmp_path),
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "data.segmentation.image_size=32",
+        "segmentation.train.epochs=4",
+        "segmentation.train.batch_size=8",
+        "tracking.log_model=false",
+    ]
+    state = Workdir(tmp_path / "state" / "segmentation")
 
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     with (tmp_path / "first.log").open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "petvision.train_segmentation", *args,
-                                    f"hydra.run.dir={tmp_path / 'hydra1'}"], cwd=ROOT, env=env, stdout=log, stderr=log)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "petvision.train_segmentation",
+                *args,
+                f"hydra.run.dir={tmp_path / 'hydra1'}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
         try:
             while state.epochs_done() < 2 and process.poll() is None:
                 time.sleep(0.01)
@@ -713,7 +920,9 @@ def test_a_stage_killed_mid_run_resumes_in_the_same_mlflow_run(tmp_path):
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     for key, values in at_kill.items():  # the epochs before the kill are kept as they were
-        np.testing.assert_allclose([float(r[key]) for r in rows[:done]], values, rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(
+            [float(r[key]) for r in rows[:done]], values, rtol=1e-5, err_msg=key
+        )
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("petvision-segmentation")
@@ -721,13 +930,19 @@ def test_a_stage_killed_mid_run_resumes_in_the_same_mlflow_run(tmp_path):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
-    assert json.loads((tmp_path / "reports" / "segmentation" / "mlflow_run.json").read_text())["run_id"] == \
-        run.info.run_id
+    assert (
+        json.loads((tmp_path / "reports" / "segmentation" / "mlflow_run.json").read_text())[
+            "run_id"
+        ]
+        == run.info.run_id
+    )
     for key in at_kill:
         metric = client.get_metric_history(run.info.run_id, key)
         assert sorted(m.step for m in metric) == [0, 1, 2, 3], key  # each epoch once
         by_step = {m.step: m.value for m in metric}
-        np.testing.assert_allclose([by_step[s] for s in range(4)], [float(r[key]) for r in rows], rtol=1e-5)
+        np.testing.assert_allclose(
+            [by_step[s] for s in range(4)], [float(r[key]) for r in rows], rtol=1e-5
+        )
 
     metrics = json.loads((tmp_path / "reports" / "segmentation" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 4

@@ -11,18 +11,28 @@ from pathlib import Path
 import keras
 import pytest
 
-from petvision import runtime
 from petvision.config import TrainerConfig
 from petvision.errors import ConfigError
+from petvision.training import runtime
 
 HAS_GPU = bool(runtime._gpus())
-CPU_HAS_BF16 = any(flag in Path("/proc/cpuinfo").read_text() for flag in ("avx512_bf16", "amx_bf16")) \
-    if Path("/proc/cpuinfo").exists() else False
+CPU_HAS_BF16 = (
+    any(flag in Path("/proc/cpuinfo").read_text() for flag in ("avx512_bf16", "amx_bf16"))
+    if Path("/proc/cpuinfo").exists()
+    else False
+)
 
 
 def trainer(**overrides) -> TrainerConfig:
-    values = dict(device="auto", precision="auto", xla=False, strategy="default", seed=7,
-                  deterministic=False, resume=False)
+    values = dict(
+        device="auto",
+        precision="auto",
+        xla=False,
+        strategy="default",
+        seed=7,
+        deterministic=False,
+        resume=False,
+    )
     return TrainerConfig(**{**values, **overrides})
 
 
@@ -32,7 +42,9 @@ def restore_policy():
     keras.config.set_dtype_policy("float32")
 
 
-@pytest.mark.skipif(not CPU_HAS_BF16 or HAS_GPU, reason="needs a CPU with native bfloat16 and no GPU")
+@pytest.mark.skipif(
+    not CPU_HAS_BF16 or HAS_GPU, reason="needs a CPU with native bfloat16 and no GPU"
+)
 def test_auto_precision_is_bfloat16_on_a_cpu_that_has_it():
     rt = runtime.setup(trainer())
     assert rt.device == "cpu" and rt.bf16_native
@@ -58,7 +70,9 @@ def test_explicit_precision_is_kept(monkeypatch):
 def test_float16_on_a_cpu_is_rejected_naming_the_keys():
     # device=cpu with mixed_float16 is already refused by config validation; auto on a
     # machine without a GPU lands on the CPU too.
-    with pytest.raises(ConfigError, match=r"trainer\.precision='mixed_float16'.*trainer\.device='auto'"):
+    with pytest.raises(
+        ConfigError, match=r"trainer\.precision='mixed_float16'.*trainer\.device='auto'"
+    ):
         runtime.setup(trainer(precision="mixed_float16"))
 
 
@@ -69,18 +83,21 @@ def test_gpu_requested_without_one_is_rejected():
     assert runtime.setup(trainer(device="auto")).device == "cpu"
 
 
-@pytest.mark.parametrize("tf_config, why", [
-    (None, "not set"),
-    ("{not json", "not"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "outside"),
-    ('{"cluster": {}, "task": {"type": "worker", "index": 0}}', "cluster"),
-])
+@pytest.mark.parametrize(
+    "tf_config, why",
+    [
+        (None, "not set"),
+        ("{not json", "not"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "outside"),
+        ('{"cluster": {}, "task": {"type": "worker", "index": 0}}', "cluster"),
+    ],
+)
 def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config, why):
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", tf_config)
-    with pytest.raises(ConfigError, match=rf"trainer\.strategy='multi_worker'.*TF_CONFIG.*") as err:
+    with pytest.raises(ConfigError, match=r"trainer\.strategy='multi_worker'.*TF_CONFIG.*") as err:
         runtime.setup(trainer(strategy="multi_worker"))
     assert why in str(err.value)
 
@@ -105,9 +122,10 @@ FIRST_EPOCHS = textwrap.dedent("""
     import os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     import numpy as np, keras
-    from petvision import runtime
+    from petvision.training import runtime
     from petvision.config import TrainerConfig
-    data = np.random.default_rng(0)  # the data stays fixed: the seed under test drives init, dropout, shuffling
+    # The data stays fixed: the seed under test drives init, dropout, shuffling.
+    data = np.random.default_rng(0)
     x = data.integers(0, 256, (64, 16, 16, 3)).astype("uint8")
     y = data.integers(0, 2, (64, 1))
     for seed in sys.argv[1:]:
@@ -132,8 +150,16 @@ def test_same_seed_same_first_epoch_loss_in_fresh_processes():
     # The second process also trains with another seed: that loss must differ, or equality
     # would prove nothing about the seed.
     runs = [["1337"], ["1337", "42"]]
-    processes = [subprocess.Popen([sys.executable, "-c", FIRST_EPOCHS, *seeds], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seeds in runs]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", FIRST_EPOCHS, *seeds],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seeds in runs
+    ]
     losses = []
     for process in processes:
         out, err = process.communicate(timeout=150)

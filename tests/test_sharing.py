@@ -11,11 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from project_copy import VENV_BIN, copy_project, dvc, git, ran_stages, shared_repro_project
 
 BUCKET = "petvision-dvc"
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +41,11 @@ def s3_endpoint(tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path_factory.mktemp("moto") / "server.log").open("w")
-    server = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -48,7 +54,9 @@ def s3_endpoint(tmp_path_factory):
                 break
             except requests.ConnectionError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on {url}; see {log.name}") from None
+                    raise RuntimeError(
+                        f"moto_server did not start on {url}; see {log.name}"
+                    ) from None
                 time.sleep(0.2)
         boto3.client("s3", endpoint_url=url, **aws_arguments()).create_bucket(Bucket=BUCKET)
         yield url
@@ -59,22 +67,32 @@ def s3_endpoint(tmp_path_factory):
 
 
 def aws_arguments() -> dict[str, str]:
-    return {"aws_access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
-            "region_name": FAKE_AWS["AWS_DEFAULT_REGION"]}
+    return {
+        "aws_access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": FAKE_AWS["AWS_DEFAULT_REGION"],
+    }
 
 
 def check_models_load_and_predict(project: Path) -> None:
     import keras
 
-    from petvision import npy_dataset
+    from petvision.data import npy_dataset
 
     npy = project / "data" / "npy"
-    for model_file, task, split in (("classifier.keras", "classification", "test"),
-                                    ("segmentation.keras", "segmentation", "val")):
+    for model_file, task, split in (
+        ("classifier.keras", "classification", "test"),
+        ("segmentation.keras", "segmentation", "val"),
+    ):
         model = keras.saving.load_model(project / "models" / model_file, safe_mode=True)
         images = np.asarray(npy_dataset.load_split(npy, task, split).images[:4])
-        predicted = np.asarray(keras.ops.convert_to_numpy(model.predict(images, verbose=0)), dtype=np.float32)
-        assert predicted.shape[0] == len(images) and np.isfinite(predicted).all(), (model_file, predicted.shape)
+        predicted = np.asarray(
+            keras.ops.convert_to_numpy(model.predict(images, verbose=0)), dtype=np.float32
+        )
+        assert predicted.shape[0] == len(images) and np.isfinite(predicted).all(), (
+            model_file,
+            predicted.shape,
+        )
         if task == "classification":
             assert predicted.shape[1:] == (1,) and ((predicted >= 0) & (predicted <= 1)).all()
         else:
@@ -83,7 +101,9 @@ def check_models_load_and_predict(project: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("remote", ["default", "s3"])
-def test_pushed_results_pulled_into_a_fresh_clone_need_no_rerun(repro_project, tmp_path, remote, request):
+def test_pushed_results_pulled_into_a_fresh_clone_need_no_rerun(
+    repro_project, tmp_path, remote, request
+):
     # The team's checkout; the default remote is ../petvision-dvc-storage beside it.
     project = copy_project(repro_project, tmp_path / "project")
     extra_env = {}
@@ -101,7 +121,8 @@ def test_pushed_results_pulled_into_a_fresh_clone_need_no_rerun(repro_project, t
         import boto3
 
         listed = boto3.client("s3", endpoint_url=endpoint, **aws_arguments()).list_objects_v2(
-            Bucket=BUCKET, Prefix=f"{tmp_path.name}/")
+            Bucket=BUCKET, Prefix=f"{tmp_path.name}/"
+        )
         keys = [o["Key"] for o in listed.get("Contents", [])]
         assert any("/runs/" in k for k in keys) and any("/files/md5/" in k for k in keys), keys[:10]
 

@@ -18,13 +18,14 @@ import keras
 import mlflow
 import numpy as np
 import pytest
+from conftest import ROOT, free_port
 from mlflow import MlflowClient
 
 from petvision import config as config_lib
 from petvision import tracking
+from petvision.data import digest
 from petvision.errors import DataError, TrackingError
-
-from conftest import ROOT, free_port
+from petvision.tracking import store
 
 
 @pytest.fixture(autouse=True)
@@ -32,8 +33,15 @@ def isolated_env(monkeypatch):
     """The tracking layer sets MLflow's HTTP bounds in os.environ (setdefault); give each test a
     clean copy and put the original back."""
     saved = dict(os.environ)
-    for name in ["MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME", "PETVISION_ROOT",
-                 *tracking.HTTP_BOUNDS, "MLFLOW_HTTP_REQUEST_TIMEOUT"]:
+    for name in [
+        "MLFLOW_TRACKING_URI",
+        "DVC_ROOT",
+        "DVC_STAGE",
+        "DVC_EXP_NAME",
+        "PETVISION_ROOT",
+        *store.HTTP_BOUNDS,
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    ]:
         monkeypatch.delenv(name, raising=False)
     yield
     os.environ.clear()
@@ -65,7 +73,9 @@ def tiny_segmenter() -> keras.Model:
     return model
 
 
-def test_run_records_config_metrics_dataset_and_model(store_config, shared_store, tmp_path, monkeypatch):
+def test_run_records_config_metrics_dataset_and_model(
+    store_config, shared_store, tmp_path, monkeypatch
+):
     monkeypatch.setenv("DVC_STAGE", "train_segmentation")
     monkeypatch.setenv("DVC_EXP_NAME", "lucky-dingo")
     cfg = store_config()
@@ -75,12 +85,26 @@ def test_run_records_config_metrics_dataset_and_model(store_config, shared_store
     report = tmp_path / "metrics.json"
     report.write_text('{"iou": 0.5}')
 
-    with tracking.Run(cfg, "segmentation", "train_segmentation", run_name="seg test", tags={"model": "tiny"}) as run:
+    with tracking.Run(
+        cfg, "segmentation", "train_segmentation", run_name="seg test", tags={"model": "tiny"}
+    ) as run:
         model = tiny_segmenter()
-        model.fit(images, masks, validation_data=(images[:4], masks[:4]), epochs=3, batch_size=8,
-                  callbacks=[run.keras_callback()], verbose=0)
-        run.log_input_dataset("segmentation-train", "0123abcd", str(tmp_path / "npy"), "training",
-                              {"count": 16, "image_shape": [8, 8, 3]})
+        model.fit(
+            images,
+            masks,
+            validation_data=(images[:4], masks[:4]),
+            epochs=3,
+            batch_size=8,
+            callbacks=[run.keras_callback()],
+            verbose=0,
+        )
+        run.log_input_dataset(
+            "segmentation-train",
+            "0123abcd",
+            str(tmp_path / "npy"),
+            "training",
+            {"count": 16, "image_shape": [8, 8, 3]},
+        )
         run.log_params({"long.value": "x" * 10_000, "model.parameters": model.count_params()})
         run.log_artifact(report, artifact_path="reports")
         model_uri = run.log_keras_model(model, images[:2])
@@ -112,7 +136,9 @@ def test_run_records_config_metrics_dataset_and_model(store_config, shared_store
 
     config_yaml = Path(client.download_artifacts(run.run_id, "config.yaml", str(tmp_path / "dl")))
     assert config_yaml.read_text() == config_lib.to_yaml(cfg)
-    assert [a.path for a in client.list_artifacts(run.run_id, "reports")] == ["reports/metrics.json"]
+    assert [a.path for a in client.list_artifacts(run.run_id, "reports")] == [
+        "reports/metrics.json"
+    ]
 
     (dataset_input,) = logged.inputs.dataset_inputs
     assert dataset_input.dataset.name == "segmentation-train"
@@ -135,12 +161,16 @@ def test_run_records_config_metrics_dataset_and_model(store_config, shared_store
 
 def test_run_status_follows_how_the_stage_ended(store_config):
     cfg = store_config()
-    with pytest.raises(RuntimeError):
-        with tracking.Run(cfg, "classification", "train_xception") as failed:
-            raise RuntimeError("boom")
-    with pytest.raises(KeyboardInterrupt):
-        with tracking.Run(cfg, "classification", "train_xception") as killed:
-            raise KeyboardInterrupt
+    with (
+        pytest.raises(RuntimeError),
+        tracking.Run(cfg, "classification", "train_xception") as failed,
+    ):
+        raise RuntimeError("boom")
+    with (
+        pytest.raises(KeyboardInterrupt),
+        tracking.Run(cfg, "classification", "train_xception") as killed,
+    ):
+        raise KeyboardInterrupt
     client = MlflowClient(failed.uri)
     assert client.get_run(failed.run_id).info.status == "FAILED"
     assert client.get_run(killed.run_id).info.status == "KILLED"
@@ -148,13 +178,17 @@ def test_run_status_follows_how_the_stage_ended(store_config):
 
 def test_resume_continues_the_same_run(store_config):
     cfg = store_config()
-    with pytest.raises(KeyboardInterrupt):
-        with tracking.Run(cfg, "classification", "train_xception") as first:
-            first.log_input_dataset("classification-train", "feedbeef", "/data/npy", "training")
-            first.log_metrics({"loss": 1.0}, step=0)
-            raise KeyboardInterrupt
+    with (
+        pytest.raises(KeyboardInterrupt),
+        tracking.Run(cfg, "classification", "train_xception") as first,
+    ):
+        first.log_input_dataset("classification-train", "feedbeef", "/data/npy", "training")
+        first.log_metrics({"loss": 1.0}, step=0)
+        raise KeyboardInterrupt
     params_before = MlflowClient(first.uri).get_run(first.run_id).data.params
-    with tracking.Run(cfg, "classification", "train_xception", resume_run_id=first.run_id) as second:
+    with tracking.Run(
+        cfg, "classification", "train_xception", resume_run_id=first.run_id
+    ) as second:
         second.log_input_dataset("classification-train", "feedbeef", "/data/npy", "training")
         second.log_params({"model.parameters": 123})
         second.log_metrics({"loss": 0.5}, step=1)
@@ -168,7 +202,10 @@ def test_resume_continues_the_same_run(store_config):
     assert {k: resumed.data.params.get(k) for k in params_before} == params_before
     assert set(resumed.data.params) == {*params_before, "model.parameters"}
     assert resumed.data.params["model.parameters"] == "123"
-    assert [m.value for m in sorted(client.get_metric_history(first.run_id, "loss"), key=lambda m: m.step)] == [1.0, 0.5]
+    assert [
+        m.value
+        for m in sorted(client.get_metric_history(first.run_id, "loss"), key=lambda m: m.step)
+    ] == [1.0, 0.5]
 
     with tracking.Run(cfg, "classification", "train_xception", resume_run_id="0" * 32) as fresh:
         pass
@@ -241,7 +278,9 @@ def test_unusable_sqlite_store_fails_naming_the_uri(make_config, tmp_path):
     blocker.write_text("a file where the store's folder should be")
     uri = f"sqlite:///{blocker}/mlflow.db"
     with pytest.raises(TrackingError, match=re.escape(uri)):
-        tracking.Run(make_config(f"tracking.uri={uri}"), "segmentation", "train_segmentation").__enter__()
+        tracking.Run(
+            make_config(f"tracking.uri={uri}"), "segmentation", "train_segmentation"
+        ).__enter__()
 
 
 def test_data_digest_follows_content_not_location(tmp_path):
@@ -250,17 +289,25 @@ def test_data_digest_follows_content_not_location(tmp_path):
         folder.mkdir()
         (folder / "x.npy").write_bytes(b"\x00" * 3_000_000)
         (folder / "y.npy").write_bytes(b"labels")
-    assert tracking.data_digest([a / "x.npy", a / "y.npy"]) == tracking.data_digest([b / "y.npy", b / "x.npy"])
+    assert digest.data_digest([a / "x.npy", a / "y.npy"]) == digest.data_digest(
+        [b / "y.npy", b / "x.npy"]
+    )
     (b / "y.npy").write_bytes(b"labelz")
-    assert tracking.data_digest([a / "x.npy", a / "y.npy"]) != tracking.data_digest([b / "x.npy", b / "y.npy"])
+    assert digest.data_digest([a / "x.npy", a / "y.npy"]) != digest.data_digest(
+        [b / "x.npy", b / "y.npy"]
+    )
     with pytest.raises(DataError, match="missing.npy"):
-        tracking.data_digest([a / "missing.npy"])
+        digest.data_digest([a / "missing.npy"])
 
 
 def test_ui_url_opens_the_runs_table():
-    assert tracking.ui_url("sqlite:////x/mlflow.db", "3") == \
-        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
-    assert tracking.ui_url("http://mlflow.lan:8080/", "3").startswith("http://mlflow.lan:8080/#/experiments/3/")
+    assert (
+        tracking.ui_url("sqlite:////x/mlflow.db", "3")
+        == "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
+    )
+    assert tracking.ui_url("http://mlflow.lan:8080/", "3").startswith(
+        "http://mlflow.lan:8080/#/experiments/3/"
+    )
 
 
 # --------------------------------------------------------------------------- a real server
@@ -271,7 +318,9 @@ def test_ui_url_opens_the_runs_table():
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_server_dying_mid_run_loses_logs_without_stopping_training(make_config, mlflow_server, tmp_path):
+def test_server_dying_mid_run_loses_logs_without_stopping_training(
+    make_config, mlflow_server, tmp_path
+):
     uri, kill_server = mlflow_server
     cfg = make_config(f"tracking.uri={uri}", "tracking.connect_timeout_s=5")
     picture = tmp_path / "curve.png"
@@ -282,12 +331,16 @@ def test_server_dying_mid_run_loses_logs_without_stopping_training(make_config, 
         run.log_metrics({"loss": 0.9, "val_loss": 1.0}, step=0)
         run.log_artifact(picture, artifact_path="reports")
         client = MlflowClient(uri)
-        assert client.get_run(run.run_id).data.params["classification.train.epochs"] == \
-            str(cfg.classification.train.epochs)
+        assert client.get_run(run.run_id).data.params["classification.train.epochs"] == str(
+            cfg.classification.train.epochs
+        )
         assert [m.value for m in client.get_metric_history(run.run_id, "loss")] == [0.9]
-        assert [a.path for a in client.list_artifacts(run.run_id, "reports")] == ["reports/curve.png"]
-        assert Path(client.download_artifacts(run.run_id, "config.yaml", str(tmp_path / "dl"))).read_text() == \
-            config_lib.to_yaml(cfg)
+        assert [a.path for a in client.list_artifacts(run.run_id, "reports")] == [
+            "reports/curve.png"
+        ]
+        assert Path(
+            client.download_artifacts(run.run_id, "config.yaml", str(tmp_path / "dl"))
+        ).read_text() == config_lib.to_yaml(cfg)
 
         kill_server()
         run.log_metrics({"loss": 0.8, "val_loss": 0.95}, step=1)  # must not raise
@@ -308,7 +361,8 @@ WRITER = textwrap.dedent("""
     cfg = config.load(config.compose([f"tracking.uri={uri}"]))
     with tracking.Run(cfg, "segmentation", "train_segmentation", run_name=name) as run:
         for step in range(steps):
-            run.log_metrics({"loss": 1.0 / (step + 1), "val_loss": 2.0 / (step + 1), "pet_iou": step / steps}, step=step)
+            logs = {"loss": 1.0 / (step + 1), "val_loss": 2.0 / (step + 1), "pet_iou": step / steps}
+            run.log_metrics(logs, step=step)
             run.log_params({f"p{step}": step})
     print(json.dumps({"run_id": run.run_id, "lost": run.lost}))
 """)
@@ -320,9 +374,17 @@ def test_two_processes_share_one_sqlite_store_without_losses(tmp_path):
     uri = f"sqlite:///{tmp_path}/shared/mlflow.db"  # fresh: both also race to create it
     steps = 60
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, uri, f"writer {i}", str(steps)], cwd=tmp_path,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for i in range(2)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, uri, f"writer {i}", str(steps)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     results = []
     for writer in writers:
         out, err = writer.communicate(timeout=240)
@@ -331,11 +393,17 @@ def test_two_processes_share_one_sqlite_store_without_losses(tmp_path):
     assert all(r["lost"] == [] for r in results), results
 
     client = MlflowClient(uri)
-    runs = {r.info.run_name: r for r in client.search_runs(
-        [client.get_experiment_by_name("petvision-segmentation").experiment_id])}
+    runs = {
+        r.info.run_name: r
+        for r in client.search_runs(
+            [client.get_experiment_by_name("petvision-segmentation").experiment_id]
+        )
+    }
     assert sorted(runs) == ["writer 0", "writer 1"]
     for run in runs.values():
         assert run.info.status == "FINISHED"
         for key in ["loss", "val_loss", "pet_iou"]:
-            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(steps))
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(
+                range(steps)
+            )
         assert {f"p{s}" for s in range(steps)} <= set(run.data.params)

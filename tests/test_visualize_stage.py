@@ -11,29 +11,39 @@ import socket
 import mlflow
 import numpy as np
 import pytest
-
 from conftest import path_overrides, run_module
-from petvision import atomic, npy_dataset, tracking
+
+from petvision import atomic, tracking
+from petvision.data import npy_dataset
 from petvision.errors import ConfigError, DownloadError
 from petvision.models.classification import mini_xception
-from petvision.models.segmentation import seed_model
-from petvision.session import model_path, reports_dir
+from petvision.models.segmentation import book_model
 from petvision.visualize import output_dir, run_visualize
 
 CLASSIFIER_SIZE, SEGMENTATION_SIZE = 64, 32
 TEST_IMAGES, VAL_IMAGES = 6, 4
 TINY = [
-    f"data.classification.image_size={CLASSIFIER_SIZE}", f"data.segmentation.image_size={SEGMENTATION_SIZE}",
-    "visualize.num_images=3", "visualize.segmentation.worst=2", "visualize.gradcam.other_class=true",
-    "visualize.filters.num_filters=2", "visualize.filters.steps=2", "visualize.filters.crop=4",
+    f"data.classification.image_size={CLASSIFIER_SIZE}",
+    f"data.segmentation.image_size={SEGMENTATION_SIZE}",
+    "visualize.num_images=3",
+    "visualize.segmentation.worst=2",
+    "visualize.gradcam.other_class=true",
+    "visualize.filters.num_filters=2",
+    "visualize.filters.steps=2",
+    "visualize.filters.crop=4",
 ]
 
 
 def write_split(npy, task: str, split: str, size: int, count: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     masks = np.ones((count, size, size, 1), np.uint8)
-    masks[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 0  # a pet in the middle quarter
-    arrays = {"images": rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8), "masks": masks}
+    masks[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = (
+        0  # a pet in the middle quarter
+    )
+    arrays = {
+        "images": rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8),
+        "masks": masks,
+    }
     if task == "classification":
         arrays["labels"] = (np.arange(count) % 2).astype(np.uint8)
     for name, array in arrays.items():
@@ -53,16 +63,22 @@ def trained(make_config):
     npy = cfg.paths.resolve("npy")
     write_split(npy, "classification", "test", CLASSIFIER_SIZE, TEST_IMAGES, seed=0)
     write_split(npy, "segmentation", "val", SEGMENTATION_SIZE, VAL_IMAGES, seed=1)
-    model_path(cfg, "classification").parent.mkdir(parents=True, exist_ok=True)
-    mini_xception(CLASSIFIER_SIZE, cfg.classification.model.augmentation, 0.5).save(model_path(cfg, "classification"))
-    seed_model(SEGMENTATION_SIZE, 3).save(model_path(cfg, "segmentation"))
+    cfg.paths.model_file("classification").parent.mkdir(parents=True, exist_ok=True)
+    mini_xception(CLASSIFIER_SIZE, cfg.classification.model.augmentation, 0.5).save(
+        cfg.paths.model_file("classification")
+    )
+    book_model(SEGMENTATION_SIZE, 3).save(cfg.paths.model_file("segmentation"))
 
     with tracking.Run(cfg, "classification", "train_xception") as run:
         pass
-    atomic.write_json(reports_dir(cfg, "classification") / "mlflow_run.json",
-                      {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": run.uri})
-    atomic.write_json(reports_dir(cfg, "segmentation") / "mlflow_run.json",
-                      {"run_id": "0" * 32, "experiment_id": "7", "tracking_uri": run.uri})
+    atomic.write_json(
+        cfg.paths.task_reports("classification") / "mlflow_run.json",
+        {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": run.uri},
+    )
+    atomic.write_json(
+        cfg.paths.task_reports("segmentation") / "mlflow_run.json",
+        {"run_id": "0" * 32, "experiment_id": "7", "tracking_uri": run.uri},
+    )
     return cfg, run
 
 
@@ -75,18 +91,32 @@ def test_visualize_writes_every_picture_and_the_metrics_and_links_the_mlflow_run
     activations = sorted(p.name for p in (out / "activations").iterdir())
     classifier_pictures = [n for n in activations if n.startswith("classifier_")]
     assert classifier_pictures[0] == "classifier_00_input.png"
-    assert len(classifier_pictures) == 1 + 21  # stem, 5 blocks x (2 separable convs, pool, residual)
-    assert "classifier_01_stem_conv.png" in activations and "classifier_21_block5_residual.png" in activations
-    assert [n for n in activations if n.startswith("segmentation_")][-1] == "segmentation_06_down3_conv.png"
+    assert (
+        len(classifier_pictures) == 1 + 21
+    )  # stem, 5 blocks x (2 separable convs, pool, residual)
+    assert (
+        "classifier_01_stem_conv.png" in activations
+        and "classifier_21_block5_residual.png" in activations
+    )
+    assert [n for n in activations if n.startswith("segmentation_")][
+        -1
+    ] == "segmentation_06_down3_conv.png"
     assert sorted(p.name for p in (out / "filters").iterdir()) == [
-        "mini_xception_block2_sepconv1.jpg", "mini_xception_block4_sepconv1.jpg", "mini_xception_stem_conv.jpg"]
+        "mini_xception_block2_sepconv1.jpg",
+        "mini_xception_block4_sepconv1.jpg",
+        "mini_xception_stem_conv.jpg",
+    ]
     assert (out / "gradcam" / "gradcam.jpg").is_file()
     assert sorted(p.name for p in (out / "segmentation").iterdir()) == ["samples.jpg", "worst.jpg"]
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    assert not [
+        p for p in out.parent.iterdir() if p.name.startswith(".")
+    ]  # no temporary left behind
     page = (out / "report.html").read_text()
     links = re.findall(r'<img src="([^"]+)"', page)
     assert "activations/classifier_01_stem_conv.png" in links and "gradcam/gradcam.jpg" in links
-    assert all((out / link).resolve().is_file() for link in links)  # valid once the folder is in place
+    assert all(
+        (out / link).resolve().is_file() for link in links
+    )  # valid once the folder is in place
 
     written = json.loads((out / "metrics.json").read_text())
     assert written == json.loads(json.dumps(metrics))
@@ -102,19 +132,29 @@ def test_visualize_writes_every_picture_and_the_metrics_and_links_the_mlflow_run
     explained = client.get_run(training_run.run_id).data.tags
     interpretation = client.get_run(explained["interpretation_run_id"])
     assert interpretation.info.status == "FINISHED"
-    assert client.get_experiment(interpretation.info.experiment_id).name == cfg.tracking.experiments.interpretation
+    assert (
+        client.get_experiment(interpretation.info.experiment_id).name
+        == cfg.tracking.experiments.interpretation
+    )
     assert interpretation.data.tags["explains.classification.run_id"] == training_run.run_id
     assert interpretation.info.run_id in explained["interpretation_url"]
     assert training_run.run_id in interpretation.data.tags["mlflow.note.content"]
     assert interpretation.data.metrics["gradcam.pet_area"] == pytest.approx(0.25)
-    logged = {a.path for folder in ("activations", "filters", "gradcam", "segmentation")
-              for a in client.list_artifacts(interpretation.info.run_id, f"visualize/{folder}")}
-    assert "visualize/gradcam/gradcam.jpg" in logged and "visualize/segmentation/worst.jpg" in logged
+    logged = {
+        a.path
+        for folder in ("activations", "filters", "gradcam", "segmentation")
+        for a in client.list_artifacts(interpretation.info.run_id, f"visualize/{folder}")
+    }
+    assert (
+        "visualize/gradcam/gradcam.jpg" in logged and "visualize/segmentation/worst.jpg" in logged
+    )
     pages = {a.path for a in client.list_artifacts(interpretation.info.run_id, "visualize")}
     assert {"visualize/metrics.json", "visualize/report.html"} <= pages
     assert len([p for p in logged if p.startswith("visualize/activations/")]) == len(activations)
     # The segmentation model's run is not in this store: warned about, and the stage went on.
-    assert any("0" * 32 in r.getMessage() and "not linked" in r.getMessage() for r in caplog.records)
+    assert any(
+        "0" * 32 in r.getMessage() and "not linked" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_a_bad_setting_fails_before_touching_the_previous_outputs(trained, make_config):
@@ -135,13 +175,20 @@ def _closed_port() -> int:
 
 
 @pytest.mark.timeout(60)
-def test_imagenet_xception_without_the_internet_fails_at_once_with_a_clear_message(make_config, tmp_path,
-                                                                                   monkeypatch):
+def test_imagenet_xception_without_the_internet_fails_at_once_with_a_clear_message(
+    make_config, tmp_path, monkeypatch
+):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    cfg = make_config(*TINY, "visualize.model=imagenet_xception",
-                      f"visualize.imagenet.weights_url=http://127.0.0.1:{_closed_port()}/xception.h5")
-    with pytest.raises(DownloadError, match=r"visualize.model=imagenet_xception needs the ImageNet weights.*"
-                                            r"no internet access.*visualize.model=trained"):
+    cfg = make_config(
+        *TINY,
+        "visualize.model=imagenet_xception",
+        f"visualize.imagenet.weights_url=http://127.0.0.1:{_closed_port()}/xception.h5",
+    )
+    with pytest.raises(
+        DownloadError,
+        match=r"visualize.model=imagenet_xception needs the ImageNet weights.*"
+        r"no internet access.*visualize.model=trained",
+    ):
         run_visualize(cfg)
     assert not output_dir(cfg).exists()
 
@@ -150,14 +197,23 @@ def test_imagenet_xception_without_the_internet_fails_at_once_with_a_clear_messa
 @pytest.mark.timeout(180)
 def test_cli_offline_imagenet_option_prints_one_line_and_exits_2(tmp_path):
     result = run_module(
-        "petvision.visualize", *path_overrides(tmp_path), f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-        "visualize.model=imagenet_xception", f"visualize.imagenet.weights_url=http://127.0.0.1:{_closed_port()}/x.h5",
+        "petvision.visualize",
+        *path_overrides(tmp_path),
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "visualize.model=imagenet_xception",
+        f"visualize.imagenet.weights_url=http://127.0.0.1:{_closed_port()}/x.h5",
         "visualize.imagenet.class_index_url=http://127.0.0.1:9/index.json",
-        env={"KERAS_HOME": str(tmp_path / "keras")}, timeout=170, hydra_dir=tmp_path / "hydra",
+        env={"KERAS_HOME": str(tmp_path / "keras")},
+        timeout=170,
+        hydra_dir=tmp_path / "hydra",
     )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "visualize.model=imagenet_xception" in errors[0] and "internet" in errors[0]
+    assert (
+        len(errors) == 1
+        and "visualize.model=imagenet_xception" in errors[0]
+        and "internet" in errors[0]
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -177,17 +233,23 @@ def test_the_imagenet_xception_option_draws_the_books_views(trained, tmp_path):
     cfg.visualize.num_images = 2
     xception = keras.applications.Xception(weights=None)
     names = [f"class{i}" for i in range(1000)]
-    classifier = loading.load_trained(model_path(cfg, "classification"), "train_xception")
-    segmenter = loading.load_trained(model_path(cfg, "segmentation"), "train_segmentation")
+    classifier = loading.load_trained(cfg.paths.model_file("classification"), "train_xception")
+    segmenter = loading.load_trained(cfg.paths.model_file("segmentation"), "train_segmentation")
     npy = cfg.paths.resolve("npy")
     test = npy_dataset.load_split(npy, "classification", "test")
     val = npy_dataset.load_split(npy, "segmentation", "val")
 
-    metrics = draw_everything(cfg, classifier, segmenter, (xception, names), test, val, tmp_path / "out")
+    metrics = draw_everything(
+        cfg, classifier, segmenter, (xception, names), test, val, tmp_path / "out"
+    )
     assert metrics["model"] == "imagenet_xception"
-    assert metrics["gradcam"]["layer"] == "block14_sepconv2_act" and metrics["gradcam"]["images"] == 2
+    assert (
+        metrics["gradcam"]["layer"] == "block14_sepconv2_act" and metrics["gradcam"]["images"] == 2
+    )
     assert "accuracy" not in metrics["gradcam"]  # ImageNet classes are not cat/dog labels
-    assert [p.name for p in (tmp_path / "out" / "filters").iterdir()] == ["imagenet_xception_block3_sepconv1.jpg"]
+    assert [p.name for p in (tmp_path / "out" / "filters").iterdir()] == [
+        "imagenet_xception_block3_sepconv1.jpg"
+    ]
     assert (tmp_path / "out" / "gradcam" / "gradcam.jpg").is_file()
     # The activations stay those of the pipeline's own models.
     assert (tmp_path / "out" / "activations" / "classifier_01_stem_conv.png").is_file()

@@ -20,16 +20,17 @@ from typing import Any
 def _tmp_sibling(final: Path, is_dir: bool) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     # The final suffix stays last: Keras and matplotlib choose the format from it.
-    make = tempfile.mkdtemp if is_dir else tempfile.mkstemp
-    made = make(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
-    if not is_dir:
-        os.close(made[0])  # type: ignore[index]
-        made = made[1]  # type: ignore[index]
+    prefix, suffix = f".{final.stem}.", f".tmp{final.suffix}"
+    if is_dir:
+        made = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=final.parent)
+    else:
+        handle, made = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=final.parent)
+        os.close(handle)
     # mkstemp/mkdtemp make owner-only entries; outputs get the usual permissions instead.
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(made, (0o777 if is_dir else 0o666) & ~umask)  # type: ignore[arg-type]
-    return Path(made)  # type: ignore[arg-type]
+    os.chmod(made, (0o777 if is_dir else 0o666) & ~umask)
+    return Path(made)
 
 
 def _remove(path: Path) -> None:

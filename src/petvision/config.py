@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,63 @@ __all__ = ["Config", "ConfigError", "compose", "load", "validate"]
 
 
 # --------------------------------------------------------------------------- schema
+
+
+# The allowed values of the keys that take one of a few words. OmegaConf checks them on load and
+# names the key and the choices; a StrEnum still compares, prints and serializes as its word.
+
+
+class Source(StrEnum):
+    synthetic = "synthetic"
+    oxford_pets = "oxford_pets"
+
+
+class Interpolation(StrEnum):
+    nearest = "nearest"
+    bilinear = "bilinear"
+    bicubic = "bicubic"
+    lanczos = "lanczos"
+
+
+class Optimizer(StrEnum):
+    """Keras optimizers by their ``keras.optimizers.get`` names."""
+
+    rmsprop = "rmsprop"
+    adam = "adam"
+    sgd = "sgd"
+
+
+class Flip(StrEnum):
+    horizontal = "horizontal"
+    vertical = "vertical"
+    horizontal_and_vertical = "horizontal_and_vertical"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"
+    mixed_float16 = "mixed_float16"
+
+
+class Strategy(StrEnum):
+    default = "default"
+    mirrored = "mirrored"
+    multi_worker = "multi_worker"
+
+
+class VisualizedModel(StrEnum):
+    trained = "trained"
+    imagenet_xception = "imagenet_xception"
+
+
+MODEL_FILES = {"segmentation": "segmentation.keras", "classification": "classifier.keras"}
 
 
 @dataclass
@@ -45,6 +103,14 @@ class PathsConfig:
         if name == "downloads":
             return project_paths.resolve(getattr(self, name), root=project_paths.tracking_root())
         return project_paths.resolve(getattr(self, name))
+
+    def model_file(self, task: str) -> Path:
+        """Where a training stage keeps its best model (a DVC output)."""
+        return self.resolve("models") / MODEL_FILES[task]
+
+    def task_reports(self, task: str) -> Path:
+        """A stage's report folder: metrics, history and pictures (DVC outputs)."""
+        return self.resolve("reports") / task
 
 
 @dataclass
@@ -78,7 +144,7 @@ class SegmentationDataConfig:
     image_size: int = MISSING
     val_count: int = MISSING
     shuffle_seed: int = MISSING
-    interpolation: str = MISSING
+    interpolation: Interpolation = MISSING
 
 
 @dataclass
@@ -88,7 +154,7 @@ class ClassificationDataConfig:
     val_count: int = MISSING
     test_count: int = MISSING
     split_seed: int = MISSING
-    interpolation: str = MISSING
+    interpolation: Interpolation = MISSING
 
 
 @dataclass
@@ -98,7 +164,7 @@ class PreprocessConfig:
 
 @dataclass
 class DataConfig:
-    source: str = MISSING
+    source: Source = MISSING
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     oxford_pets: OxfordPetsConfig = field(default_factory=OxfordPetsConfig)
     segmentation: SegmentationDataConfig = field(default_factory=SegmentationDataConfig)
@@ -108,7 +174,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    optimizer: str = MISSING
+    optimizer: Optimizer = MISSING
     learning_rate: float = MISSING
     batch_size: int = MISSING
     epochs: int = MISSING
@@ -130,7 +196,7 @@ class SegmentationConfig:
 @dataclass
 class AugmentationConfig:
     enabled: bool = MISSING
-    flip: str = MISSING
+    flip: Flip = MISSING
     rotation: float = MISSING
     zoom: float = MISSING
 
@@ -150,10 +216,10 @@ class ClassificationConfig:
 
 @dataclass
 class TrainerConfig:
-    device: str = MISSING
-    precision: str = MISSING
+    device: Device = MISSING
+    precision: Precision = MISSING
     xla: bool = MISSING
-    strategy: str = MISSING
+    strategy: Strategy = MISSING
     seed: int = MISSING
     deterministic: bool = MISSING
     resume: bool = MISSING
@@ -188,7 +254,9 @@ class FiltersConfig:
     image_size: int = MISSING
     crop: int = MISSING
     margin: int = MISSING
-    layers: dict[str, list[str]] = MISSING  # per architecture; none listed: first, middle and last convolution
+    layers: dict[str, list[str]] = (
+        MISSING  # per architecture; none listed: first, middle and last convolution
+    )
 
 
 @dataclass
@@ -212,7 +280,7 @@ class SegmentationVisualizeConfig:
 
 @dataclass
 class VisualizeConfig:
-    model: str = MISSING
+    model: VisualizedModel = MISSING
     num_images: int = MISSING
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
@@ -235,21 +303,6 @@ class Config:
 
 # --------------------------------------------------------------------------- validation
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.source": ("synthetic", "oxford_pets"),
-    "data.segmentation.interpolation": ("nearest", "bilinear", "bicubic", "lanczos"),
-    "data.classification.interpolation": ("nearest", "bilinear", "bicubic", "lanczos"),
-    "segmentation.model.name": ("seed", "unet"),
-    "segmentation.train.optimizer": ("rmsprop", "adam", "sgd"),
-    "classification.model.name": ("mini_xception", "simple_convnet", "residual_convnet"),
-    "classification.model.augmentation.flip": ("horizontal", "vertical", "horizontal_and_vertical"),
-    "classification.train.optimizer": ("rmsprop", "adam", "sgd"),
-    "trainer.device": ("auto", "cpu", "gpu"),
-    "trainer.precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
-    "trainer.strategy": ("default", "mirrored", "multi_worker"),
-    "visualize.model": ("trained", "imagenet_xception"),
-}
-
 
 def _get(cfg: Config, key: str) -> Any:
     value: Any = cfg
@@ -264,54 +317,111 @@ def _fail(key: str, value: Any, why: str) -> ConfigError:
 
 def validate(cfg: Config) -> None:
     """Reject values that cannot work, naming the key and the value. Cheap: no I/O."""
-    for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
-        if value not in allowed:
-            raise _fail(key, value, f"must be one of {', '.join(allowed)}")
+    _check_choices(cfg)
+    _check_ranges(cfg)
+    _check_consistency(cfg)
 
+
+def _check_choices(cfg: Config) -> None:
+    """Model names come from the model registry (the other choices are Enums in the schema)."""
+    from petvision.models import registry  # no Keras: the registry is a plain table
+
+    for task in registry.TASKS:
+        key = f"{task}.model.name"
+        value = _get(cfg, key)
+        if value not in registry.names(task):
+            raise _fail(key, value, f"must be one of {', '.join(registry.names(task))}")
+
+
+def _check_ranges(cfg: Config) -> None:
     positive = [
-        "data.synthetic.num_images", "data.synthetic.min_side",
-        "data.segmentation.image_size", "data.classification.image_size",
-        "data.classification.train_count", "data.classification.val_count", "data.classification.test_count",
+        "data.synthetic.num_images",
+        "data.synthetic.min_side",
+        "data.segmentation.image_size",
+        "data.classification.image_size",
+        "data.classification.train_count",
+        "data.classification.val_count",
+        "data.classification.test_count",
         "segmentation.model.num_classes",
-        "segmentation.train.epochs", "segmentation.train.batch_size",
-        "classification.train.epochs", "classification.train.batch_size",
-        "visualize.num_images", "visualize.activations.images_per_row",
-        "visualize.filters.num_filters", "visualize.filters.steps", "visualize.filters.image_size",
-        "tracking.connect_timeout_s", "data.oxford_pets.timeout_s", "visualize.imagenet.timeout_s",
+        "segmentation.train.epochs",
+        "segmentation.train.batch_size",
+        "classification.train.epochs",
+        "classification.train.batch_size",
+        "visualize.num_images",
+        "visualize.activations.images_per_row",
+        "visualize.filters.num_filters",
+        "visualize.filters.steps",
+        "visualize.filters.image_size",
+        "tracking.connect_timeout_s",
+        "data.oxford_pets.timeout_s",
+        "visualize.imagenet.timeout_s",
     ]
     for key in positive:
         value = _get(cfg, key)
         if value < 1 if isinstance(value, int) else value <= 0:
-            raise _fail(key, value, "must be at least 1" if isinstance(value, int) else "must be positive")
-    for key in ["segmentation.train.learning_rate", "classification.train.learning_rate", "visualize.filters.learning_rate"]:
+            raise _fail(
+                key, value, "must be at least 1" if isinstance(value, int) else "must be positive"
+            )
+    for key in [
+        "segmentation.train.learning_rate",
+        "classification.train.learning_rate",
+        "visualize.filters.learning_rate",
+    ]:
         if _get(cfg, key) <= 0:
             raise _fail(key, _get(cfg, key), "must be positive")
-    for key in ["data.preprocess.workers", "data.segmentation.val_count", "data.oxford_pets.retries",
-                "segmentation.train.early_stopping_patience", "classification.train.early_stopping_patience",
-                "visualize.segmentation.worst", "visualize.activations.image_index", "visualize.filters.crop",
-                "visualize.filters.margin", "visualize.gradcam.localization_images"]:
+    for key in [
+        "data.preprocess.workers",
+        "data.segmentation.val_count",
+        "data.oxford_pets.retries",
+        "segmentation.train.early_stopping_patience",
+        "classification.train.early_stopping_patience",
+        "visualize.segmentation.worst",
+        "visualize.activations.image_index",
+        "visualize.filters.crop",
+        "visualize.filters.margin",
+        "visualize.gradcam.localization_images",
+    ]:
         if _get(cfg, key) < 0:
             raise _fail(key, _get(cfg, key), "must not be negative")
 
+
+def _check_consistency(cfg: Config) -> None:
     size = cfg.data.segmentation.image_size
     if size % 8:
-        raise _fail("data.segmentation.image_size", size,
-                    "must be a multiple of 8 (the model halves it three times and doubles it back)")
+        raise _fail(
+            "data.segmentation.image_size",
+            size,
+            "must be a multiple of 8 (the model halves it three times and doubles it back)",
+        )
     syn = cfg.data.synthetic
     if syn.max_side < syn.min_side:
-        raise _fail("data.synthetic.max_side", syn.max_side, f"must not be below data.synthetic.min_side={syn.min_side}")
+        raise _fail(
+            "data.synthetic.max_side",
+            syn.max_side,
+            f"must not be below data.synthetic.min_side={syn.min_side}",
+        )
     if not 1 <= syn.jpeg_quality_min <= syn.jpeg_quality_max <= 100:
-        raise _fail("data.synthetic.jpeg_quality_min", syn.jpeg_quality_min,
-                    f"need 1 <= jpeg_quality_min <= jpeg_quality_max={syn.jpeg_quality_max} <= 100")
+        raise _fail(
+            "data.synthetic.jpeg_quality_min",
+            syn.jpeg_quality_min,
+            f"need 1 <= jpeg_quality_min <= jpeg_quality_max={syn.jpeg_quality_max} <= 100",
+        )
     if cfg.data.source == "synthetic":
         check_split_sizes(cfg, syn.num_images, f"data.synthetic.num_images={syn.num_images}")
-    if cfg.classification.model.name == "simple_convnet" and cfg.data.classification.image_size < 78:
-        raise _fail("data.classification.image_size", cfg.data.classification.image_size,
-                    "classification/model=simple_convnet needs at least 78 px (five valid 3x3 convolutions "
-                    "and four poolings)")
+    if (
+        cfg.classification.model.name == "simple_convnet"
+        and cfg.data.classification.image_size < 78
+    ):
+        raise _fail(
+            "data.classification.image_size",
+            cfg.data.classification.image_size,
+            "classification/model=simple_convnet needs at least 78 px (five valid 3x3 convolutions "
+            "and four poolings)",
+        )
     if not 0 <= cfg.classification.model.dropout < 1:
-        raise _fail("classification.model.dropout", cfg.classification.model.dropout, "must be in [0, 1)")
+        raise _fail(
+            "classification.model.dropout", cfg.classification.model.dropout, "must be in [0, 1)"
+        )
     if not 0 < cfg.visualize.gradcam.alpha <= 1:
         raise _fail("visualize.gradcam.alpha", cfg.visualize.gradcam.alpha, "must be in (0, 1]")
     if not cfg.data.oxford_pets.mirrors:
@@ -319,7 +429,9 @@ def validate(cfg: Config) -> None:
     for i, archive in enumerate(cfg.data.oxford_pets.archives):
         digest = archive.sha256.lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise _fail(f"data.oxford_pets.archives[{i}].sha256", archive.sha256, "must be 64 hex digits")
+            raise _fail(
+                f"data.oxford_pets.archives[{i}].sha256", archive.sha256, "must be 64 hex digits"
+            )
     if cfg.trainer.device == "cpu" and cfg.trainer.precision == "mixed_float16":
         raise ConfigError(
             "trainer.precision='mixed_float16' with trainer.device='cpu': float16 has no fast path on CPUs; "
@@ -332,7 +444,9 @@ def check_split_sizes(cfg: Config, num_images: int, what: str) -> None:
     configured) and by preprocess once the real data's size is known."""
     val = cfg.data.segmentation.val_count
     if val >= num_images:
-        raise _fail("data.segmentation.val_count", val, f"must be smaller than the dataset ({what})")
+        raise _fail(
+            "data.segmentation.val_count", val, f"must be smaller than the dataset ({what})"
+        )
     c = cfg.data.classification
     needed = c.train_count + c.val_count + c.test_count
     if needed > num_images:
@@ -365,6 +479,11 @@ def _describe(exc: OmegaConfBaseException) -> str:
         return f"{key}: unknown key ({first_line})"
     if kind == "MissingMandatoryValue":
         return f"{key}: missing value"
+    if kind == "ValidationError" and "expected one of" in first_line:
+        # An Enum field: say it as every other bad value is said, key=value and the choices.
+        value = getattr(exc, "value", None)
+        choices = first_line.split("expected one of", 1)[1].strip(" []")
+        return f"{key}={value!r}: must be one of {choices}"
     return f"{key}: {first_line}"
 
 
@@ -392,7 +511,11 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             flat.update(flatten(value, name + "."))
         elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
             for i, item in enumerate(value):
-                flat.update(flatten(item, f"{name}[{i}].") if isinstance(item, dict) else {f"{name}[{i}]": item})
+                flat.update(
+                    flatten(item, f"{name}[{i}].")
+                    if isinstance(item, dict)
+                    else {f"{name}[{i}]": item}
+                )
         else:
             flat[name] = value
     return flat

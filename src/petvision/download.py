@@ -5,7 +5,7 @@
 
 The real archives are kept in ``paths.downloads``, a cache outside DVC's outputs, so an
 interrupted download resumes and a rerun does not fetch 800 MB again. The output folder is
-built aside and renamed into place with :data:`petvision.layout.COMPLETE_MARKER` written last:
+built aside and renamed into place with :data:`petvision.data.layout.COMPLETE_MARKER` written last:
 an interrupted run leaves no output rather than a half dataset that looks complete.
 """
 
@@ -15,9 +15,10 @@ import json
 import logging
 from pathlib import Path
 
-from petvision import fetch, layout, stage
+from petvision import stage
 from petvision.atomic import atomic_dir
 from petvision.config import Config
+from petvision.data import fetch, layout
 from petvision.errors import DataError
 
 # Named, not __name__: run as `python -m petvision.download` this module is __main__.
@@ -39,13 +40,17 @@ def run_download(cfg: Config) -> Path:
 
 
 def _write_synthetic(cfg: Config, out: Path) -> None:
-    from petvision import synthetic
+    from petvision.data import synthetic
 
     log.info("generating %d synthetic images into %s", cfg.data.synthetic.num_images, out)
     with atomic_dir(out) as tmp:
         summary = synthetic.generate(tmp, cfg.data.synthetic)
-        log.info("generated %d images (%s) in %.1f s", summary.num_images,
-                 ", ".join(f"{n} {name}s" for name, n in summary.species_counts.items()), summary.seconds)
+        log.info(
+            "generated %d images (%s) in %.1f s",
+            summary.num_images,
+            ", ".join(f"{n} {name}s" for name, n in summary.species_counts.items()),
+            summary.seconds,
+        )
         _check_layout(tmp, "the synthetic generator")
         _mark_complete(tmp, {"source": "synthetic"})
 
@@ -53,7 +58,9 @@ def _write_synthetic(cfg: Config, out: Path) -> None:
 def _write_oxford_pets(cfg: Config, out: Path) -> None:
     pets = cfg.data.oxford_pets
     archives = [fetch.Archive(a.name, a.size, a.sha256.lower()) for a in pets.archives]
-    policy = fetch.RetryPolicy(retries=pets.retries, backoff_s=pets.backoff_s, timeout_s=pets.timeout_s)
+    policy = fetch.RetryPolicy(
+        retries=pets.retries, backoff_s=pets.backoff_s, timeout_s=pets.timeout_s
+    )
     cache = cfg.paths.resolve("downloads")
     # Everything is downloaded and verified before the output is touched.
     paths = [fetch.fetch_archive(a, pets.mirrors, cache, policy) for a in archives]
@@ -62,23 +69,39 @@ def _write_oxford_pets(cfg: Config, out: Path) -> None:
         for path in paths:
             fetch.safe_extract(path, tmp)
         _check_layout(tmp, ", ".join(a.name for a in archives))
-        _mark_complete(tmp, {"source": "oxford_pets", "archives": {a.name: a.sha256 for a in archives}})
+        _mark_complete(
+            tmp, {"source": "oxford_pets", "archives": {a.name: a.sha256 for a in archives}}
+        )
 
 
 def _check_layout(root: Path, made_by: str) -> None:
     """The folder must hold image/trimap pairs and list.txt, or preprocess would fail later and
     less clearly."""
     lay = layout.Layout(root)
-    missing = [rel for rel, p in [(layout.IMAGES_DIR, lay.images_dir), (layout.TRIMAPS_DIR, lay.trimaps_dir),
-                                  (layout.LIST_FILE, lay.list_file)] if not p.exists()]
+    missing = [
+        rel
+        for rel, p in [
+            (layout.IMAGES_DIR, lay.images_dir),
+            (layout.TRIMAPS_DIR, lay.trimaps_dir),
+            (layout.LIST_FILE, lay.list_file),
+        ]
+        if not p.exists()
+    ]
     if missing:
-        raise DataError(f"{made_by}: no {', '.join(missing)} in the result: not the Oxford-IIIT Pet layout")
+        raise DataError(
+            f"{made_by}: no {', '.join(missing)} in the result: not the Oxford-IIIT Pet layout"
+        )
     found = layout.scan(root)
     if not found.pairs:
-        raise DataError(f"{made_by}: no image with a matching trimap under {layout.IMAGES_DIR}/ and {layout.TRIMAPS_DIR}/")
+        raise DataError(
+            f"{made_by}: no image with a matching trimap under {layout.IMAGES_DIR}/ and {layout.TRIMAPS_DIR}/"
+        )
     log.info(
         "%d image/trimap pairs, %d images without trimap, %d trimaps without image, %d other files",
-        len(found.pairs), len(found.images_without_trimap), len(found.trimaps_without_image), len(found.ignored),
+        len(found.pairs),
+        len(found.images_without_trimap),
+        len(found.trimaps_without_image),
+        len(found.ignored),
     )
 
 

@@ -6,7 +6,7 @@ with SIGKILL when it reaches that point (of that epoch), so that no ``except``/`
 machine or ``kill -9`` does. Unset (always, outside the tests), every call is a dictionary
 lookup and nothing else.
 
-The points of a training epoch's end follow the commit protocol of :mod:`petvision.training`:
+The points of a training epoch's end follow the commit protocol of :mod:`petvision.training.loop`:
 
 - ``after_best_saved``: the improved model is saved as ``best-<epoch>.keras``; nothing else yet;
 - ``mid_backup``: Keras's backup has copied its previous pair and written the new weights, not
@@ -14,7 +14,7 @@ The points of a training epoch's end follow the commit protocol of :mod:`petvisi
 - ``after_backup``: the backup is complete, ``history.json`` (the commit) not yet written;
 - ``after_commit``: the epoch is committed, not yet logged to MLflow;
 
-and of the outputs (:meth:`petvision.session.TrainingSession.finish`):
+and of the outputs (:meth:`petvision.training.session.TrainingSession.finish`):
 
 - ``mid_outputs``: the first staged report file has been renamed into place, the others and
   the model not yet.

@@ -16,16 +16,25 @@ PET = 0
 
 def segmentation_metrics(num_classes: int = 3) -> list[keras.metrics.Metric]:
     """Pixel accuracy, IoU per class, mean IoU; for every epoch, train and validation."""
-    names = SEGMENTATION_CLASSES if num_classes == 3 else tuple(f"class{c}" for c in range(num_classes))
+    names = (
+        SEGMENTATION_CLASSES if num_classes == 3 else tuple(f"class{c}" for c in range(num_classes))
+    )
     per_class = [
-        keras.metrics.IoU(num_classes=num_classes, target_class_ids=[c], sparse_y_true=True,
-                          sparse_y_pred=False, name=f"{names[c]}_iou")
+        keras.metrics.IoU(
+            num_classes=num_classes,
+            target_class_ids=[c],
+            sparse_y_true=True,
+            sparse_y_pred=False,
+            name=f"{names[c]}_iou",
+        )
         for c in range(num_classes)
     ]
     return [
         keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
         *per_class,
-        keras.metrics.MeanIoU(num_classes=num_classes, sparse_y_true=True, sparse_y_pred=False, name="mean_iou"),
+        keras.metrics.MeanIoU(
+            num_classes=num_classes, sparse_y_true=True, sparse_y_pred=False, name="mean_iou"
+        ),
     ]
 
 
@@ -77,8 +86,12 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
-def binary_report(labels: np.ndarray, probabilities: np.ndarray, class_names=("cat", "dog"),
-                  threshold: float = 0.5) -> dict:
+def binary_report(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    class_names=("cat", "dog"),
+    threshold: float = 0.5,
+) -> dict:
     """Accuracy, ROC AUC, precision and recall per class, and the confusion matrix."""
     labels = np.asarray(labels).astype(np.int64).ravel()
     pred = (np.asarray(probabilities).ravel() >= threshold).astype(np.int64)

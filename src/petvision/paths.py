@@ -30,7 +30,9 @@ def project_root() -> Path:
     if explicit:
         root = Path(explicit).resolve()
         if not _is_project(root):
-            raise FileNotFoundError(f"{ROOT_ENV}={explicit} is not a petvision project (no dvc.yaml and conf/config.yaml there)")
+            raise FileNotFoundError(
+                f"{ROOT_ENV}={explicit} is not a petvision project (no dvc.yaml and conf/config.yaml there)"
+            )
         return root
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):

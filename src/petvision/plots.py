@@ -12,13 +12,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from petvision.atomic import atomic_file  # noqa: E402
+from petvision.atomic import atomic_file
 
 
-def save(fig: "plt.Figure", path: Path, dpi: int = 100) -> Path:
+def save(fig: plt.Figure, path: Path, dpi: int = 100) -> Path:
     path = Path(path)
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
@@ -28,7 +28,9 @@ def save(fig: "plt.Figure", path: Path, dpi: int = 100) -> Path:
 
 def mask_to_gray(mask: np.ndarray) -> np.ndarray:
     """The seed's display of a 0/1/2 mask: ``mask * 127`` as an 8-bit picture."""
-    return (np.asarray(mask)[..., 0] if np.ndim(mask) == 3 else np.asarray(mask)).astype(np.uint8) * 127
+    return (np.asarray(mask)[..., 0] if np.ndim(mask) == 3 else np.asarray(mask)).astype(
+        np.uint8
+    ) * 127
 
 
 def learning_curves(history: dict[str, list[float]], path: Path, metric: str, title: str) -> Path:
@@ -48,19 +50,27 @@ def learning_curves(history: dict[str, list[float]], path: Path, metric: str, ti
     return save(fig, path)
 
 
-def segmentation_samples(images: np.ndarray, true_masks: np.ndarray, pred_masks: np.ndarray,
-                         path: Path, titles: Sequence[str] = ()) -> Path:
+def segmentation_samples(
+    images: np.ndarray,
+    true_masks: np.ndarray,
+    pred_masks: np.ndarray,
+    path: Path,
+    titles: Sequence[str] = (),
+) -> Path:
     """One row per sample: image, true mask, predicted mask."""
     n = len(images)
     fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
     for i in range(n):
         for ax, picture, label in zip(
-            axes[i], (images[i], mask_to_gray(true_masks[i]), mask_to_gray(pred_masks[i])),
+            axes[i],
+            (images[i], mask_to_gray(true_masks[i]), mask_to_gray(pred_masks[i])),
             ("image", "true mask", "predicted mask"),
         ):
             ax.imshow(picture, cmap=None if picture.ndim == 3 else "gray", vmin=0, vmax=255)
             ax.set_axis_off()
-            ax.set_title(f"{label}{' - ' + titles[i] if titles and label == 'image' else ''}", fontsize=8)
+            ax.set_title(
+                f"{label}{' - ' + titles[i] if titles and label == 'image' else ''}", fontsize=8
+            )
     return save(fig, path)
 
 
@@ -69,8 +79,15 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path, tit
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.imshow(cm, cmap="Blues")
     for (i, j), count in np.ndenumerate(cm):
-        ax.text(j, i, str(count), ha="center", va="center",
-                color="white" if count > cm.max() / 2 else "black", fontsize=14)
+        ax.text(
+            j,
+            i,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if count > cm.max() / 2 else "black",
+            fontsize=14,
+        )
     ax.set_xticks(range(len(class_names)), class_names)
     ax.set_yticks(range(len(class_names)), class_names)
     ax.set_xlabel("predicted")
@@ -79,8 +96,13 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path, tit
     return save(fig, path)
 
 
-def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path, columns: int = 4,
-               title: str = "") -> Path:
+def image_grid(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    path: Path,
+    columns: int = 4,
+    title: str = "",
+) -> Path:
     n = max(len(images), 1)
     rows = (n + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)

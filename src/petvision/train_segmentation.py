@@ -1,6 +1,7 @@
 """Stage train_segmentation: the seed's encoder-decoder (or the U-Net option) on the pet trimaps.
 
-    python -m petvision.train_segmentation [overrides]      e.g. segmentation/model=unet segmentation.train.epochs=5
+    python -m petvision.train_segmentation [overrides]
+    python -m petvision.train_segmentation segmentation/model=unet segmentation.train.epochs=5
 
 Outputs (dvc.yaml): the best model by validation loss, a metrics JSON (the best epoch's values),
 the per-epoch history for ``dvc plots``, learning curves and validation samples; the same, plus
@@ -13,10 +14,12 @@ import logging
 
 import numpy as np
 
-from petvision import inputs, metrics, npy_dataset, plots, runtime, stage, training
+from petvision import metrics, plots, stage
 from petvision.config import Config
-from petvision.models import build_segmentation_model
-from petvision.session import TrainingSession
+from petvision.data import inputs, npy_dataset
+from petvision.models.segmentation import build_segmentation_model
+from petvision.training import loop, runtime
+from petvision.training.session import TrainingSession
 
 log = logging.getLogger("petvision.train_segmentation")  # not __name__: that is "__main__" under -m
 
@@ -33,14 +36,24 @@ def run_train_segmentation(cfg: Config) -> dict:
     val = npy_dataset.load_split(npy, TASK, "val")
     npy_dataset.check_image_size(train, data.image_size, "data.segmentation.image_size")
 
-    train_ds = inputs.batches(train.images, train.masks, train_cfg.batch_size, shuffle=True, seed=cfg.trainer.seed)
-    val_ds = inputs.batches(val.images, val.masks, train_cfg.batch_size, shuffle=False, seed=cfg.trainer.seed)
+    train_ds = inputs.batches(
+        train.images,
+        train.require("masks"),
+        train_cfg.batch_size,
+        shuffle=True,
+        seed=cfg.trainer.seed,
+    )
+    val_ds = inputs.batches(
+        val.images, val.require("masks"), train_cfg.batch_size, shuffle=False, seed=cfg.trainer.seed
+    )
 
-    with TrainingSession(cfg, TASK, "train_segmentation", cfg.segmentation.model.name, rt, [train, val]) as session:
+    with TrainingSession(
+        cfg, TASK, "train_segmentation", cfg.segmentation.model.name, rt, [train, val]
+    ) as session:
         with rt.strategy.scope():
             model = build_segmentation_model(cfg.segmentation.model, data.image_size)
             model.compile(
-                optimizer=training.make_optimizer(train_cfg),
+                optimizer=loop.make_optimizer(train_cfg),
                 loss="sparse_categorical_crossentropy",
                 metrics=metrics.segmentation_metrics(cfg.segmentation.model.num_classes),
                 jit_compile=rt.xla,
@@ -49,13 +62,24 @@ def run_train_segmentation(cfg: Config) -> dict:
         best = session.load_best()
 
         sample = slice(0, min(NUM_SAMPLES, len(val)))
-        predicted = np.argmax(best.predict(np.asarray(val.images[sample]), verbose=0), axis=-1)[..., None]
+        predicted = np.argmax(best.predict(np.asarray(val.images[sample]), verbose=0), axis=-1)[
+            ..., None
+        ]
         reports = session.reports_dir
         pictures = [
-            plots.learning_curves(result.history, reports / "learning_curves.png", "pet_iou",
-                                  f"{model.name}: loss and pet IoU per epoch"),
-            plots.segmentation_samples(val.images[sample], val.masks[sample], predicted,
-                                       reports / "samples.png", titles=val.stems[sample]),
+            plots.learning_curves(
+                result.history,
+                reports / "learning_curves.png",
+                "pet_iou",
+                f"{model.name}: loss and pet IoU per epoch",
+            ),
+            plots.segmentation_samples(
+                val.images[sample],
+                val.require("masks")[sample],
+                predicted,
+                reports / "samples.png",
+                titles=val.stems[sample],
+            ),
         ]
         summary = session.finish(best, result, pictures, example=np.asarray(val.images[:2]))
     return summary

@@ -13,10 +13,12 @@ import logging
 
 import numpy as np
 
-from petvision import inputs, layout, metrics, npy_dataset, plots, runtime, stage, training
+from petvision import metrics, plots, stage
 from petvision.config import Config
-from petvision.models import build_classifier
-from petvision.session import TrainingSession
+from petvision.data import inputs, layout, npy_dataset
+from petvision.models.classification import build_classifier
+from petvision.training import loop, runtime
+from petvision.training.session import TrainingSession
 
 log = logging.getLogger("petvision.train_xception")  # not __name__: that is "__main__" under -m
 
@@ -24,7 +26,9 @@ TASK = "classification"
 NUM_MISCLASSIFIED = 8
 
 
-def most_confident_mistakes(labels: np.ndarray, probabilities: np.ndarray, count: int) -> np.ndarray:
+def most_confident_mistakes(
+    labels: np.ndarray, probabilities: np.ndarray, count: int
+) -> np.ndarray:
     """Indices of wrong predictions, the most confident first."""
     predicted = (probabilities >= 0.5).astype(labels.dtype)
     wrong = np.flatnonzero(predicted != labels)
@@ -39,16 +43,36 @@ def run_train_xception(cfg: Config) -> dict:
     train, val, test = (npy_dataset.load_split(npy, TASK, s) for s in ("train", "val", "test"))
     npy_dataset.check_image_size(train, data.image_size, "data.classification.image_size")
 
-    train_ds = inputs.batches(train.images, train.labels, train_cfg.batch_size, shuffle=True, seed=cfg.trainer.seed)
-    val_ds = inputs.batches(val.images, val.labels, train_cfg.batch_size, shuffle=False, seed=cfg.trainer.seed)
-    test_ds = inputs.batches(test.images, test.labels, train_cfg.batch_size, shuffle=False, seed=cfg.trainer.seed)
+    train_ds = inputs.batches(
+        train.images,
+        train.require("labels"),
+        train_cfg.batch_size,
+        shuffle=True,
+        seed=cfg.trainer.seed,
+    )
+    val_ds = inputs.batches(
+        val.images,
+        val.require("labels"),
+        train_cfg.batch_size,
+        shuffle=False,
+        seed=cfg.trainer.seed,
+    )
+    test_ds = inputs.batches(
+        test.images,
+        test.require("labels"),
+        train_cfg.batch_size,
+        shuffle=False,
+        seed=cfg.trainer.seed,
+    )
 
     model_name = cfg.classification.model.name
-    with TrainingSession(cfg, TASK, "train_xception", model_name, rt, [train, val, test]) as session:
+    with TrainingSession(
+        cfg, TASK, "train_xception", model_name, rt, [train, val, test]
+    ) as session:
         with rt.strategy.scope():
             model = build_classifier(cfg.classification.model, data.image_size)
             model.compile(
-                optimizer=training.make_optimizer(train_cfg),
+                optimizer=loop.make_optimizer(train_cfg),
                 loss="binary_crossentropy",
                 metrics=metrics.classification_metrics(),
                 jit_compile=rt.xla,
@@ -57,18 +81,27 @@ def run_train_xception(cfg: Config) -> dict:
         best = session.load_best()
 
         probabilities = best.predict(test_ds, verbose=0).ravel()
-        labels = np.asarray(test.labels)
+        labels = np.asarray(test.require("labels"))
         report = metrics.binary_report(labels, probabilities, layout.SPECIES_NAMES)
-        log.info("%s test accuracy %.3f, ROC AUC %.3f", model_name, report["accuracy"], report["roc_auc"])
+        log.info(
+            "%s test accuracy %.3f, ROC AUC %.3f", model_name, report["accuracy"], report["roc_auc"]
+        )
 
         reports = session.reports_dir
         mistakes = most_confident_mistakes(labels, probabilities, NUM_MISCLASSIFIED)
         pictures = [
-            plots.learning_curves(result.history, reports / "learning_curves.png", "accuracy",
-                                  f"{model.name}: loss and accuracy per epoch"),
-            plots.confusion_matrix(np.array(report["confusion_matrix"]), layout.SPECIES_NAMES,
-                                   reports / "confusion_matrix.png",
-                                   f"{model.name} on the test split (accuracy {report['accuracy']:.3f})"),
+            plots.learning_curves(
+                result.history,
+                reports / "learning_curves.png",
+                "accuracy",
+                f"{model.name}: loss and accuracy per epoch",
+            ),
+            plots.confusion_matrix(
+                np.array(report["confusion_matrix"]),
+                layout.SPECIES_NAMES,
+                reports / "confusion_matrix.png",
+                f"{model.name} on the test split (accuracy {report['accuracy']:.3f})",
+            ),
             plots.image_grid(
                 [test.images[i] for i in mistakes],
                 [f"{test.stems[i]}: P(dog)={probabilities[i]:.2f}" for i in mistakes],
@@ -77,8 +110,13 @@ def run_train_xception(cfg: Config) -> dict:
             ),
         ]
         test_summary = {k: v for k, v in report.items() if k != "confusion_matrix"}
-        return session.finish(best, result, pictures, example=np.asarray(test.images[:2]),
-                              extra={"test": test_summary})
+        return session.finish(
+            best,
+            result,
+            pictures,
+            example=np.asarray(test.images[:2]),
+            extra={"test": test_summary},
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage visualize: what the convnets learned (the book's part 3, SPEC §4).
+"""Stage visualize: what the convnets learned (the book's chapter 9.4).
 
     python -m petvision.visualize [overrides]     e.g. visualize.gradcam.other_class=true
 
@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from petvision import atomic, layout, npy_dataset, stage, tracking
+from petvision import atomic, stage, tracking
 from petvision.config import Config
+from petvision.data import layout, npy_dataset
 from petvision.errors import ConfigError, DataError
 from petvision.interpret import activations, filters, gradcam, html_report, loading, sections
-from petvision.models import LAST_CONV_LAYER
-from petvision.session import model_path, reports_dir
+from petvision.models import registry
 
 log = logging.getLogger("petvision.visualize")  # not __name__: that is "__main__" under python -m
 
@@ -51,10 +51,15 @@ def run_visualize(cfg: Config) -> dict:
     imagenet = None
     if vis.model == "imagenet_xception":
         # First: without the internet this fails in seconds, before anything else is loaded.
-        imagenet = loading.load_imagenet_xception(vis.imagenet.weights_url, vis.imagenet.class_index_url,
-                                                  vis.imagenet.timeout_s)
-    classifier = loading.load_trained(model_path(cfg, "classification"), TRAINING_STAGES["classification"])
-    segmenter = loading.load_trained(model_path(cfg, "segmentation"), TRAINING_STAGES["segmentation"])
+        imagenet = loading.load_imagenet_xception(
+            vis.imagenet.weights_url, vis.imagenet.class_index_url, vis.imagenet.timeout_s
+        )
+    classifier = loading.load_trained(
+        cfg.paths.model_file("classification"), TRAINING_STAGES["classification"]
+    )
+    segmenter = loading.load_trained(
+        cfg.paths.model_file("segmentation"), TRAINING_STAGES["segmentation"]
+    )
     npy = cfg.paths.resolve("npy")
     test = npy_dataset.load_split(npy, "classification", "test")
     val = npy_dataset.load_split(npy, "segmentation", "val")
@@ -62,16 +67,22 @@ def run_visualize(cfg: Config) -> dict:
     model_runs = {task: read_model_run(cfg, task) for task in TRAINING_STAGES}
 
     architecture = cfg.classification.model.name
-    run_name = f"visualize {vis.model if imagenet else architecture} {cfg.preset} {datetime.now():%m-%d %H:%M}"
-    with tracking.Run(cfg, "interpretation", "visualize", run_name=run_name,
-                      tags=explained_tags(cfg, model_runs)) as run:
+    shown = vis.model if imagenet else architecture
+    run_name = f"visualize {shown} {cfg.preset} {datetime.now():%m-%d %H:%M}"
+    with tracking.Run(
+        cfg, "interpretation", "visualize", run_name=run_name, tags=explained_tags(cfg, model_runs)
+    ) as run:
         out = output_dir(cfg)
         with atomic.atomic_dir(out) as tmp:
             metrics = draw_everything(cfg, classifier, segmenter, imagenet, test, val, tmp)
             atomic.write_json(tmp / "metrics.json", without_nan(metrics))
-            html_report.write_report(cfg.paths.resolve("reports"), tmp / "report.html", where={"visualize": tmp},
-                                     title=f"petvision {cfg.preset} run: {cfg.classification.model.name} "
-                                           f"classifier, {cfg.segmentation.model.name} segmentation model")
+            html_report.write_report(
+                cfg.paths.resolve("reports"),
+                tmp / "report.html",
+                where={"visualize": tmp},
+                title=f"petvision {cfg.preset} run: {cfg.classification.model.name} "
+                f"classifier, {cfg.segmentation.model.name} segmentation model",
+            )
         run.log_metrics(sections.flatten_metrics(metrics))
         for folder in FOLDERS:
             if (out / folder).is_dir():
@@ -83,62 +94,131 @@ def run_visualize(cfg: Config) -> dict:
     return metrics
 
 
-def check_inputs(cfg: Config, classifier, segmenter, test: npy_dataset.Split, val: npy_dataset.Split) -> None:
+def check_inputs(
+    cfg: Config, classifier, segmenter, test: npy_dataset.Split, val: npy_dataset.Split
+) -> None:
     """The arrays must fit the models, and the configured image must exist, before any work."""
-    for split, model, key in ((test, classifier, "classification"), (val, segmenter, "segmentation")):
+    for split, model, key in (
+        (test, classifier, "classification"),
+        (val, segmenter, "segmentation"),
+    ):
         size, expected = split.images.shape[1], loading.input_size(model)
         if size != expected:
-            raise DataError(f"{npy_dataset.array_path(cfg.paths.resolve('npy'), key, split.name, 'images')} holds "
-                            f"{size}x{size} images but {model_path(cfg, key)} takes {expected}x{expected}; "
-                            f"rerun preprocess and {TRAINING_STAGES[key]} with the same data.{key}.image_size")
+            raise DataError(
+                f"{npy_dataset.array_path(cfg.paths.resolve('npy'), key, split.name, 'images')} holds "
+                f"{size}x{size} images but {cfg.paths.model_file(key)} takes {expected}x{expected}; "
+                f"rerun preprocess and {TRAINING_STAGES[key]} with the same data.{key}.image_size"
+            )
     index = cfg.visualize.activations.image_index
     smallest = min(len(test), len(val))
     if index >= smallest:
-        raise ConfigError(f"visualize.activations.image_index={index}: the classification test split has "
-                          f"{len(test)} images and the segmentation validation split {len(val)}")
+        raise ConfigError(
+            f"visualize.activations.image_index={index}: the classification test split has "
+            f"{len(test)} images and the segmentation validation split {len(val)}"
+        )
     architecture = cfg.classification.model.name
-    layer = LAST_CONV_LAYER[architecture]
+    layer = registry.last_conv_layer(architecture)
     if layer not in {lay.name for lay in classifier.layers}:
-        raise DataError(f"{model_path(cfg, 'classification')} has no layer {layer!r}, the Grad-CAM layer of "
-                        f"classification.model.name={architecture}: it was trained with another "
-                        f"architecture ({classifier.name}); rerun train_xception")
+        raise DataError(
+            f"{cfg.paths.model_file('classification')} has no layer {layer!r}, the Grad-CAM layer of "
+            f"classification.model.name={architecture}: it was trained with another "
+            f"architecture ({classifier.name}); rerun train_xception"
+        )
     if cfg.visualize.model == "trained":
-        filters.choose_layers(cfg.visualize.filters.layers, architecture, classifier)  # raises on a bad name
+        filters.choose_layers(
+            cfg.visualize.filters.layers, architecture, classifier
+        )  # raises on a bad name
 
 
-def draw_everything(cfg: Config, classifier, segmenter, imagenet, test: npy_dataset.Split,
-                    val: npy_dataset.Split, folder: Path) -> dict:
+def draw_everything(
+    cfg: Config,
+    classifier,
+    segmenter,
+    imagenet,
+    test: npy_dataset.Split,
+    val: npy_dataset.Split,
+    folder: Path,
+) -> dict:
     vis = cfg.visualize
     index = vis.activations.image_index
-    sections.draw_activations(classifier, activations.classifier_layers(classifier), test.images[index],
-                              folder / "activations", "classifier", vis.activations.images_per_row)
-    sections.draw_activations(segmenter, activations.encoder_layers(segmenter), val.images[index],
-                              folder / "activations", "segmentation", vis.activations.images_per_row)
+    sections.draw_activations(
+        classifier,
+        activations.classifier_layers(classifier),
+        test.images[index],
+        folder / "activations",
+        "classifier",
+        vis.activations.images_per_row,
+    )
+    sections.draw_activations(
+        segmenter,
+        activations.encoder_layers(segmenter),
+        val.images[index],
+        folder / "activations",
+        "segmentation",
+        vis.activations.images_per_row,
+    )
 
     f = vis.filters
     if imagenet is None:
         architecture = cfg.classification.model.name
-        probed, scale = classifier, 255.0  # the model divides by 255 inside: see filters.filter_patterns
-        cam = gradcam.split_model(classifier, LAST_CONV_LAYER[architecture], "dog_probability")
-        class_names, labels = layout.SPECIES_NAMES, np.asarray(test.labels)
+        probed, scale = (
+            classifier,
+            255.0,
+        )  # the model divides by 255 inside: see filters.filter_patterns
+        cam = gradcam.split_model(
+            classifier, registry.last_conv_layer(architecture), "dog_probability"
+        )
+        class_names, labels = layout.SPECIES_NAMES, np.asarray(test.require("labels"))
     else:
         xception, class_names = imagenet
         architecture = "imagenet_xception"
         # The book feeds its start image in [0.4, 0.6] to Xception as it is: input_scale 1.
         probed, scale = loading.imagenet_conv_base(xception, f.image_size), 1.0
-        cam = gradcam.split_model(xception, loading.IMAGENET_XCEPTION_GRADCAM_LAYER, "predictions",
-                                  preprocess=loading.imagenet_xception_inputs)
+        cam = gradcam.split_model(
+            xception,
+            loading.IMAGENET_XCEPTION_GRADCAM_LAYER,
+            "predictions",
+            preprocess=loading.imagenet_xception_inputs,
+        )
         labels = None
     layers = filters.choose_layers(f.layers, architecture, probed)
-    sections.draw_filters(probed, layers, folder / "filters", architecture, f.num_filters, f.steps,
-                          f.learning_rate, scale, f.crop, f.margin, seed=cfg.trainer.seed)
+    sections.draw_filters(
+        probed,
+        layers,
+        folder / "filters",
+        architecture,
+        f.num_filters,
+        f.steps,
+        f.learning_rate,
+        scale,
+        f.crop,
+        f.margin,
+        seed=cfg.trainer.seed,
+    )
 
     g = vis.gradcam
-    explained = sections.explain_classifier(cam, test.images, test.masks, labels, class_names, test.stems,
-                                            folder / "gradcam", vis.num_images, g.localization_images,
-                                            g.alpha, g.other_class)
-    seg = sections.explain_segmentation(segmenter, val.images, val.masks, val.stems, folder / "segmentation",
-                                        vis.num_images, vis.segmentation.worst)
+    explained = sections.explain_classifier(
+        cam,
+        test.images,
+        test.require("masks"),
+        labels,
+        class_names,
+        test.stems,
+        folder / "gradcam",
+        vis.num_images,
+        g.localization_images,
+        g.alpha,
+        g.other_class,
+    )
+    seg = sections.explain_segmentation(
+        segmenter,
+        val.images,
+        val.require("masks"),
+        val.stems,
+        folder / "segmentation",
+        vis.num_images,
+        vis.segmentation.worst,
+    )
     return {"model": architecture, "gradcam": explained, "segmentation": seg}
 
 
@@ -156,22 +236,29 @@ def without_nan(tree):
 
 def read_model_run(cfg: Config, task: str) -> dict | None:
     """``reports/<task>/mlflow_run.json`` (written by the training stage), or None with a warning."""
-    path = reports_dir(cfg, task) / "mlflow_run.json"
+    path = cfg.paths.task_reports(task) / "mlflow_run.json"
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(info, dict) or not info.get("run_id"):
             raise ValueError("no run_id")
     except (OSError, ValueError) as exc:
-        log.warning("%s: cannot tell which MLflow run trained the %s model (%s); the pictures will not be "
-                    "linked to it", path, task, exc)
+        log.warning(
+            "%s: cannot tell which MLflow run trained the %s model (%s); the pictures will not be "
+            "linked to it",
+            path,
+            task,
+            exc,
+        )
         return None
     return info
 
 
 def explained_tags(cfg: Config, model_runs: dict[str, dict | None]) -> dict[str, str]:
-    tags = {"explains.classification.model": cfg.classification.model.name,
-            "explains.segmentation.model": cfg.segmentation.model.name,
-            "visualize.model": cfg.visualize.model}
+    tags = {
+        "explains.classification.model": cfg.classification.model.name,
+        "explains.segmentation.model": cfg.segmentation.model.name,
+        "visualize.model": cfg.visualize.model,
+    }
     for task, info in model_runs.items():
         if info:
             tags[f"explains.{task}.run_id"] = str(info["run_id"])
@@ -199,19 +286,34 @@ def link_model_runs(run: tracking.Run, model_runs: dict[str, dict | None]) -> No
             continue
         run_id, experiment_id = str(info["run_id"]), str(info.get("experiment_id", ""))
         if info.get("tracking_uri") and info["tracking_uri"] != run.uri:
-            log.warning("the %s model's MLflow run %s is in another tracking store (%s), not %s; not linked",
-                        task, run_id, info["tracking_uri"], run.uri)
+            log.warning(
+                "the %s model's MLflow run %s is in another tracking store (%s), not %s; not linked",
+                task,
+                run_id,
+                info["tracking_uri"],
+                run.uri,
+            )
             continue
         try:
             client.set_tag(run_id, "interpretation_run_id", run.run_id)
             client.set_tag(run_id, "interpretation_url", here)
-        except Exception as exc:  # noqa: BLE001 - a missing run must not fail the stage
-            log.warning("cannot tag the %s model's MLflow run %s in %s (%s); not linked", task, run_id, run.uri,
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception as exc:
+            log.warning(
+                "cannot tag the %s model's MLflow run %s in %s (%s); not linked",
+                task,
+                run_id,
+                run.uri,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
             continue
         notes.append(f"- {task} model: [run {run_id}]({run_url(run.uri, experiment_id, run_id)})")
     if notes:
-        run.set_tags({"mlflow.note.content": "Pictures explaining these trained models:\n\n" + "\n".join(notes)})
+        run.set_tags(
+            {
+                "mlflow.note.content": "Pictures explaining these trained models:\n\n"
+                + "\n".join(notes)
+            }
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Intermediate activations: what each convolution and pooling layer makes of one image.
 
-The book's recipe (SPEC §4): a model that outputs every convolution and pooling layer of the
+The book's recipe (chapter 9.4.1): a model that outputs every convolution and pooling layer of the
 trained network; for one image, every channel normalized as (x - mean) / std * 64 + 128,
 clipped to 0..255 (all-zero channels left blank), drawn 16 per row with 1-pixel gaps.
 """
@@ -37,13 +37,18 @@ def encoder_layers(model: keras.Model) -> list[str]:
     return names
 
 
-def layer_activations(model: keras.Model, layer_names: Sequence[str], image: np.ndarray) -> dict[str, np.ndarray]:
+def layer_activations(
+    model: keras.Model, layer_names: Sequence[str], image: np.ndarray
+) -> dict[str, np.ndarray]:
     """``{layer name: (H, W, C) float32}`` for one uint8 image ``(S, S, 3)``, in inference mode."""
     taps = keras.Model(model.inputs[0], [model.get_layer(name).output for name in layer_names])
     outputs = taps(np.asarray(image, dtype=np.float32)[None], training=False)
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]
-    return {name: keras.ops.convert_to_numpy(out)[0].astype(np.float32) for name, out in zip(layer_names, outputs)}
+    return {
+        name: keras.ops.convert_to_numpy(out)[0].astype(np.float32)
+        for name, out in zip(layer_names, outputs)
+    }
 
 
 def normalize_channel(channel: np.ndarray) -> np.ndarray:
@@ -61,7 +66,9 @@ def normalize_channel(channel: np.ndarray) -> np.ndarray:
     return np.clip((x - x.mean()) / std * 64 + 128, 0, 255).astype(np.uint8)
 
 
-def activation_grid(activation: np.ndarray, images_per_row: int = 16, cell: int | None = None) -> np.ndarray:
+def activation_grid(
+    activation: np.ndarray, images_per_row: int = 16, cell: int | None = None
+) -> np.ndarray:
     """Every channel of an ``(H, W, C)`` activation, ``images_per_row`` across, 1-pixel gaps.
 
     Unlike the book (``n_features // images_per_row`` rows), a last partial row is kept, so
@@ -80,7 +87,7 @@ def activation_grid(activation: np.ndarray, images_per_row: int = 16, cell: int 
         tile = normalize_channel(activation[..., c])
         if (ch, cw) != (h, w):
             tile = _resize(tile, ch, cw)
-        grid[r * (ch + 1): r * (ch + 1) + ch, col * (cw + 1): col * (cw + 1) + cw] = tile
+        grid[r * (ch + 1) : r * (ch + 1) + ch, col * (cw + 1) : col * (cw + 1) + cw] = tile
     return grid
 
 

@@ -1,6 +1,6 @@
 """Filter patterns: the input each filter responds to most, found by gradient ascent.
 
-The book's recipe (SPEC §4): start from uniform noise in [0.4, 0.6]; 30 times, add 10 times the
+The book's recipe (chapter 9.4.2): start from uniform noise in [0.4, 0.6]; 30 times, add 10 times the
 L2-normalized gradient of the filter's mean activation (borders of 2 px left out) with respect
 to the image; deprocess by (x - mean) / std * 64 + 128, clipped, cropped 25 px each side; 64
 filters in an 8x8 grid with 5 px margins. Here all filters of a layer climb at once, as one
@@ -27,12 +27,19 @@ BOOK_START = (0.4, 0.6)
 
 def convolution_layers(model: keras.Model) -> list[str]:
     """Convolutions with a spatial kernel (1x1 projections show nothing worth drawing)."""
-    return [layer.name for layer in model.layers
-            if isinstance(layer, CONVOLUTIONS) and max(layer.kernel_size) > 1]
+    return [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, CONVOLUTIONS) and max(layer.kernel_size) > 1
+    ]
 
 
-def choose_layers(configured: Mapping[str, Sequence[str]], architecture: str, model: keras.Model,
-                  key: str = "visualize.filters.layers") -> list[str]:
+def choose_layers(
+    configured: Mapping[str, Sequence[str]],
+    architecture: str,
+    model: keras.Model,
+    key: str = "visualize.filters.layers",
+) -> list[str]:
     """The configured layers for this architecture; without an entry, the first, middle and
     last spatial convolutions (an early, a middle and a deep view, like the book's choice)."""
     names = list(configured.get(architecture) or [])
@@ -43,8 +50,10 @@ def choose_layers(configured: Mapping[str, Sequence[str]], architecture: str, mo
     known = {layer.name for layer in model.layers}
     for name in names:
         if name not in known:
-            raise ConfigError(f"{key}.{architecture}: the {architecture} model has no layer {name!r}; "
-                              f"its convolutions are {', '.join(convolution_layers(model))}")
+            raise ConfigError(
+                f"{key}.{architecture}: the {architecture} model has no layer {name!r}; "
+                f"its convolutions are {', '.join(convolution_layers(model))}"
+            )
     return names
 
 
@@ -59,7 +68,7 @@ def filter_activation(extractor: keras.Model, images, filters, border: int = BOO
     h, w = activation.shape[1], activation.shape[2]
     if border and h > 2 * border and w > 2 * border:
         # The book leaves out the borders: their activations see the zero padding, not the image.
-        activation = activation[:, border:h - border, border:w - border, :]
+        activation = activation[:, border : h - border, border : w - border, :]
     if isinstance(filters, (list, tuple, range)):
         filters = one_hot(filters, activation.shape[-1])
     per_channel = ops.mean(ops.cast(activation, "float32"), axis=(1, 2))
@@ -70,9 +79,16 @@ def one_hot(filters: Sequence[int], channels: int) -> np.ndarray:
     return np.eye(channels, dtype=np.float32)[np.asarray(list(filters), dtype=np.int64)]
 
 
-def filter_patterns(extractor: keras.Model, filters: Sequence[int], steps: int = 30, learning_rate: float = 10.0,
-                    input_scale: float = 1.0, seed: int = 0, batch_size: int = 16,
-                    progress: str = "") -> np.ndarray:
+def filter_patterns(
+    extractor: keras.Model,
+    filters: Sequence[int],
+    steps: int = 30,
+    learning_rate: float = 10.0,
+    input_scale: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: str = "",
+) -> np.ndarray:
     """One input image per filter after ``steps`` of gradient ascent: ``(N, S, S, 3)`` float32.
 
     ``input_scale`` converts the book's numbers into the model's input units. The book's start
@@ -87,13 +103,20 @@ def filter_patterns(extractor: keras.Model, filters: Sequence[int], steps: int =
     size = int(extractor.inputs[0].shape[1])
     channels = int(extractor.outputs[0].shape[-1])
     rng = np.random.default_rng(seed)
-    ascent = value_and_grad(lambda x, selection: ops.sum(filter_activation(extractor, x, selection)), compiled=True)
+    ascent = value_and_grad(
+        lambda x, selection: ops.sum(filter_activation(extractor, x, selection)), compiled=True
+    )
     out = []
     batches = range(0, len(filters), batch_size)
-    for start in tqdm(batches, desc=progress or "filter patterns", leave=False, disable=not progress):
-        chosen = list(filters[start:start + batch_size])
+    for start in tqdm(
+        batches, desc=progress or "filter patterns", leave=False, disable=not progress
+    ):
+        chosen = list(filters[start : start + batch_size])
         low, high = BOOK_START
-        image = rng.uniform(low, high, size=(len(chosen), size, size, 3)).astype(np.float32) * input_scale
+        image = (
+            rng.uniform(low, high, size=(len(chosen), size, size, 3)).astype(np.float32)
+            * input_scale
+        )
         selection = one_hot(chosen, channels)
         for _ in range(steps):
             _, grad = ascent(image, selection)
@@ -123,8 +146,12 @@ def stitch(tiles: Sequence[np.ndarray], margin: int = 5, columns: int | None = N
     columns = columns or int(np.ceil(np.sqrt(n)))
     rows = -(-n // columns)
     h, w = tiles[0].shape[:2]
-    grid = np.zeros((rows * h + (rows - 1) * margin, columns * w + (columns - 1) * margin, 3), dtype=np.uint8)
+    grid = np.zeros(
+        (rows * h + (rows - 1) * margin, columns * w + (columns - 1) * margin, 3), dtype=np.uint8
+    )
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
-        grid[r * (h + margin): r * (h + margin) + h, c * (w + margin): c * (w + margin) + w] = tile
+        grid[r * (h + margin) : r * (h + margin) + h, c * (w + margin) : c * (w + margin) + w] = (
+            tile
+        )
     return grid

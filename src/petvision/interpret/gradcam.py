@@ -1,6 +1,6 @@
 """Grad-CAM: where in the image the evidence for a class lies, and whether that is on the pet.
 
-The book's recipe (SPEC §4): take the last convolutional feature map; the gradient of the class
+The book's recipe (chapter 9.4.3): take the last convolutional feature map; the gradient of the class
 score with respect to it; average the gradient over the spatial axes to weight each channel;
 weighted mean over the channels; ReLU; divide by the maximum; colour with "jet" and overlay at
 0.4 on the image. Beyond the book, the dataset's pet masks measure the localization: the share
@@ -64,13 +64,19 @@ class GradCamModel:
         return ops.sum(logits * ops.one_hot(classes, self.output.units), axis=-1)
 
 
-def split_model(model: keras.Model, layer_name: str, output_layer: str | None = None,
-                preprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> GradCamModel:
+def split_model(
+    model: keras.Model,
+    layer_name: str,
+    output_layer: str | None = None,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> GradCamModel:
     """Split ``model`` at ``layer_name``; the output layer (a Dense) is ``output_layer`` or the last."""
     target = model.get_layer(layer_name)
     dense = model.get_layer(output_layer) if output_layer else model.layers[-1]
     if not isinstance(dense, keras.layers.Dense):
-        raise ValueError(f"{model.name}: the output layer {dense.name!r} is a {type(dense).__name__}, not a Dense")
+        raise ValueError(
+            f"{model.name}: the output layer {dense.name!r} is a {type(dense).__name__}, not a Dense"
+        )
     return GradCamModel(
         features=keras.Model(model.inputs[0], target.output),
         head=keras.Model(target.output, dense.input),
@@ -85,7 +91,9 @@ class GradCamResult:
     heatmaps: np.ndarray  # (N, h, w) float32 in [0, 1], at the feature map's size
     classes: np.ndarray  # (N,) the class each heatmap explains
     predicted: np.ndarray  # (N,) the predicted class
-    probabilities: np.ndarray  # (N,) P(dog) for a sigmoid, the top class's probability for a softmax
+    probabilities: (
+        np.ndarray
+    )  # (N,) P(dog) for a sigmoid, the top class's probability for a softmax
 
 
 def decide(logits: np.ndarray, activation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,31 +110,42 @@ def decide(logits: np.ndarray, activation: str) -> tuple[np.ndarray, np.ndarray,
     return order[:, 0], order[:, 1], probs.max(-1).astype(np.float32)
 
 
-def heatmaps(cam: GradCamModel, images: np.ndarray, classes: np.ndarray | str = "predicted",
-             batch_size: int = 32) -> GradCamResult:
+def heatmaps(
+    cam: GradCamModel,
+    images: np.ndarray,
+    classes: np.ndarray | str = "predicted",
+    batch_size: int = 32,
+) -> GradCamResult:
     """Grad-CAM heatmaps for ``images`` (uint8), for the predicted class, the other class
     (``classes="other"``) or given classes."""
     out_maps, out_classes, out_pred, out_prob = [], [], [], []
     for start in range(0, len(images), batch_size):
-        x = cam.preprocess(np.asarray(images[start:start + batch_size]))
+        x = cam.preprocess(np.asarray(images[start : start + batch_size]))
         fmap = cam.features(x, training=False)
         logits = ops.convert_to_numpy(cam.logits(cam.head(fmap, training=False)))
         predicted, runner_up, probabilities = decide(logits, cam.activation)
         if isinstance(classes, str):
             chosen = predicted if classes == "predicted" else runner_up
         else:
-            chosen = np.asarray(classes[start:start + batch_size])
+            chosen = np.asarray(classes[start : start + batch_size])
+
         # Each image's score depends on its own feature map only, so the gradient of the sum
         # is every image's own gradient.
-        _, grads = value_and_grad(
-            lambda f: ops.sum(cam.class_scores(cam.logits(cam.head(f, training=False)), chosen)))(fmap)
+        def total_score(f, chosen=chosen):
+            return ops.sum(cam.class_scores(cam.logits(cam.head(f, training=False)), chosen))
+
+        _, grads = value_and_grad(total_score)(fmap)
         fmap = ops.convert_to_numpy(ops.cast(fmap, "float32"))
         out_maps.append(weighted_map(fmap, grads))
         out_classes.append(chosen)
         out_pred.append(predicted)
         out_prob.append(probabilities)
-    return GradCamResult(np.concatenate(out_maps), np.concatenate(out_classes),
-                         np.concatenate(out_pred), np.concatenate(out_prob))
+    return GradCamResult(
+        np.concatenate(out_maps),
+        np.concatenate(out_classes),
+        np.concatenate(out_pred),
+        np.concatenate(out_prob),
+    )
 
 
 def weighted_map(fmap: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -145,7 +164,9 @@ def weighted_map(fmap: np.ndarray, grads: np.ndarray) -> np.ndarray:
 def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A heatmap ``(h, w)`` resized bilinearly to ``(H, W)``."""
     picture = Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F")
-    return np.asarray(picture.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32)
+    return np.asarray(
+        picture.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32
+    )
 
 
 def pet_region(mask: np.ndarray) -> np.ndarray:
@@ -206,9 +227,11 @@ def jet_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> n
     image = np.asarray(image, dtype=np.float32)
     levels = np.uint8(255 * np.clip(heatmap, 0, 1))
     jet = colormaps["jet"](np.arange(256))[:, :3].astype(np.float32)
-    colored = Image.fromarray(np.uint8(jet[levels] * 255))
-    colored = np.asarray(colored.resize((image.shape[1], image.shape[0]), Image.Resampling.BICUBIC), np.float32)
+    small = Image.fromarray(np.uint8(jet[levels] * 255))
+    colored = np.asarray(
+        small.resize((image.shape[1], image.shape[0]), Image.Resampling.BICUBIC), np.float32
+    )
     blend = colored * alpha + image
     blend -= blend.min()
     top = blend.max()
-    return np.uint8(blend / top * 255) if top > 0 else np.uint8(blend)
+    return (blend / top * 255 if top > 0 else blend).astype(np.uint8)

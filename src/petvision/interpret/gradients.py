@@ -43,7 +43,9 @@ def value_and_grad(fn: Callable, compiled: bool = False) -> Callable:
         run = jax.jit(grad_fn) if compiled else grad_fn
 
         def jax_grad(x, *args):
-            value, grad = run(keras.ops.convert_to_tensor(x), *(keras.ops.convert_to_tensor(a) for a in args))
+            value, grad = run(
+                keras.ops.convert_to_tensor(x), *(keras.ops.convert_to_tensor(a) for a in args)
+            )
             return float(value), np.asarray(grad)
 
         return jax_grad

@@ -52,7 +52,9 @@ def _metrics_table(path: Path) -> str:
     if not isinstance(data, Mapping):
         return ""
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in flatten(data).items())
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
+        for k, v in flatten(data).items()
+    )
     return f"<h3>{html.escape(path.name)}</h3><table>{rows}</table>"
 
 
@@ -63,34 +65,49 @@ def _fmt(value: object) -> str:
 
 
 def _pictures(folder: Path, page_dir: Path, recursive: bool) -> str:
-    found = sorted(p for p in (folder.rglob("*") if recursive else folder.glob("*"))
-                   if p.suffix.lower() in PICTURES and not p.name.startswith("."))
+    found = sorted(
+        p
+        for p in (folder.rglob("*") if recursive else folder.glob("*"))
+        if p.suffix.lower() in PICTURES and not p.name.startswith(".")
+    )
     figures = []
     for picture in found:
         link = Path(os.path.relpath(picture, page_dir)).as_posix()
         caption = Path(os.path.relpath(picture, folder)).as_posix()
-        figures.append(f'<figure><a href="{html.escape(link)}"><img src="{html.escape(link)}" loading="lazy" '
-                       f'alt="{html.escape(caption)}"></a><figcaption>{html.escape(caption)}</figcaption></figure>')
+        figures.append(
+            f'<figure><a href="{html.escape(link)}"><img src="{html.escape(link)}" loading="lazy" '
+            f'alt="{html.escape(caption)}"></a><figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
     return "\n".join(figures)
 
 
-def write_report(reports: Path, page: Path, title: str = "petvision pipeline run",
-                 where: Mapping[str, Path] | None = None) -> Path:
+def write_report(
+    reports: Path,
+    page: Path,
+    title: str = "petvision pipeline run",
+    where: Mapping[str, Path] | None = None,
+) -> Path:
     """Write ``page`` (an HTML file inside ``reports``) describing ``reports/``. ``where`` maps a
     section's folder name to the folder actually holding it now (the visualize stage writes the
     page while its own folder is still a temporary sibling, to be renamed into place)."""
     reports, page = Path(reports), Path(page)
     where = dict(where or {})
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-             f"<p>Written {datetime.now():%Y-%m-%d %H:%M} from {html.escape(str(reports))}.</p>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p>Written {datetime.now():%Y-%m-%d %H:%M} from {html.escape(str(reports))}.</p>"
+    ]
     for heading, sub in SECTIONS:
         folder = Path(where.get(sub, reports / sub))
         if not folder.is_dir():
             continue
-        metrics = [folder / "preprocess.json"] if sub == "." else sorted(folder.glob("metrics.json"))
+        metrics = (
+            [folder / "preprocess.json"] if sub == "." else sorted(folder.glob("metrics.json"))
+        )
         tables = "".join(_metrics_table(p) for p in metrics if p.is_file())
-        pictures = "" if sub == "." else _pictures(folder, page.parent, recursive=sub == "visualize")
+        pictures = (
+            "" if sub == "." else _pictures(folder, page.parent, recursive=sub == "visualize")
+        )
         if tables or pictures:
             parts.append(f"<h2>{html.escape(heading)}</h2>{tables}{pictures}")
     parts.append("</body></html>")

@@ -32,7 +32,10 @@ from petvision.errors import DataError, DownloadError
 log = logging.getLogger(__name__)
 
 # keras.applications.Xception's own file names and md5 digests (keras/src/applications).
-XCEPTION_WEIGHTS = ("xception_weights_tf_dim_ordering_tf_kernels.h5", "0a58e3b7378bc2990ea3b43d5981f1f6")
+XCEPTION_WEIGHTS = (
+    "xception_weights_tf_dim_ordering_tf_kernels.h5",
+    "0a58e3b7378bc2990ea3b43d5981f1f6",
+)
 IMAGENET_CLASS_INDEX = ("imagenet_class_index.json", "c2c37ea517e94d9795004a39431a14cb")
 IMAGENET_XCEPTION_SIZE = 299
 IMAGENET_XCEPTION_GRADCAM_LAYER = "block14_sepconv2_act"
@@ -45,9 +48,10 @@ def load_trained(path: Path, what: str) -> keras.Model:
         raise DataError(f"{path}: missing; run the {what} stage first (dvc repro {what})")
     try:
         model = keras.saving.load_model(path, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to read the file means the same to the user
-        raise DataError(f"{path}: cannot be loaded as a Keras model ({type(exc).__name__}: {exc}); "
-                        f"rerun {what}") from None
+    except Exception as exc:
+        raise DataError(
+            f"{path}: cannot be loaded as a Keras model ({type(exc).__name__}: {exc}); rerun {what}"
+        ) from None
     return float32_copy(model)
 
 
@@ -58,7 +62,9 @@ def input_size(model: keras.Model) -> int:
 
 def _to_float32_policies(tree: Any) -> Any:
     if isinstance(tree, Mapping):
-        if str(tree.get("class_name", "")).endswith("DTypePolicy") and isinstance(tree.get("config"), Mapping):
+        if str(tree.get("class_name", "")).endswith("DTypePolicy") and isinstance(
+            tree.get("config"), Mapping
+        ):
             name = tree["config"].get("name", "")
             if isinstance(name, str) and name.startswith("mixed_"):
                 return {**tree, "config": {**tree["config"], "name": "float32"}}
@@ -95,14 +101,16 @@ def keras_cache_dir() -> Path:
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5()  # noqa: S324 - Keras publishes md5 digests for these files
+    digest = hashlib.md5()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
 
 
-def fetch_verified(url: str, name: str, md5: str, timeout_s: float, cache_dir: Path | None = None) -> Path:
+def fetch_verified(
+    url: str, name: str, md5: str, timeout_s: float, cache_dir: Path | None = None
+) -> Path:
     """``cache_dir/name`` with the given md5, downloaded from ``url`` if not cached yet.
 
     Every network wait is bounded by ``timeout_s`` (connect, and each read), so a machine without
@@ -115,11 +123,17 @@ def fetch_verified(url: str, name: str, md5: str, timeout_s: float, cache_dir: P
     cache_dir.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", url, final)
     try:
-        with requests.get(url, stream=True, timeout=(timeout_s, timeout_s)) as response, atomic_file(final) as tmp:
+        with (
+            requests.get(url, stream=True, timeout=(timeout_s, timeout_s)) as response,
+            atomic_file(final) as tmp,
+        ):
             if response.status_code != 200:
                 raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}")
             total = int(response.headers.get("Content-Length", 0)) or None
-            with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=name, leave=False) as bar:
+            with (
+                open(tmp, "wb") as f,
+                tqdm(total=total, unit="B", unit_scale=True, desc=name, leave=False) as bar,
+            ):
                 for chunk in response.iter_content(1 << 20):
                     f.write(chunk)
                     bar.update(len(chunk))
@@ -136,13 +150,18 @@ def _root_cause(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def load_imagenet_xception(weights_url: str, class_index_url: str, timeout_s: float,
-                           cache_dir: Path | None = None) -> tuple[keras.Model, list[str]]:
+def load_imagenet_xception(
+    weights_url: str, class_index_url: str, timeout_s: float, cache_dir: Path | None = None
+) -> tuple[keras.Model, list[str]]:
     """The book's ImageNet Xception and its 1,000 class names; DownloadError, quickly, offline."""
     cache = Path(cache_dir) if cache_dir is not None else keras_cache_dir()
     try:
-        weights = fetch_verified(weights_url, *XCEPTION_WEIGHTS, timeout_s=timeout_s, cache_dir=cache)
-        class_index = fetch_verified(class_index_url, *IMAGENET_CLASS_INDEX, timeout_s=timeout_s, cache_dir=cache)
+        weights = fetch_verified(
+            weights_url, *XCEPTION_WEIGHTS, timeout_s=timeout_s, cache_dir=cache
+        )
+        class_index = fetch_verified(
+            class_index_url, *IMAGENET_CLASS_INDEX, timeout_s=timeout_s, cache_dir=cache
+        )
     except DownloadError as exc:
         raise DownloadError(
             f"visualize.model=imagenet_xception needs the ImageNet weights of Xception (about 88 MB), "
@@ -159,8 +178,11 @@ def load_imagenet_xception(weights_url: str, class_index_url: str, timeout_s: fl
 
 def imagenet_xception_inputs(images: np.ndarray) -> np.ndarray:
     """uint8 images -> 299x299 float32 in [-1, 1], as ``keras.applications.xception.preprocess_input``."""
-    resized = keras.ops.image.resize(np.asarray(images, dtype=np.float32), (IMAGENET_XCEPTION_SIZE,) * 2,
-                                     interpolation="bilinear")
+    resized = keras.ops.image.resize(
+        np.asarray(images, dtype=np.float32),
+        (IMAGENET_XCEPTION_SIZE,) * 2,
+        interpolation="bilinear",
+    )
     return keras.ops.convert_to_numpy(resized) / 127.5 - 1.0
 
 
@@ -172,8 +194,10 @@ def imagenet_conv_base(full: keras.Model, size: int) -> keras.Model:
     # that differ between two builds; the base's layers are the full model's, minus the top.
     for mine, theirs in zip(base.layers, full.layers):
         if type(mine) is not type(theirs):
-            raise ValueError(f"{full.name} is not keras.applications.Xception: {theirs.name} is a "
-                             f"{type(theirs).__name__}, expected a {type(mine).__name__}")
+            raise ValueError(
+                f"{full.name} is not keras.applications.Xception: {theirs.name} is a "
+                f"{type(theirs).__name__}, expected a {type(mine).__name__}"
+            )
         if mine.weights:
             mine.set_weights(theirs.get_weights())
     return base

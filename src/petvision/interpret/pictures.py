@@ -17,7 +17,13 @@ from petvision.interpret.gradcam import pet_region
 
 plt = plots.plt
 ACTIVATION_CELL_PX = 48  # every channel drawn at this size, whatever the layer's resolution
-_VIRIDIS = (np.asarray(plt.get_cmap("viridis")(np.arange(256))[:, :3]) * 255).round().astype(np.uint8).ravel().tolist()
+_VIRIDIS = (
+    (np.asarray(plt.get_cmap("viridis")(np.arange(256))[:, :3]) * 255)
+    .round()
+    .astype(np.uint8)
+    .ravel()
+    .tolist()
+)
 
 
 # Textures and photographs: JPEG is a third to a quarter of PNG's size. Full-resolution colour
@@ -34,7 +40,8 @@ def save_image(array: np.ndarray, path: Path) -> Path:
     path = Path(path)
     with atomic_file(path) as tmp:
         Image.fromarray(np.asarray(array, dtype=np.uint8)).save(
-            tmp, format=Image.registered_extensions()[path.suffix.lower()], **_options(path))
+            tmp, format=Image.registered_extensions()[path.suffix.lower()], **_options(path)
+        )
     return path
 
 
@@ -69,22 +76,39 @@ class Row:
     panels: list[Panel] = field(default_factory=list)
 
 
-def panel_grid(rows: Sequence[Row], path: Path, title: str = "", inches: float = 1.9, dpi: int = 80) -> Path:
+def panel_grid(
+    rows: Sequence[Row], path: Path, title: str = "", inches: float = 1.9, dpi: int = 80
+) -> Path:
     """Rows of panels (image, heatmap, overlays...), each panel with its title."""
     path = Path(path)
     n_rows = max(len(rows), 1)
     columns = max((len(r.panels) for r in rows), default=1)
-    fig, axes = plt.subplots(n_rows, columns, figsize=(inches * columns, (inches + 0.4) * n_rows + 0.3),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        n_rows,
+        columns,
+        figsize=(inches * columns, (inches + 0.4) * n_rows + 0.3),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax in axes.ravel():
         ax.set_axis_off()
     for r, row in enumerate(rows):
         for c, panel in enumerate(row.panels):
             ax = axes[r, c]
-            ax.imshow(panel.image, cmap=panel.cmap, vmin=panel.vmin, vmax=panel.vmax,
-                      interpolation="nearest" if panel.cmap else "antialiased")
+            ax.imshow(
+                panel.image,
+                cmap=panel.cmap,
+                vmin=panel.vmin,
+                vmax=panel.vmax,
+                interpolation="nearest" if panel.cmap else "antialiased",
+            )
             if panel.outline is not None:
-                ax.contour(pet_region(panel.outline).astype(np.float32), levels=[0.5], colors="white", linewidths=0.8)
+                ax.contour(
+                    pet_region(panel.outline).astype(np.float32),
+                    levels=[0.5],
+                    colors="white",
+                    linewidths=0.8,
+                )
             ax.set_title(panel.title, fontsize=7)
     if not rows:
         axes[0, 0].text(0.5, 0.5, "nothing to show", ha="center", va="center")

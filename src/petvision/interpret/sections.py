@@ -27,8 +27,14 @@ def _safe_name(name: str) -> str:
 # --------------------------------------------------------------------------- activations
 
 
-def draw_activations(model: keras.Model, layer_names: Sequence[str], image: np.ndarray, folder: Path,
-                     prefix: str, images_per_row: int = 16) -> list[Path]:
+def draw_activations(
+    model: keras.Model,
+    layer_names: Sequence[str],
+    image: np.ndarray,
+    folder: Path,
+    prefix: str,
+    images_per_row: int = 16,
+) -> list[Path]:
     """``<prefix>_00_input.png``, then one activation grid per layer, numbered in model order."""
     folder.mkdir(parents=True, exist_ok=True)
     written = [pictures.save_image(image, folder / f"{prefix}_00_input.png")]
@@ -37,24 +43,45 @@ def draw_activations(model: keras.Model, layer_names: Sequence[str], image: np.n
         act = maps[name]
         grid = activations.activation_grid(act, images_per_row, cell=pictures.ACTIVATION_CELL_PX)
         title = f"{model.name} / {name}: {act.shape[0]}x{act.shape[1]}, {act.shape[2]} channels"
-        written.append(pictures.activation_picture(grid, title, folder / f"{prefix}_{i:02d}_{_safe_name(name)}.png"))
+        written.append(
+            pictures.activation_picture(
+                grid, title, folder / f"{prefix}_{i:02d}_{_safe_name(name)}.png"
+            )
+        )
     return written
 
 
 # --------------------------------------------------------------------------- filters
 
 
-def draw_filters(model: keras.Model, layer_names: Sequence[str], folder: Path, prefix: str, num_filters: int,
-                 steps: int, learning_rate: float, input_scale: float, crop: int, margin: int,
-                 seed: int = 0) -> list[Path]:
+def draw_filters(
+    model: keras.Model,
+    layer_names: Sequence[str],
+    folder: Path,
+    prefix: str,
+    num_filters: int,
+    steps: int,
+    learning_rate: float,
+    input_scale: float,
+    crop: int,
+    margin: int,
+    seed: int = 0,
+) -> list[Path]:
     """One grid of filter patterns per layer: the first ``num_filters`` filters of each."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name in layer_names:
         extractor = filters.feature_extractor(model, name)
         count = min(num_filters, int(extractor.outputs[0].shape[-1]))
-        images = filters.filter_patterns(extractor, list(range(count)), steps=steps, learning_rate=learning_rate,
-                                         input_scale=input_scale, seed=seed, progress=f"filters of {name}")
+        images = filters.filter_patterns(
+            extractor,
+            list(range(count)),
+            steps=steps,
+            learning_rate=learning_rate,
+            input_scale=input_scale,
+            seed=seed,
+            progress=f"filters of {name}",
+        )
         grid = filters.stitch([filters.deprocess(im, crop) for im in images], margin)
         written.append(pictures.save_image(grid, folder / f"{prefix}_{_safe_name(name)}.jpg"))
     return written
@@ -63,9 +90,19 @@ def draw_filters(model: keras.Model, layer_names: Sequence[str], folder: Path, p
 # --------------------------------------------------------------------------- Grad-CAM
 
 
-def explain_classifier(cam: gradcam.GradCamModel, images: np.ndarray, masks: np.ndarray, labels: np.ndarray | None,
-                       class_names: Sequence[str], stems: Sequence[str], folder: Path, num_images: int,
-                       localization_images: int, alpha: float, other_class: bool) -> dict:
+def explain_classifier(
+    cam: gradcam.GradCamModel,
+    images: np.ndarray,
+    masks: np.ndarray,
+    labels: np.ndarray | None,
+    class_names: Sequence[str],
+    stems: Sequence[str],
+    folder: Path,
+    num_images: int,
+    localization_images: int,
+    alpha: float,
+    other_class: bool,
+) -> dict:
     """Grad-CAM pictures for the first ``num_images`` images and localization metrics over the
     first ``localization_images`` (0 = all). ``labels`` (0/1) give the accuracy when known."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,9 +113,16 @@ def explain_classifier(cam: gradcam.GradCamModel, images: np.ndarray, masks: np.
     metrics = gradcam.localization(result.heatmaps[:n], np.asarray(masks[:n]))
     metrics["layer"] = cam.layer_name
     if labels is not None:
-        metrics["accuracy"] = float((result.predicted[:n] == np.asarray(labels[:n])).mean()) if n else float("nan")
-    log.info("Grad-CAM on %d images: %.2f of the heat on the pet (pets cover %.2f), peak on the pet in %.2f",
-             n, metrics["heat_on_pet"], metrics["pet_area"], metrics["pointing_game"])
+        metrics["accuracy"] = (
+            float((result.predicted[:n] == np.asarray(labels[:n])).mean()) if n else float("nan")
+        )
+    log.info(
+        "Grad-CAM on %d images: %.2f of the heat on the pet (pets cover %.2f), peak on the pet in %.2f",
+        n,
+        metrics["heat_on_pet"],
+        metrics["pet_area"],
+        metrics["pointing_game"],
+    )
 
     others = gradcam.heatmaps(cam, images[:k], classes="other") if other_class and k else None
     rows = []
@@ -86,20 +130,36 @@ def explain_classifier(cam: gradcam.GradCamModel, images: np.ndarray, masks: np.
         region = gradcam.pet_region(masks[i])
         up = gradcam.upsample(result.heatmaps[i], region.shape)
         truth = f", true {class_names[int(labels[i])]}" if labels is not None else ""
-        row = Row([
-            Panel(np.asarray(images[i]), f"{stems[i]}{truth}", outline=np.asarray(masks[i])),
-            Panel(result.heatmaps[i], f"heatmap {result.heatmaps.shape[1]}x{result.heatmaps.shape[2]}", cmap="jet",
-                  vmin=0.0, vmax=1.0),
-            Panel(gradcam.jet_overlay(images[i], result.heatmaps[i], alpha),
-                  f"{_class_label(result, i, class_names)}\n{_where(up, region)}"),
-        ])
+        row = Row(
+            [
+                Panel(np.asarray(images[i]), f"{stems[i]}{truth}", outline=np.asarray(masks[i])),
+                Panel(
+                    result.heatmaps[i],
+                    f"heatmap {result.heatmaps.shape[1]}x{result.heatmaps.shape[2]}",
+                    cmap="jet",
+                    vmin=0.0,
+                    vmax=1.0,
+                ),
+                Panel(
+                    gradcam.jet_overlay(images[i], result.heatmaps[i], alpha),
+                    f"{_class_label(result, i, class_names)}\n{_where(up, region)}",
+                ),
+            ]
+        )
         if others is not None:
             other_up = gradcam.upsample(others.heatmaps[i], region.shape)
-            row.panels.append(Panel(gradcam.jet_overlay(images[i], others.heatmaps[i], alpha),
-                                    f"evidence for {class_names[int(others.classes[i])]}\n{_where(other_up, region)}"))
+            row.panels.append(
+                Panel(
+                    gradcam.jet_overlay(images[i], others.heatmaps[i], alpha),
+                    f"evidence for {class_names[int(others.classes[i])]}\n{_where(other_up, region)}",
+                )
+            )
         rows.append(row)
-    pictures.panel_grid(rows, folder / "gradcam.jpg",
-                        title=f"Grad-CAM at {cam.layer_name} (white: the pet's outline)")
+    pictures.panel_grid(
+        rows,
+        folder / "gradcam.jpg",
+        title=f"Grad-CAM at {cam.layer_name} (white: the pet's outline)",
+    )
     return metrics
 
 
@@ -107,7 +167,8 @@ def _where(heat: np.ndarray, region: np.ndarray) -> str:
     share = gradcam.heat_on_pet(heat, region)
     if np.isnan(share):
         return "no positive evidence anywhere"
-    return f"{share:.0%} of heat on pet, peak {'on' if gradcam.pointing_hit(heat, region) == 1 else 'off'} pet"
+    peak = "on" if gradcam.pointing_hit(heat, region) == 1 else "off"
+    return f"{share:.0%} of heat on pet, peak {peak} pet"
 
 
 def _class_label(result: gradcam.GradCamResult, i: int, class_names: Sequence[str]) -> str:
@@ -120,8 +181,15 @@ def _class_label(result: gradcam.GradCamResult, i: int, class_names: Sequence[st
 # --------------------------------------------------------------------------- segmentation
 
 
-def explain_segmentation(model: keras.Model, images: np.ndarray, masks: np.ndarray, stems: Sequence[str],
-                         folder: Path, num_images: int, worst: int) -> dict:
+def explain_segmentation(
+    model: keras.Model,
+    images: np.ndarray,
+    masks: np.ndarray,
+    stems: Sequence[str],
+    folder: Path,
+    num_images: int,
+    worst: int,
+) -> dict:
     """Overlays of the predicted masks on the first ``num_images`` images and on the ``worst``
     images by pet IoU; the IoU summary over all of them."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,20 +197,38 @@ def explain_segmentation(model: keras.Model, images: np.ndarray, masks: np.ndarr
     ious = segmentation_views.pet_ious(masks, predicted)
 
     def rows(indices: Sequence[int]) -> list[Row]:
-        return [Row([
-            Panel(np.asarray(images[i]), stems[i]),
-            Panel(segmentation_views.mask_overlay(images[i], masks[i]), "true mask"),
-            Panel(segmentation_views.mask_overlay(images[i], predicted[i]), f"predicted: pet IoU {ious[i]:.2f}"),
-        ]) for i in indices]
+        return [
+            Row(
+                [
+                    Panel(np.asarray(images[i]), stems[i]),
+                    Panel(segmentation_views.mask_overlay(images[i], masks[i]), "true mask"),
+                    Panel(
+                        segmentation_views.mask_overlay(images[i], predicted[i]),
+                        f"predicted: pet IoU {ious[i]:.2f}",
+                    ),
+                ]
+            )
+            for i in indices
+        ]
 
-    pictures.panel_grid(rows(range(min(num_images, len(images)))), folder / "samples.jpg",
-                        title="segmentation of validation images (orange: pet, yellow: border)")
+    pictures.panel_grid(
+        rows(range(min(num_images, len(images)))),
+        folder / "samples.jpg",
+        title="segmentation of validation images (orange: pet, yellow: border)",
+    )
     if worst:
-        pictures.panel_grid(rows(segmentation_views.worst_cases(ious, worst)), folder / "worst.jpg",
-                            title=f"the {min(worst, len(images))} validation images with the lowest pet IoU")
+        pictures.panel_grid(
+            rows([int(i) for i in segmentation_views.worst_cases(ious, worst)]),
+            folder / "worst.jpg",
+            title=f"the {min(worst, len(images))} validation images with the lowest pet IoU",
+        )
     metrics = segmentation_views.summary(ious)
-    log.info("segmentation: mean pet IoU %.3f over %d validation images, worst %.3f",
-             metrics.get("mean_pet_iou", float("nan")), len(ious), metrics.get("worst_pet_iou", float("nan")))
+    log.info(
+        "segmentation: mean pet IoU %.3f over %d validation images, worst %.3f",
+        metrics.get("mean_pet_iou", float("nan")),
+        len(ious),
+        metrics.get("worst_pet_iou", float("nan")),
+    )
     return metrics
 
 

@@ -17,7 +17,7 @@ def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 32) 
     out = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="segmenting", leave=False, disable=len(starts) < 4):
-        batch = np.asarray(images[start:start + batch_size], dtype=np.float32)
+        batch = np.asarray(images[start : start + batch_size], dtype=np.float32)
         probs = keras.ops.convert_to_numpy(model(batch, training=False))
         out.append(np.argmax(probs, axis=-1).astype(np.uint8))
     return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.uint8)

@@ -1,6 +1,3 @@
-"""Model builders: one readable function per architecture of the chapter (keras only, no tf.*)."""
-
-from petvision.models.classification import LAST_CONV_LAYER, build_classifier
-from petvision.models.segmentation import build_segmentation_model
-
-__all__ = ["LAST_CONV_LAYER", "build_classifier", "build_segmentation_model"]
+"""The chapter's architectures: :mod:`.segmentation` and :mod:`.classification` hold one readable
+builder function each (keras only, no tf.*); :mod:`.registry` is the table of the names a
+configuration can give, which imports no Keras."""

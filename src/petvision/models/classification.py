@@ -1,5 +1,5 @@
 """Cats-vs-dogs classifiers: the chapter's mini-Xception (the default), chapter 8's simple convnet
-(the book's baseline) and the seed's residual-connection demo.
+(the book's baseline) and the book's residual-connection demo (chapter 9.3.1).
 
 Each takes uint8-range RGB images, scales them inside the model, and outputs P(dog) from a
 sigmoid. Data augmentation is part of the model and, being Keras preprocessing layers, is active
@@ -11,16 +11,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from petvision.config import AugmentationConfig, ClassificationModelConfig
+from petvision.config import AugmentationConfig, ClassificationModelConfig, Flip
+from petvision.models import registry
 
-# The last convolutional feature map of each architecture: Grad-CAM's target layer.
-LAST_CONV_LAYER = {
-    "mini_xception": "block5_add",
-    "simple_convnet": "conv5",
-    "residual_convnet": "block3_add",
-}
-
-BOOK_AUGMENTATION = AugmentationConfig(enabled=True, flip="horizontal", rotation=0.1, zoom=0.2)
+BOOK_AUGMENTATION = AugmentationConfig(enabled=True, flip=Flip.horizontal, rotation=0.1, zoom=0.2)
 
 
 def data_augmentation(cfg: AugmentationConfig = BOOK_AUGMENTATION) -> keras.Sequential:
@@ -44,7 +38,7 @@ def _inputs_and_rescaling(image_size: int, augmentation: AugmentationConfig | No
     return inputs, x
 
 
-def _sigmoid_head(x, dropout: float, name: str) -> keras.layers.Layer:
+def _sigmoid_head(x, dropout: float):
     if dropout > 0:
         x = layers.Dropout(dropout, name="dropout")(x)
     # float32 sigmoid: under a mixed precision policy the probability stays numerically sound.
@@ -58,14 +52,21 @@ def xception_block(x, size: int, block: int):
     for i in (1, 2):
         x = layers.BatchNormalization(name=f"block{block}_bn{i}")(x)
         x = layers.Activation("relu", name=f"block{block}_relu{i}")(x)
-        x = layers.SeparableConv2D(size, 3, padding="same", use_bias=False, name=f"block{block}_sepconv{i}")(x)
+        x = layers.SeparableConv2D(
+            size, 3, padding="same", use_bias=False, name=f"block{block}_sepconv{i}"
+        )(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"block{block}_pool")(x)
-    residual = layers.Conv2D(size, 1, strides=2, padding="same", use_bias=False, name=f"block{block}_residual")(residual)
+    residual = layers.Conv2D(
+        size, 1, strides=2, padding="same", use_bias=False, name=f"block{block}_residual"
+    )(residual)
     return layers.add([x, residual], name=f"block{block}_add")
 
 
-def mini_xception(image_size: int = 180, augmentation: AugmentationConfig | None = BOOK_AUGMENTATION,
-                  dropout: float = 0.5) -> keras.Model:
+def mini_xception(
+    image_size: int = 180,
+    augmentation: AugmentationConfig | None = BOOK_AUGMENTATION,
+    dropout: float = 0.5,
+) -> keras.Model:
     """The chapter's mini-Xception: 721,857 parameters (718,849 trainable) at 180x180x3.
     No separable convolution on the first layer: RGB channels are strongly correlated."""
     inputs, x = _inputs_and_rescaling(image_size, augmentation)
@@ -73,11 +74,14 @@ def mini_xception(image_size: int = 180, augmentation: AugmentationConfig | None
     for block, size in enumerate([32, 64, 128, 256, 512], start=1):
         x = xception_block(x, size, block)
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    return keras.Model(inputs, _sigmoid_head(x, dropout, "head"), name="mini_xception")
+    return keras.Model(inputs, _sigmoid_head(x, dropout), name="mini_xception")
 
 
-def simple_convnet(image_size: int = 180, augmentation: AugmentationConfig | None = BOOK_AUGMENTATION,
-                   dropout: float = 0.5) -> keras.Model:
+def simple_convnet(
+    image_size: int = 180,
+    augmentation: AugmentationConfig | None = BOOK_AUGMENTATION,
+    dropout: float = 0.5,
+) -> keras.Model:
     """Chapter 8's convnet with augmentation and dropout: 991,041 parameters at 180x180x3."""
     inputs, x = _inputs_and_rescaling(image_size, augmentation)
     for i, filters in enumerate([32, 64, 128, 256, 256], start=1):
@@ -85,7 +89,7 @@ def simple_convnet(image_size: int = 180, augmentation: AugmentationConfig | Non
         if i < 5:
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = layers.Flatten(name="flatten")(x)
-    return keras.Model(inputs, _sigmoid_head(x, dropout, "head"), name="simple_convnet")
+    return keras.Model(inputs, _sigmoid_head(x, dropout), name="simple_convnet")
 
 
 # oneDNN's 1x1 stride-2 backward-weights kernel writes past its workspace when the input has
@@ -119,17 +123,19 @@ def residual_block(x, filters: int, pooling: bool, block: int):
     return layers.add([x, residual], name=f"block{block}_add")
 
 
-def residual_convnet(image_size: int = 32, augmentation: AugmentationConfig | None = None,
-                     dropout: float = 0.0) -> keras.Model:
+def residual_convnet(
+    image_size: int = 32, augmentation: AugmentationConfig | None = None, dropout: float = 0.0
+) -> keras.Model:
     """The seed's demo of residual connections: 297,697 parameters (any input size)."""
     inputs, x = _inputs_and_rescaling(image_size, augmentation)
     x = residual_block(x, 32, pooling=True, block=1)
     x = residual_block(x, 64, pooling=True, block=2)
     x = residual_block(x, 128, pooling=False, block=3)
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    return keras.Model(inputs, _sigmoid_head(x, dropout, "head"), name="residual_convnet")
+    return keras.Model(inputs, _sigmoid_head(x, dropout), name="residual_convnet")
 
 
 def build_classifier(cfg: ClassificationModelConfig, image_size: int) -> keras.Model:
-    builders = {"mini_xception": mini_xception, "simple_convnet": simple_convnet, "residual_convnet": residual_convnet}
-    return builders[cfg.name](image_size=image_size, augmentation=cfg.augmentation, dropout=cfg.dropout)
+    return registry.builder("classification", cfg.name)(
+        image_size=image_size, augmentation=cfg.augmentation, dropout=cfg.dropout
+    )

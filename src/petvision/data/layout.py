@@ -64,11 +64,16 @@ def list_entries(stems: Iterable[str]) -> list[ListEntry]:
     for species in (CAT, DOG):
         same = [b for b in breeds if species_of(b) == species]
         breed_ids.update({b: i + 1 for i, b in enumerate(same)})
-    return [ListEntry(s, class_ids[breed_of(s)], species_of(s) + 1, breed_ids[breed_of(s)]) for s in stems]
+    return [
+        ListEntry(s, class_ids[breed_of(s)], species_of(s) + 1, breed_ids[breed_of(s)])
+        for s in stems
+    ]
 
 
 def format_list(entries: Iterable[ListEntry]) -> str:
-    return LIST_HEADER + "".join(f"{e.stem} {e.class_id} {e.species} {e.breed_id}\n" for e in entries)
+    return LIST_HEADER + "".join(
+        f"{e.stem} {e.class_id} {e.species} {e.breed_id}\n" for e in entries
+    )
 
 
 def parse_list(text: str) -> list[ListEntry]:
@@ -118,11 +123,13 @@ class Scan:
     pairs: list[str] = field(default_factory=list)  # stems with both an image and a trimap, sorted
     images_without_trimap: list[str] = field(default_factory=list)
     trimaps_without_image: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)  # relative paths of stray files (._*, .mat, ...)
+    ignored: list[str] = field(
+        default_factory=list
+    )  # relative paths of stray files (._*, .mat, ...)
 
 
 def _listing(folder: Path, suffix: str, root: Path, ignored: list[str]) -> set[str]:
-    stems = set()
+    stems: set[str] = set()
     if not folder.is_dir():
         return stems
     for entry in os.scandir(folder):

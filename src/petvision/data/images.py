@@ -29,16 +29,32 @@ INTERPOLATIONS = {
 }
 
 # The file name suffixes each container format is expected under.
-_SUFFIXES = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "GIF": (".gif",), "MPO": (".jpg", ".jpeg")}
+_SUFFIXES = {
+    "JPEG": (".jpg", ".jpeg"),
+    "PNG": (".png",),
+    "GIF": (".gif",),
+    "MPO": (".jpg", ".jpeg"),
+}
 
 # Colour conversions to RGB, named for the report. RGB itself needs none.
 _MODE_KINDS = {
-    "RGBA": "rgba", "RGBX": "rgba", "RGBa": "rgba",
+    "RGBA": "rgba",
+    "RGBX": "rgba",
+    "RGBa": "rgba",
     "CMYK": "cmyk",
-    "L": "grayscale", "LA": "grayscale_alpha", "La": "grayscale_alpha", "1": "bilevel",
-    "I": "grayscale_32bit", "I;16": "grayscale_16bit", "I;16B": "grayscale_16bit", "F": "grayscale_float",
-    "P": "palette", "PA": "palette_alpha",
-    "YCbCr": "ycbcr", "LAB": "lab", "HSV": "hsv",
+    "L": "grayscale",
+    "LA": "grayscale_alpha",
+    "La": "grayscale_alpha",
+    "1": "bilevel",
+    "I": "grayscale_32bit",
+    "I;16": "grayscale_16bit",
+    "I;16B": "grayscale_16bit",
+    "F": "grayscale_float",
+    "P": "palette",
+    "PA": "palette_alpha",
+    "YCbCr": "ycbcr",
+    "LAB": "lab",
+    "HSV": "hsv",
 }
 
 TRIMAP_VALUES = (1, 2, 3)
@@ -69,7 +85,7 @@ def _decode(path: Path, to_array: Callable[[Image.Image, str | None], T]) -> T:
         raise
     except FileNotFoundError:
         raise DataError(f"{path}: missing") from None
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files; all mean "skip it"
+    except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         # PIL sometimes repeats the full path; the message names it once already.
         raise DataError(f"{path}: cannot decode ({first.replace(str(path), path.name)})") from exc
@@ -114,7 +130,9 @@ def load_trimap(path: str | Path) -> np.ndarray:
     if values.ndim != 2 or values.size == 0:
         raise DataError(f"{path}: trimap decoded to shape {values.shape}, expected (H, W)")
     low, high = TRIMAP_VALUES[0], TRIMAP_VALUES[-1]
-    if values.min() < low or values.max() > high:  # cheap test first; name the culprits only if needed
+    if (
+        values.min() < low or values.max() > high
+    ):  # cheap test first; name the culprits only if needed
         bad = np.setdiff1d(np.unique(values), TRIMAP_VALUES)
         shown = ", ".join(str(v) for v in bad[:5]) + (" ..." if bad.size > 5 else "")
         raise DataError(f"{path}: trimap values {shown} outside {TRIMAP_VALUES}")
@@ -125,7 +143,9 @@ def _resample(interpolation: str) -> Image.Resampling:
     try:
         return INTERPOLATIONS[interpolation]
     except KeyError:
-        raise ValueError(f"interpolation {interpolation!r}: must be one of {', '.join(INTERPOLATIONS)}") from None
+        raise ValueError(
+            f"interpolation {interpolation!r}: must be one of {', '.join(INTERPOLATIONS)}"
+        ) from None
 
 
 def resize_image(array: np.ndarray, size: int, interpolation: str = "nearest") -> np.ndarray:
@@ -141,5 +161,6 @@ def resize_mask(array: np.ndarray, size: int) -> np.ndarray:
     if array.shape[:2] == (size, size):
         return np.ascontiguousarray(array, dtype=np.uint8)
     resized = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).resize(
-        (size, size), Image.Resampling.NEAREST)
+        (size, size), Image.Resampling.NEAREST
+    )
     return np.asarray(resized, dtype=np.uint8)

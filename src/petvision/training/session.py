@@ -1,7 +1,7 @@
 """What both training stages do around their model: the MLflow run, resume, and the outputs.
 
 A :class:`TrainingSession` opens (or, after an interruption, reopens) the task's MLflow run,
-trains through :func:`petvision.training.fit` with per-epoch logging, and at the end writes the
+trains through :func:`petvision.training.loop.fit` with per-epoch logging, and at the end writes the
 stage's DVC outputs — the best model, ``metrics.json``, ``history.csv`` and the pictures —
 and logs the same to MLflow, model included. Only the chief of a multi-worker job writes
 outputs and logs; the other workers train and keep their state in a private folder.
@@ -31,23 +31,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from petvision import atomic, faults, npy_dataset, tracking, training
+from petvision import atomic, faults, tracking
 from petvision.config import Config, TrainConfig
+from petvision.data import digest, npy_dataset
 from petvision.errors import TrainingError
-from petvision.runtime import Runtime
+from petvision.training import loop, workdir
+from petvision.training.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-MODEL_FILES = {"segmentation": "segmentation.keras", "classification": "classifier.keras"}
 SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "testing"}
-
-
-def model_path(cfg: Config, task: str) -> Path:
-    return cfg.paths.resolve("models") / MODEL_FILES[task]
-
-
-def reports_dir(cfg: Config, task: str) -> Path:
-    return cfg.paths.resolve("reports") / task
 
 
 def staging_dir(cfg: Config, task: str) -> Path:
@@ -63,27 +56,48 @@ def history_csv(history: dict[str, list[float]]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["epoch", *keys])
     for i in range(len(history.get("loss", []))):
-        writer.writerow([i + 1, *(f"{history[k][i]:.6g}" if i < len(history[k]) else "" for k in keys)])
+        writer.writerow(
+            [i + 1, *(f"{history[k][i]:.6g}" if i < len(history[k]) else "" for k in keys)]
+        )
     return out.getvalue()
 
 
 def best_epoch_summary(history: dict[str, list[float]], best_epoch: int) -> dict:
     """The values of the best epoch, split into train and val."""
     at = best_epoch - 1
-    train = {k: history[k][at] for k in sorted(history) if not k.startswith("val_") and k != "learning_rate"}
+    train = {
+        k: history[k][at]
+        for k in sorted(history)
+        if not k.startswith("val_") and k != "learning_rate"
+    }
     val = {k[4:]: history[k][at] for k in sorted(history) if k.startswith("val_")}
     return {"train": train, "val": val}
 
 
 class TrainingSession:
-    def __init__(self, cfg: Config, task: str, stage_name: str, model_name: str, rt: Runtime,
-                 splits: Sequence[npy_dataset.Split]):
-        self.cfg, self.task, self.stage_name, self.model_name, self.rt = cfg, task, stage_name, model_name, rt
+    def __init__(
+        self,
+        cfg: Config,
+        task: str,
+        stage_name: str,
+        model_name: str,
+        rt: Runtime,
+        splits: Sequence[npy_dataset.Split],
+    ):
+        self.cfg, self.task, self.stage_name, self.model_name, self.rt = (
+            cfg,
+            task,
+            stage_name,
+            model_name,
+            rt,
+        )
         self.splits = splits
         # Another worker's folder lies beside the chief's, not inside it: the chief clears its own
         # folder (settings changed, training done) while the other workers may still use theirs.
         state = cfg.paths.resolve("state")
-        self.workdir = training.Workdir(state / task if rt.is_chief else state / f"{task}.worker-{rt.worker_index}")
+        self.workdir = workdir.Workdir(
+            state / task if rt.is_chief else state / f"{task}.worker-{rt.worker_index}"
+        )
         if not cfg.trainer.resume:
             self.workdir.clear()
         # Not reports/<task>/ itself: finish() moves the files there once all of them are written.
@@ -93,24 +107,30 @@ class TrainingSession:
         self.run: tracking.Run | tracking.NoRun = tracking.NoRun()
 
     # ------------------------------------------------------------------ run
-    def __enter__(self) -> "TrainingSession":
+    def __enter__(self) -> TrainingSession:
         digests = self._data_digests()
         fingerprint = self._fingerprint(digests)
-        # Clears state that other settings or data made, and repairs what a kill left (training.Workdir).
+        # Clears state that other settings or data made, and repairs what a kill left (workdir.Workdir).
         self.workdir.adopt(fingerprint)
         if self.rt.is_chief:
             # The run of the saved state, progress or not: a run killed in its first epoch is reused
             # rather than left behind as a second, empty run.
             resume_id = self.workdir.run_id()
             name = f"{self.model_name} {self.cfg.preset} {datetime.now():%m-%d %H:%M}"
-            self.run = tracking.Run(self.cfg, self.task, self.stage_name, run_name=name,
-                                    resume_run_id=resume_id, tags={"model": self.model_name, **self.rt.describe()})
+            self.run = tracking.Run(
+                self.cfg,
+                self.task,
+                self.stage_name,
+                run_name=name,
+                resume_run_id=resume_id,
+                tags={"model": self.model_name, **self.rt.describe()},
+            )
         self.run.__enter__()
         # Only now that the run has started (tracking can fail at start): nothing is written before.
         self.workdir.save_fingerprint(fingerprint)
         shutil.rmtree(self.reports_dir, ignore_errors=True)  # what a killed run left half-staged
         if self.rt.is_chief:
-            atomic.remove_stale_tmp(model_path(self.cfg, self.task))  # a SIGKILL's leftover
+            atomic.remove_stale_tmp(self.cfg.paths.model_file(self.task))  # a SIGKILL leftover
             self.workdir.save_run_id(self.run.run_id)
             self._log_inputs(digests)
             if self.run.resumed:
@@ -123,7 +143,10 @@ class TrainingSession:
 
     def _data_digests(self) -> dict[str, str]:
         npy = self.cfg.paths.resolve("npy")
-        return {split.name: tracking.data_digest(npy_dataset.split_files(npy, split)) for split in self.splits}
+        return {
+            split.name: digest.data_digest(npy_dataset.split_files(npy, split))
+            for split in self.splits
+        }
 
     def _fingerprint(self, digests: dict[str, str]) -> str:
         """What the saved training state depends on: the stage's params in dvc.yaml (trainer.resume
@@ -141,7 +164,9 @@ class TrainingSession:
         npy = self.cfg.paths.resolve("npy")
         for split in self.splits:
             self.run.log_input_dataset(
-                name=f"{self.task}-{split.name}", digest=digests[split.name], source=str(npy / self.task),
+                name=f"{self.task}-{split.name}",
+                digest=digests[split.name],
+                source=str(npy / self.task),
                 context=SPLIT_CONTEXT[split.name],
                 shape_info={"count": len(split), "image_shape": list(split.images.shape[1:])},
             )
@@ -157,13 +182,23 @@ class TrainingSession:
             return
         for epoch in range(len(history.get("loss", []))):
             if epoch not in logged:
-                self.run.log_metrics({k: v[epoch] for k, v in history.items() if epoch < len(v)}, step=epoch)
+                self.run.log_metrics(
+                    {k: v[epoch] for k, v in history.items() if epoch < len(v)}, step=epoch
+                )
 
     # ------------------------------------------------------------------ training
-    def fit(self, model: keras.Model, train_ds, val_ds, train_cfg: TrainConfig) -> training.FitResult:
+    def fit(self, model: keras.Model, train_ds, val_ds, train_cfg: TrainConfig) -> loop.FitResult:
         self.run.log_params({"model.parameters": model.count_params()})
-        return training.fit(model, train_ds, val_ds, train_cfg, self.workdir, config_key=self.task,
-                            callbacks=[self.run.keras_callback()], verbose=training.verbosity())
+        return loop.fit(
+            model,
+            train_ds,
+            val_ds,
+            train_cfg,
+            self.workdir,
+            config_key=self.task,
+            callbacks=[self.run.keras_callback()],
+            verbose=loop.verbosity(),
+        )
 
     def load_best(self) -> keras.Model:
         best = self.workdir.best_model()
@@ -172,8 +207,14 @@ class TrainingSession:
         return keras.saving.load_model(best, safe_mode=True)
 
     # ------------------------------------------------------------------ outputs
-    def finish(self, best: keras.Model, result: training.FitResult, pictures: Sequence[Path],
-               example: np.ndarray, extra: dict | None = None) -> dict:
+    def finish(
+        self,
+        best: keras.Model,
+        result: loop.FitResult,
+        pictures: Sequence[Path],
+        example: np.ndarray,
+        extra: dict | None = None,
+    ) -> dict:
         """Write the DVC outputs, log them to MLflow, clear the work folder; return the metrics.
         ``pictures`` must lie in :attr:`reports_dir` (the staging folder)."""
         summary = {
@@ -187,16 +228,25 @@ class TrainingSession:
             self.workdir.clear()
             return summary
 
-        staging, final_dir = self.reports_dir, reports_dir(self.cfg, self.task)
+        staging, final_dir = self.reports_dir, self.cfg.paths.task_reports(self.task)
         atomic.write_json(staging / "metrics.json", summary)
         # Lets the visualize stage link its pictures to this run in the MLflow UI.
-        atomic.write_json(staging / "mlflow_run.json",
-                          {"run_id": self.run.run_id, "experiment_id": self.run.experiment_id,
-                           "tracking_uri": self.run.uri})
+        atomic.write_json(
+            staging / "mlflow_run.json",
+            {
+                "run_id": self.run.run_id,
+                "experiment_id": self.run.experiment_id,
+                "tracking_uri": self.run.uri,
+            },
+        )
         atomic.write_text(staging / "history.csv", history_csv(result.history))
-        staged = [staging / "metrics.json", staging / "mlflow_run.json", staging / "history.csv",
-                  *(Path(p) for p in pictures)]
-        final_model = model_path(self.cfg, self.task)
+        staged = [
+            staging / "metrics.json",
+            staging / "mlflow_run.json",
+            staging / "history.csv",
+            *(Path(p) for p in pictures),
+        ]
+        final_model = self.cfg.paths.model_file(self.task)
         with atomic.atomic_file(final_model) as tmp:
             shutil.copyfile(result.best_model, tmp)
             # Every output is complete: from here on only renames, the model's last (on leaving).
@@ -207,18 +257,33 @@ class TrainingSession:
         metrics_file, history_file = final_dir / "metrics.json", final_dir / "history.csv"
         pictures = [final_dir / path.name for path in staged[3:]]
 
-        flat = {f"best.{split}.{k}": v for split in ("train", "val", "test") for k, v in summary.get(split, {}).items()
-                if isinstance(v, (int, float))}
+        flat = {
+            f"best.{split}.{k}": v
+            for split in ("train", "val", "test")
+            for k, v in summary.get(split, {}).items()
+            if isinstance(v, (int, float))
+        }
         self.run.log_metrics({"best_epoch": result.best_epoch, **flat})
         for path in [metrics_file, history_file, *pictures]:
             self.run.log_artifact(path, artifact_path="reports")
         if self.cfg.tracking.log_model:
             self.run.log_keras_model(best, example, name="model")
-        self.run.set_tags({"best_epoch": str(result.best_epoch), "dvc.output.model": str(final_model)})
+        self.run.set_tags(
+            {"best_epoch": str(result.best_epoch), "dvc.output.model": str(final_model)}
+        )
         if self.run.lost:
             summary["tracking_lost"] = list(self.run.lost)
-            log.warning("MLflow lost %d log call(s); the DVC outputs are complete: %s",
-                        len(self.run.lost), "; ".join(self.run.lost))
+            log.warning(
+                "MLflow lost %d log call(s); the DVC outputs are complete: %s",
+                len(self.run.lost),
+                "; ".join(self.run.lost),
+            )
         self.workdir.clear()
-        log.info("%s: best epoch %d of %d, model %s", self.task, result.best_epoch, summary["epochs_run"], final_model)
+        log.info(
+            "%s: best epoch %d of %d, model %s",
+            self.task,
+            result.best_epoch,
+            summary["epochs_run"],
+            final_model,
+        )
         return summary

@@ -34,15 +34,21 @@ def batches(
     if len(images) != len(targets):
         raise ValueError(f"{len(images)} images but {len(targets)} targets")
     if keras.backend.backend() == "tensorflow":
-        return _tf_batches(images, targets, batch_size, shuffle=shuffle, seed=seed, drop_remainder=drop_remainder)
-    return ArrayBatches(images, targets, batch_size, shuffle=shuffle, seed=seed, drop_remainder=drop_remainder)
+        return _tf_batches(
+            images, targets, batch_size, shuffle=shuffle, seed=seed, drop_remainder=drop_remainder
+        )
+    return ArrayBatches(
+        images, targets, batch_size, shuffle=shuffle, seed=seed, drop_remainder=drop_remainder
+    )
 
 
 def _gather(array: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.asarray(array[np.sort(index)])  # sorted: sequential reads from the memory map
 
 
-def _tf_batches(images, targets, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool):
+def _tf_batches(
+    images, targets, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool
+):
     import tensorflow as tf
 
     count = len(images)
@@ -52,7 +58,9 @@ def _tf_batches(images, targets, batch_size: int, *, shuffle: bool, seed: int, d
         return _gather(images, index), _gather(targets, index)
 
     def read(index: tf.Tensor):
-        x, y = tf.numpy_function(gather, [index], (tf.as_dtype(images.dtype), tf.as_dtype(targets.dtype)))
+        x, y = tf.numpy_function(
+            gather, [index], (tf.as_dtype(images.dtype), tf.as_dtype(targets.dtype))
+        )
         x.set_shape((None, *image_shape))
         y.set_shape((None, *target_shape))
         return x, y
@@ -74,8 +82,16 @@ class ArrayBatches(keras.utils.PyDataset):
     epoch when shuffling, in file order otherwise. Batches are read in the training thread; an
     asynchronous backend (JAX) computes the previous step meanwhile."""
 
-    def __init__(self, images: np.ndarray, targets: np.ndarray, batch_size: int, *, shuffle: bool, seed: int,
-                 drop_remainder: bool = False):
+    def __init__(
+        self,
+        images: np.ndarray,
+        targets: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        drop_remainder: bool = False,
+    ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be at least 1")
@@ -91,7 +107,7 @@ class ArrayBatches(keras.utils.PyDataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} of {len(self)}")
-        index = self._order[i * self.batch_size: (i + 1) * self.batch_size]
+        index = self._order[i * self.batch_size : (i + 1) * self.batch_size]
         return _gather(self.images, index), _gather(self.targets, index)
 
     def on_epoch_end(self) -> None:

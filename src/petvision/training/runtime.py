@@ -7,7 +7,8 @@ It turns ``trainer.*`` into concrete choices, applies them, logs them, and retur
 
 ``precision: auto`` picks ``mixed_bfloat16`` only where bfloat16 is native (a CPU with AVX-512
 BF16 or AMX, a GPU of compute capability 8.0 or newer): there it is about twice as fast as
-float32 (SPEC §6); elsewhere it is emulated and slower, so ``auto`` stays with float32.
+float32 (measured on a 2-core AVX-512-BF16 CPU); elsewhere it is emulated and slower, so
+``auto`` stays with float32.
 
 On the JAX backend ``xla`` is always true (Keras runs a JAX step compiled only through XLA) and
 only the default strategy exists. A multi-worker strategy also patches two faults of Keras 3's
@@ -119,7 +120,9 @@ def _gpu_details(gpu: Any) -> tuple[str, tuple[int, int]]:
         import tensorflow as tf
 
         details = tf.config.experimental.get_device_details(gpu)
-        return details.get("device_name", gpu.name), tuple(details.get("compute_capability", (0, 0)))
+        return details.get("device_name", gpu.name), tuple(
+            details.get("compute_capability", (0, 0))
+        )
     if keras.backend.backend() == "jax":
         cc = str(getattr(gpu, "compute_capability", "0.0")).split(".")
         return getattr(gpu, "device_kind", str(gpu)), (int(cc[0]), int(cc[1]) if len(cc) > 1 else 0)
@@ -193,7 +196,8 @@ def _choose_precision(cfg: TrainerConfig, device: str, native: bool) -> str:
     if cfg.precision == "mixed_bfloat16" and not native:
         log.warning(
             "trainer.precision=mixed_bfloat16 on a %s without native bfloat16: it is emulated and "
-            "likely slower than float32 (trainer.precision=auto would choose float32)", device.upper()
+            "likely slower than float32 (trainer.precision=auto would choose float32)",
+            device.upper(),
         )
     return cfg.precision
 
@@ -204,7 +208,8 @@ def _parse_tf_config(raw: str | None) -> dict[str, Any]:
     if not raw:
         raise ConfigError(
             f"{where} (JSON with this worker's cluster and task, e.g. "
-            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}), '
+            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+            '"task": {"type": "worker", "index": 0}}), '
             "but the environment variable TF_CONFIG is not set"
         )
     try:
@@ -213,10 +218,20 @@ def _parse_tf_config(raw: str | None) -> dict[str, Any]:
         raise ConfigError(f"{where} to be JSON; TF_CONFIG={raw!r} is not ({exc})") from None
     cluster = conf.get("cluster") if isinstance(conf, dict) else None
     task = conf.get("task") if isinstance(conf, dict) else None
-    if not isinstance(cluster, dict) or not any(isinstance(cluster.get(k), list) and cluster[k] for k in ("worker", "chief")):
-        raise ConfigError(f"{where} with a 'cluster' listing 'worker' (or 'chief') addresses; TF_CONFIG={raw!r}")
-    if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int):
-        raise ConfigError(f"{where} with a 'task' of a type listed in its cluster and an integer index; TF_CONFIG={raw!r}")
+    if not isinstance(cluster, dict) or not any(
+        isinstance(cluster.get(k), list) and cluster[k] for k in ("worker", "chief")
+    ):
+        raise ConfigError(
+            f"{where} with a 'cluster' listing 'worker' (or 'chief') addresses; TF_CONFIG={raw!r}"
+        )
+    if (
+        not isinstance(task, dict)
+        or task.get("type") not in cluster
+        or not isinstance(task.get("index"), int)
+    ):
+        raise ConfigError(
+            f"{where} with a 'task' of a type listed in its cluster and an integer index; TF_CONFIG={raw!r}"
+        )
     members = cluster[task["type"]]
     if not isinstance(members, list) or not 0 <= task["index"] < len(members):
         raise ConfigError(
@@ -249,7 +264,8 @@ def _make_strategy(name: str) -> tuple[Any, bool, int]:
     if not _uses_tensorflow():
         if name != "default":
             raise ConfigError(
-                f"trainer.strategy={name!r} needs the TensorFlow backend (KERAS_BACKEND={keras.backend.backend()}); "
+                f"trainer.strategy={name!r} needs the TensorFlow backend "
+                f"(KERAS_BACKEND={keras.backend.backend()}); "
                 "use trainer.strategy=default"
             )
         return _OneDevice(), True, 0
@@ -282,9 +298,14 @@ def _let_keras_fit_multi_worker() -> None:
 
     if getattr(tf_trainer, "_petvision_multi_worker", False):
         return
-    if not all(hasattr(tf_trainer, name) for name in ("reduce_per_replica", "_collective_all_reduce_multi_worker")):
-        log.warning("runtime: this Keras (%s) has another TensorFlow trainer; multi-worker fit is unpatched",
-                    keras.__version__)
+    if not all(
+        hasattr(tf_trainer, name)
+        for name in ("reduce_per_replica", "_collective_all_reduce_multi_worker")
+    ):
+        log.warning(
+            "runtime: this Keras (%s) has another TensorFlow trainer; multi-worker fit is unpatched",
+            keras.__version__,
+        )
         return
     original_reduce = tf_trainer.reduce_per_replica
 
@@ -297,8 +318,12 @@ def _let_keras_fit_multi_worker() -> None:
             self._symbolic_build(data_batch=data_batch)
 
     def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
-            return tf_trainer.tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+            strategy
+        ):
+            return tf_trainer.tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None), values
+            )
         return original_reduce(values, strategy, reduction)
 
     tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
@@ -325,7 +350,9 @@ def _jit_compile(configured: bool) -> bool:
     (``jit_compile=False`` there means op by op, many times slower), so JAX always gets True."""
     if keras.backend.backend() == "jax":
         if not configured:
-            log.info("runtime: the JAX backend always compiles with XLA (trainer.xla=false applies to TensorFlow)")
+            log.info(
+                "runtime: the JAX backend always compiles with XLA (trainer.xla=false applies to TensorFlow)"
+            )
         return True
     return bool(configured)
 
@@ -360,12 +387,25 @@ def setup(cfg: TrainerConfig) -> Runtime:
         bf16_native=native,
         accelerator=accelerator,
     )
-    why = f"auto: bfloat16 {'native' if native else 'not native'} on this {device.upper()}" if cfg.precision == "auto" else "configured"
+    why = (
+        f"auto: bfloat16 {'native' if native else 'not native'} on this {device.upper()}"
+        if cfg.precision == "auto"
+        else "configured"
+    )
     log.info(
-        "runtime: device=%s (%s), precision=%s (%s), xla=%s, strategy=%s with %d replica(s)%s, seed=%d, deterministic=%s",
-        device, accelerator, precision, why, rt.xla, rt.strategy_name, rt.num_replicas,
-        "" if rt.is_chief else f", worker {worker_index} (not chief)", cfg.seed, rt.deterministic,
+        "runtime: device=%s (%s), precision=%s (%s), xla=%s, strategy=%s with %d replica(s)%s, "
+        "seed=%d, deterministic=%s",
+        device,
+        accelerator,
+        precision,
+        why,
+        rt.xla,
+        rt.strategy_name,
+        rt.num_replicas,
+        "" if rt.is_chief else f", worker {worker_index} (not chief)",
+        cfg.seed,
+        rt.deterministic,
     )
     if rt.xla and device == "cpu" and _uses_tensorflow():
-        log.info("runtime: trainer.xla=true on a CPU is often slower than without (SPEC §6)")
+        log.info("runtime: trainer.xla=true on a CPU is often slower than without")
     return rt

@@ -20,185 +20,28 @@ epoch with the same optimizer state; a completed run clears the folder.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
-import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
 from petvision import faults
-from petvision.atomic import atomic_file, write_json, write_text
+from petvision.atomic import atomic_file, write_json
 from petvision.config import TrainConfig
 from petvision.errors import TrainingError
+from petvision.training.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
-_BEST_FILE = re.compile(r"best-(\d+)\.keras")
-
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
-    return OPTIMIZERS[train.optimizer](learning_rate=train.learning_rate)
-
-
-@dataclass(frozen=True)
-class Workdir:
-    """The stage-private state of one task's training."""
-
-    root: Path
-
-    @property
-    def backup(self) -> Path:
-        return self.root / "backup"
-
-    @property
-    def history_file(self) -> Path:
-        return self.root / "history.json"
-
-    @property
-    def run_id_file(self) -> Path:
-        return self.root / "mlflow_run_id"
-
-    @property
-    def fingerprint_file(self) -> Path:
-        return self.root / "fingerprint"
-
-    @property
-    def model_signature_file(self) -> Path:
-        return self.root / "model_signature.json"
-
-    def best_file(self, epoch: int) -> Path:
-        """Where the model of ``epoch`` (1-based) is kept if it is the best so far."""
-        return self.root / f"best-{epoch:04d}.keras"
-
-    def best_files(self) -> dict[int, Path]:
-        found = {}
-        for path in self.root.glob("best-*.keras"):
-            match = _BEST_FILE.fullmatch(path.name)
-            if match:
-                found[int(match.group(1))] = path
-        return found
-
-    def best_model(self) -> Path | None:
-        """The best model of the committed epochs: a best file is only written on improvement,
-        so it is the newest one of a committed epoch."""
-        done = self.epochs_done()
-        committed = [epoch for epoch in self.best_files() if epoch <= done]
-        return self.best_file(max(committed)) if committed else None
-
-    def history(self) -> dict[str, list[float]]:
-        if not self.history_file.is_file():
-            return {}
-        return json.loads(self.history_file.read_text(encoding="utf-8"))
-
-    def epochs_done(self) -> int:
-        return len(self.history().get("loss", []))
-
-    def has_progress(self) -> bool:
-        return self.epochs_done() > 0
-
-    def run_id(self) -> str | None:
-        return self.run_id_file.read_text().strip() if self.run_id_file.is_file() else None
-
-    def save_run_id(self, run_id: str) -> None:
-        write_text(self.run_id_file, run_id)
-
-    def fingerprint(self) -> str | None:
-        return self.fingerprint_file.read_text().strip() if self.fingerprint_file.is_file() else None
-
-    def save_fingerprint(self, fingerprint: str) -> None:
-        write_text(self.fingerprint_file, fingerprint)
-
-    def adopt(self, fingerprint: str) -> int:
-        """Keep the saved state only if the same settings and data made it (``fingerprint``),
-        else clear it: resuming someone else's half-trained model would give an output that
-        matches neither configuration. Returns the committed epochs kept (see :meth:`recover`).
-        Writes nothing: the caller saves the fingerprint once the run has really started."""
-        saved = self.fingerprint()
-        # Its own files, not the folder: other workers' folders may be nested in the chief's.
-        own_state = saved is not None or self.history_file.exists() or self.backup.exists()
-        if own_state and saved != fingerprint:
-            if self.has_progress():
-                log.warning("%s holds %d epoch(s) of an interrupted run with other settings or data; "
-                            "starting afresh", self.root, self.epochs_done())
-            self.clear()
-        return self.recover()
-
-    def recover(self) -> int:
-        """Bring the backup and the best models in step with ``history.json`` after a kill;
-        return the number of committed epochs to resume after (0: start afresh)."""
-        if not self.root.exists():
-            return 0
-        done = self.epochs_done()
-        if done and not _align_backup(self.backup, done):
-            log.warning("%s: no training backup holds the %d epoch(s) in %s; starting afresh",
-                        self.backup, done, self.history_file.name)
-            self.clear()
-            return 0
-        if not done:
-            # Nothing committed: whatever a first epoch cut short left behind is of no use.
-            shutil.rmtree(self.backup, ignore_errors=True)
-        self.prune_best()
-        return done
-
-    def prune_best(self) -> None:
-        keep = self.best_model()
-        for path in self.best_files().values():
-            if path != keep:
-                path.unlink(missing_ok=True)
-
-    def check_model(self, model: keras.Model) -> None:
-        """The model must be the one the saved state was made with (same layers and weight
-        shapes): a code change between a kill and the rerun is not covered by the fingerprint."""
-        signature = _model_signature(model)
-        if self.has_progress() and self.model_signature_file.is_file():
-            saved = json.loads(self.model_signature_file.read_text(encoding="utf-8"))
-            if saved != signature:
-                raise TrainingError(
-                    f"{self.root} holds an interrupted run of a different model (the code changed since?); "
-                    "run again with trainer.resume=false to start afresh, or delete that folder"
-                )
-        write_json(self.model_signature_file, signature)
-
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _backup_epoch(metadata: Path) -> int | None:
-    """The epoch count in a BackupAndRestore metadata file; None if missing or cut off."""
-    try:
-        return int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _align_backup(folder: Path, epochs: int) -> bool:
-    """Make Keras's backup in ``folder`` hold the state after ``epochs`` epochs; False if
-    neither of its two copies does.
-
-    Saving epoch n+1, Keras copies the latest pair (weights, then epoch count) over the previous
-    pair, then writes the new weights, then the new epoch count. An epoch count is therefore only
-    ever written after its weights are complete, and if the previous pair already says ``epochs``
-    a save of a later epoch had begun, so the latest weights may be new or half-written."""
-    names = keras.callbacks.BackupAndRestore(str(folder), double_checkpoint=True)
-    latest = (Path(names._weights_path), Path(names._training_metadata_path))
-    previous = (Path(names._prev_weights_path), Path(names._prev_training_metadata_path))
-    if _backup_epoch(previous[1]) == epochs and previous[0].is_file():
-        for source, target in zip(previous, latest):
-            shutil.copyfile(source, target)
-        return True
-    return _backup_epoch(latest[1]) == epochs and latest[0].is_file()
-
-
-def _model_signature(model: keras.Model) -> list:
-    """Layer classes and weight shapes, independent of Keras's generated layer names."""
-    layers = [[type(layer).__name__, [list(w.shape) for w in layer.weights]] for layer in model.layers]
-    return [type(model.optimizer).__name__ if model.optimizer else None, layers]
+    """The configured optimizer by its Keras name (``config.Optimizer`` lists the allowed ones)."""
+    spec = {"class_name": str(train.optimizer), "config": {"learning_rate": train.learning_rate}}
+    return keras.optimizers.get(spec)
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -282,8 +125,10 @@ class EpochHistory(keras.callbacks.Callback):
         start = getattr(self.model, "_initial_epoch", 0) or 0
         done = len(self.history.get("loss", []))
         if start != done:
-            raise TrainingError(f"{self.workdir.root}: the training backup is after epoch {start} but "
-                                f"history.json after epoch {done}; delete that folder to start afresh")
+            raise TrainingError(
+                f"{self.workdir.root}: the training backup is after epoch {start} but "
+                f"history.json after epoch {done}; delete that folder to start afresh"
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.failed:
@@ -344,7 +189,7 @@ def fit(
     workdir: Workdir,
     *,
     config_key: str,
-    callbacks: list[keras.callbacks.Callback] = (),
+    callbacks: Sequence[keras.callbacks.Callback] = (),
     monitor: str = "val_loss",
     verbose: str | int = "auto",
 ) -> FitResult:
@@ -358,14 +203,29 @@ def fit(
     patience = train.early_stopping_patience
     finished = resumed_from >= train.epochs or early_stop_epoch(prior_values, patience) is not None
     if resumed_from:
-        log.info("resuming %s training after epoch %d of %d%s", config_key, resumed_from, train.epochs,
-                 " (training had finished)" if finished else "")
+        log.info(
+            "resuming %s training after epoch %d of %d%s",
+            config_key,
+            resumed_from,
+            train.epochs,
+            " (training had finished)" if finished else "",
+        )
 
     record = prior
     if not finished:
         workdir.check_model(model)
-        record = _train(model, train_ds, val_ds, train, workdir, config_key=config_key, callbacks=callbacks,
-                        monitor=monitor, verbose=verbose, prior_values=prior_values)
+        record = _train(
+            model,
+            train_ds,
+            val_ds,
+            train,
+            workdir,
+            config_key=config_key,
+            callbacks=callbacks,
+            monitor=monitor,
+            verbose=verbose,
+            prior_values=prior_values,
+        )
 
     values = record.get(monitor, [])
     finite = [v for v in values if math.isfinite(v)]
@@ -374,30 +234,61 @@ def fit(
     best_epoch = values.index(min(finite)) + 1
     best_model = workdir.best_model()
     if best_model != workdir.best_file(best_epoch):
-        raise TrainingError(f"{workdir.root}: the best model of epoch {best_epoch} is missing; "
-                            "run again with trainer.resume=false")
-    return FitResult(record, best_epoch, best_model, resumed_from,
-                     stopped_early=early_stop_epoch(values, patience) is not None)
+        raise TrainingError(
+            f"{workdir.root}: the best model of epoch {best_epoch} is missing; "
+            "run again with trainer.resume=false"
+        )
+    return FitResult(
+        record,
+        best_epoch,
+        best_model,
+        resumed_from,
+        stopped_early=early_stop_epoch(values, patience) is not None,
+    )
 
 
-def _train(model, train_ds, val_ds, train: TrainConfig, workdir: Workdir, *, config_key: str, callbacks,
-           monitor: str, verbose, prior_values: list[float]) -> dict[str, list[float]]:
+def _train(
+    model,
+    train_ds,
+    val_ds,
+    train: TrainConfig,
+    workdir: Workdir,
+    *,
+    config_key: str,
+    callbacks,
+    monitor: str,
+    verbose,
+    prior_values: list[float],
+) -> dict[str, list[float]]:
     """One ``model.fit`` from the last committed epoch; returns the whole run's history."""
     guard = StopOnNonFinite()
     history = EpochHistory(workdir, guard)
     prior_best = min((v for v in prior_values if math.isfinite(v)), default=None)
     # The order is the commit protocol of the module docstring; MLflow (in `callbacks`) comes last.
-    stack = [guard, BestCheckpoint(workdir, monitor, prior_best, guard), _Backup(workdir, guard), history]
+    stack = [
+        guard,
+        BestCheckpoint(workdir, monitor, prior_best, guard),
+        _Backup(workdir, guard),
+        history,
+    ]
     if train.early_stopping_patience > 0:
-        stack.append(ResumableEarlyStopping(monitor, train.early_stopping_patience, prior_values, guard))
+        stack.append(
+            ResumableEarlyStopping(monitor, train.early_stopping_patience, prior_values, guard)
+        )
     stack.extend(callbacks)
 
     workdir.root.mkdir(parents=True, exist_ok=True)
     try:
         # shuffle=False: the input pipeline shuffles (Keras cannot shuffle a tf.data.Dataset).
-        model.fit(train_ds, validation_data=val_ds, epochs=train.epochs, callbacks=stack, verbose=verbose,
-                  shuffle=False)
-    except Exception as exc:  # noqa: BLE001 - only out-of-memory is translated
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=train.epochs,
+            callbacks=stack,
+            verbose=verbose,
+            shuffle=False,
+        )
+    except Exception as exc:
         if _is_out_of_memory(exc):
             raise TrainingError(
                 f"out of memory with {config_key}.train.batch_size={train.batch_size}: try a smaller batch, "
@@ -418,8 +309,11 @@ def _train(model, train_ds, val_ds, train: TrainConfig, workdir: Workdir, *, con
 def _is_out_of_memory(exc: BaseException) -> bool:
     name = type(exc).__name__
     text = str(exc)
-    return name in {"ResourceExhaustedError", "OutOfMemoryError", "MemoryError"} or "RESOURCE_EXHAUSTED" in text \
+    return (
+        name in {"ResourceExhaustedError", "OutOfMemoryError", "MemoryError"}
+        or "RESOURCE_EXHAUSTED" in text
         or "out of memory" in text.lower()
+    )
 
 
 def verbosity() -> str | int:

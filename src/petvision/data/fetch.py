@@ -94,10 +94,14 @@ def verify_file(path: Path, archive: Archive) -> None:
     """Raise DownloadError naming the file unless it has the expected size and sha256."""
     size = path.stat().st_size
     if size != archive.size:
-        raise DownloadError(f"{path}: size {size:,} bytes, expected {archive.size:,} bytes for {archive.name}")
+        raise DownloadError(
+            f"{path}: size {size:,} bytes, expected {archive.size:,} bytes for {archive.name}"
+        )
     actual = sha256_of(path)
     if actual != archive.sha256.lower():
-        raise DownloadError(f"{path}: sha256 mismatch for {archive.name}: expected {archive.sha256.lower()}, got {actual}")
+        raise DownloadError(
+            f"{path}: sha256 mismatch for {archive.name}: expected {archive.sha256.lower()}, got {actual}"
+        )
 
 
 def check_free_space(folder: Path, needed: int) -> None:
@@ -123,7 +127,9 @@ def mirror_url(mirror: str, name: str) -> str:
     return mirror.rstrip("/") + "/" + name
 
 
-def fetch_archive(archive: Archive, mirrors: Sequence[str], cache_dir: Path, policy: RetryPolicy = RetryPolicy()) -> Path:
+def fetch_archive(
+    archive: Archive, mirrors: Sequence[str], cache_dir: Path, policy: RetryPolicy = RetryPolicy()
+) -> Path:
     """Return ``cache_dir/<name>``, verified; download it from the first mirror that serves a good copy.
 
     A partial ``<name>.part`` left by an interrupted run is resumed. A cached ``<name>`` whose
@@ -202,16 +208,30 @@ def _download_with_retries(url: str, part: Path, archive: Archive, policy: Retry
             # A flaky link that still moves the file forward is not failing: count only stalls.
             failures = 1 if after > before else failures + 1
             if failures > policy.retries:
-                raise _MirrorFailed(f"{url}: gave up after {policy.retries} retries: {exc}") from None
+                raise _MirrorFailed(
+                    f"{url}: gave up after {policy.retries} retries: {exc}"
+                ) from None
             wait = policy.backoff_s * 2 ** (failures - 1)
-            log.warning("%s: %s; retry %d/%d in %.1f s (have %s bytes)", url, exc, failures, policy.retries, wait, f"{after:,}")
+            log.warning(
+                "%s: %s; retry %d/%d in %.1f s (have %s bytes)",
+                url,
+                exc,
+                failures,
+                policy.retries,
+                wait,
+                f"{after:,}",
+            )
             time.sleep(wait)
 
 
 def _reason(exc: BaseException) -> str:
     """The root cause in a few words: requests wraps urllib3, which wraps the socket error."""
     inner = exc
-    if exc.args and isinstance(exc.args[0], urllib3.exceptions.MaxRetryError) and exc.args[0].reason:
+    if (
+        exc.args
+        and isinstance(exc.args[0], urllib3.exceptions.MaxRetryError)
+        and exc.args[0].reason
+    ):
         inner = exc.args[0].reason
     while inner.__cause__ is not None:
         inner = inner.__cause__
@@ -221,7 +241,11 @@ def _reason(exc: BaseException) -> str:
 
 
 def _is_name_resolution_error(exc: BaseException) -> bool:
-    reason = exc.args[0].reason if exc.args and isinstance(exc.args[0], urllib3.exceptions.MaxRetryError) else None
+    reason = (
+        exc.args[0].reason
+        if exc.args and isinstance(exc.args[0], urllib3.exceptions.MaxRetryError)
+        else None
+    )
     return isinstance(reason, urllib3.exceptions.NameResolutionError)
 
 
@@ -241,9 +265,13 @@ def _download_once(url: str, part: Path, archive: Archive, timeout_s: float) -> 
 
     try:
         response = requests.get(url, headers=headers, stream=True, timeout=(timeout_s, timeout_s))
-    except (requests.exceptions.SSLError, requests.exceptions.TooManyRedirects,
-            requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema) as exc:
+    except (
+        requests.exceptions.SSLError,
+        requests.exceptions.TooManyRedirects,
+        requests.exceptions.InvalidURL,
+        requests.exceptions.MissingSchema,
+        requests.exceptions.InvalidSchema,
+    ) as exc:
         # A bad certificate, a redirect loop or a malformed URL does not heal by waiting.
         raise _MirrorFailed(f"{url}: {_reason(exc)}") from None
     except (requests.ConnectionError, requests.Timeout) as exc:
@@ -263,7 +291,9 @@ def _download_once(url: str, part: Path, archive: Archive, timeout_s: float) -> 
             mode, offset = "wb", 0
             length = response.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) != archive.size:
-                raise _MirrorFailed(f"{url}: serves {int(length):,} bytes, expected {archive.size:,} for {archive.name}")
+                raise _MirrorFailed(
+                    f"{url}: serves {int(length):,} bytes, expected {archive.size:,} for {archive.name}"
+                )
         elif status == 416:
             # Our partial file does not fit the server's file: it cannot be resumed.
             _remove(part)
@@ -276,34 +306,57 @@ def _download_once(url: str, part: Path, archive: Archive, timeout_s: float) -> 
         _stream_to(response, part, mode, offset, archive, url)
 
 
-def _check_content_range(url: str, response: requests.Response, offset: int, archive: Archive, part: Path) -> None:
+def _check_content_range(
+    url: str, response: requests.Response, offset: int, archive: Archive, part: Path
+) -> None:
     match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
     if not match or int(match.group(1)) != offset:
         # Appending bytes from the wrong place would corrupt the file silently.
         _remove(part)
         got = response.headers.get("Content-Range")
-        raise _Transient(f"206 with Content-Range {got!r} for a request from byte {offset}; starting over")
+        raise _Transient(
+            f"206 with Content-Range {got!r} for a request from byte {offset}; starting over"
+        )
     total = match.group(3)
     if total != "*" and int(total) != archive.size:
-        raise _MirrorFailed(f"{url}: serves {int(total):,} bytes, expected {archive.size:,} for {archive.name}")
+        raise _MirrorFailed(
+            f"{url}: serves {int(total):,} bytes, expected {archive.size:,} for {archive.name}"
+        )
 
 
-def _stream_to(response: requests.Response, part: Path, mode: str, offset: int, archive: Archive, url: str) -> None:
+def _stream_to(
+    response: requests.Response, part: Path, mode: str, offset: int, archive: Archive, url: str
+) -> None:
     written = offset
-    with open(part, mode) as f, tqdm(
-        total=archive.size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=archive.name, leave=False,
-    ) as bar:
+    with (
+        open(part, mode) as f,
+        tqdm(
+            total=archive.size,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=archive.name,
+            leave=False,
+        ) as bar,
+    ):
         try:
             # Raw bytes as sent: never let the client undo a Content-Encoding the file does not have.
             for chunk in response.raw.stream(CHUNK_BYTES, decode_content=False):
                 written += len(chunk)
                 if written > archive.size:
                     f.truncate(0)  # not the file we want: nothing here is worth resuming from
-                    raise _MirrorFailed(f"{url}: sent more than the expected {archive.size:,} bytes of {archive.name}")
+                    raise _MirrorFailed(
+                        f"{url}: sent more than the expected {archive.size:,} bytes of {archive.name}"
+                    )
                 f.write(chunk)
                 bar.update(len(chunk))
-        except (urllib3.exceptions.HTTPError, requests.RequestException, ConnectionError, TimeoutError) as exc:
+        except (
+            urllib3.exceptions.HTTPError,
+            requests.RequestException,
+            ConnectionError,
+            TimeoutError,
+        ) as exc:
             raise _Transient(f"connection lost after {written:,} bytes ({_reason(exc)})") from None
         finally:
             f.flush()
@@ -345,7 +398,10 @@ def safe_extract(archive: Path, target: Path) -> int:
     files = 0
     try:
         # r:* because the "tar.gz" files may be plain tar.
-        with tarfile.open(archive, mode="r:*") as tar, tqdm(desc=f"extract {archive.name}", unit=" files", leave=False) as bar:
+        with (
+            tarfile.open(archive, mode="r:*") as tar,
+            tqdm(desc=f"extract {archive.name}", unit=" files", leave=False) as bar,
+        ):
             for member in tar:
                 problem = _member_problem(member)
                 if problem is None and not (root / member.name).resolve().is_relative_to(root):
@@ -360,6 +416,8 @@ def safe_extract(archive: Path, target: Path) -> int:
     except tarfile.FilterError as exc:
         raise DataError(f"{archive}: refusing member {exc.tarinfo.name!r}: {exc}") from None
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataError(f"{archive}: corrupt or not a tar archive ({type(exc).__name__}: {exc})") from None
+        raise DataError(
+            f"{archive}: corrupt or not a tar archive ({type(exc).__name__}: {exc})"
+        ) from None
     log.info("%s: extracted %d files into %s", archive.name, files, target)
     return files

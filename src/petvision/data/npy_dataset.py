@@ -33,7 +33,9 @@ def array_path(root: Path, task: str, split: str, array: str) -> Path:
 
 
 def expected_shape(array: str, count: int, size: int) -> tuple[int, ...]:
-    return {"images": (count, size, size, 3), "masks": (count, size, size, 1), "labels": (count,)}[array]
+    return {"images": (count, size, size, 3), "masks": (count, size, size, 1), "labels": (count,)}[
+        array
+    ]
 
 
 def open_array(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -48,7 +50,9 @@ def open_array(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
     if array.dtype != np.uint8:
         raise DataError(f"{path}: dtype {array.dtype}, expected uint8; rerun preprocess")
     if shape is not None and tuple(array.shape) != tuple(shape):
-        raise DataError(f"{path}: shape {tuple(array.shape)}, expected {tuple(shape)}; rerun preprocess")
+        raise DataError(
+            f"{path}: shape {tuple(array.shape)}, expected {tuple(shape)}; rerun preprocess"
+        )
     return array
 
 
@@ -65,6 +69,13 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.stems)
+
+    def require(self, field: str) -> np.ndarray:
+        """``masks`` or ``labels``, which the task's index says this split holds."""
+        value = getattr(self, field)
+        if value is None:
+            raise DataError(f"{self.task}/{self.name}: no {field} in this split; rerun preprocess")
+        return value
 
 
 def read_index(root: Path, task: str) -> dict:
@@ -84,8 +95,12 @@ def load_split(root: Path, task: str, split: str) -> Split:
     index = read_index(root, task)
     stems = tuple(index["splits"][split])
     size = int(index["image_size"])
-    arrays = {name: open_array(array_path(root, task, split, name), expected_shape(name, len(stems), size))
-              for name in ARRAYS[task]}
+    arrays = {
+        name: open_array(
+            array_path(root, task, split, name), expected_shape(name, len(stems), size)
+        )
+        for name in ARRAYS[task]
+    }
     return Split(task=task, name=split, stems=stems, **arrays)
 
 

@@ -1,0 +1,445 @@
+"""The preprocess stage's work: check every image/trimap pair, convert the usable ones into the
+memory-mapped ``.npy`` arrays in worker processes, and build the report of what was skipped
+(the order of the work is described in :mod:`petvision.preprocess`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import multiprocessing.pool
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from petvision import atomic
+from petvision.config import Config, check_split_sizes
+from petvision.data import images, layout, npy_dataset
+from petvision.data.splits import ClassificationSplit, classification_split, segmentation_split
+from petvision.errors import DataError
+
+log = logging.getLogger("petvision.preprocess")
+
+SEG, CLS = npy_dataset.SEGMENTATION, npy_dataset.CLASSIFICATION
+
+# Every reason a file is left out, in the report's order (only those that occurred are listed).
+SKIP_REASONS = (
+    "image_without_trimap",
+    "trimap_without_image",
+    "appledouble",
+    "hidden_file",
+    "mat_file",
+    "other_file",
+    "undecodable_image",
+    "bad_trimap",
+    "size_mismatch",
+)
+PLAIN_KIND = "jpeg"  # the expected kind: not named file by file in the report
+# Files that are not data (the real annotations/trimaps/ holds a ._ twin of every trimap) are
+# counted in full but named only up to this many per reason, to keep the report small.
+MAX_STRAYS_NAMED = 20
+STRAY_REASONS = ("appledouble", "hidden_file", "mat_file", "other_file")
+
+
+# --------------------------------------------------------------------------- the per-file work
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One pair after the check pass: usable with its image ``kind``, or skipped for ``reason``."""
+
+    stem: str
+    kind: str | None = None
+    reason: str | None = None
+    detail: str = ""
+
+
+def _named(root: Path, path: Path, exc: Exception) -> str:
+    """``images/x.jpg: cannot decode (...)``: the file relative to the dataset, then why."""
+    message, prefix = str(exc), f"{path}: "
+    why = message[len(prefix) :] if message.startswith(prefix) else message
+    return f"{path.relative_to(root)}: {why}"
+
+
+def check_pair(root: Path, stem: str) -> Checked:
+    lay = layout.Layout(root)
+    image_path, trimap_path = lay.image_path(stem), lay.trimap_path(stem)
+    try:
+        rgb, kind = images.load_rgb(image_path)
+    except DataError as exc:
+        return Checked(stem, reason="undecodable_image", detail=_named(root, image_path, exc))
+    try:
+        trimap = images.load_trimap(trimap_path)
+    except DataError as exc:
+        return Checked(stem, reason="bad_trimap", detail=_named(root, trimap_path, exc))
+    if rgb.shape[:2] != trimap.shape:
+        (ih, iw), (th, tw) = rgb.shape[:2], trimap.shape
+        return Checked(
+            stem,
+            reason="size_mismatch",
+            detail=(
+                f"{image_path.relative_to(root)}: {iw}x{ih} image, "
+                f"{trimap_path.relative_to(root)}: {tw}x{th} trimap"
+            ),
+        )
+    return Checked(stem, kind=kind)
+
+
+def _check_chunk(job: tuple[Path, list[str]]) -> list[Checked]:
+    root, stems = job
+    return [check_pair(root, stem) for stem in stems]
+
+
+@dataclass(frozen=True)
+class Row:
+    """Where one pair goes: its segmentation row and, if chosen, its classification row."""
+
+    stem: str
+    seg: tuple[str, int]
+    cls: tuple[str, int] | None
+
+
+@dataclass(frozen=True)
+class ConvertSpec:
+    root: Path
+    out: Path
+    seg_size: int
+    seg_interpolation: str
+    cls_size: int
+    cls_interpolation: str
+
+
+def _convert_chunk(job: tuple[ConvertSpec, list[Row]]) -> list[str]:
+    """Decode, resize and write a chunk of rows into the memory maps, opened here (in the worker)
+    and closed at the end of the chunk, so a worker's mapped pages never outgrow one chunk."""
+    spec, rows = job
+    lay = layout.Layout(spec.root)
+    opened: dict[Path, np.ndarray] = {}
+
+    def array(task: str, split: str, name: str) -> np.ndarray:
+        path = npy_dataset.array_path(spec.out, task, split, name)
+        if path not in opened:
+            opened[path] = np.load(path, mmap_mode="r+", allow_pickle=False)
+        return opened[path]
+
+    try:
+        for row in rows:
+            try:
+                rgb, _ = images.load_rgb(lay.image_path(row.stem))
+                mask = images.load_trimap(lay.trimap_path(row.stem)) - 1
+            except DataError as exc:
+                raise DataError(
+                    f"{exc} (it decoded in the check pass: did the dataset change "
+                    "while preprocess ran?)"
+                ) from None
+            if rgb.shape[:2] != mask.shape:
+                raise DataError(f"{lay.image_path(row.stem)}: size changed while preprocess ran")
+            split, i = row.seg
+            array(SEG, split, "images")[i] = images.resize_image(
+                rgb, spec.seg_size, spec.seg_interpolation
+            )
+            array(SEG, split, "masks")[i, :, :, 0] = images.resize_mask(mask, spec.seg_size)
+            if row.cls is not None:
+                split, i = row.cls
+                array(CLS, split, "images")[i] = images.resize_image(
+                    rgb, spec.cls_size, spec.cls_interpolation
+                )
+                array(CLS, split, "masks")[i, :, :, 0] = images.resize_mask(mask, spec.cls_size)
+    finally:
+        # Unmapping is enough: the written pages are the file's pages in the kernel's cache, seen
+        # by every later reader; an msync here would only stall the worker on the disk.
+        opened.clear()
+    return [row.stem for row in rows]
+
+
+# --------------------------------------------------------------------------- running the work
+
+
+def worker_count(configured: int) -> int:
+    """``data.preprocess.workers``, 0 meaning one per core this process may use."""
+    if configured > 0:
+        return configured
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
+    """Worker processes, or None to work in this process (workers=1)."""
+    if workers <= 1:
+        yield None
+        return
+    # spawn: fresh interpreters, safe whatever threads the parent runs (tqdm, TensorFlow in a test
+    # session). Leaving the block terminates the workers, also on an error or Ctrl-C.
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield pool
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _run(
+    pool: multiprocessing.pool.Pool | None,
+    fn: Callable[[Any], list[Any]],
+    jobs: list[Any],
+    total: int,
+    desc: str,
+) -> Iterator[Any]:
+    """Results of ``fn`` over ``jobs`` (in any order), item by item, with a progress bar."""
+    results = map(fn, jobs) if pool is None else pool.imap_unordered(fn, jobs)
+    with tqdm(total=total, desc=desc, unit="img", file=sys.stderr, mininterval=0.5) as bar:
+        for chunk in results:
+            bar.update(len(chunk))
+            yield from chunk
+
+
+def _create_arrays(out: Path, task: str, splits: dict[str, list[str]], size: int) -> None:
+    """Allocate every array of a task on disk (zero-filled, sparse until written)."""
+    (out / task).mkdir(parents=True, exist_ok=True)
+    for split, stems in splits.items():
+        for name in npy_dataset.ARRAYS[task]:
+            shape = npy_dataset.expected_shape(name, len(stems), size)
+            mapped = np.lib.format.open_memmap(
+                npy_dataset.array_path(out, task, split, name),
+                mode="w+",
+                dtype=np.uint8,
+                shape=shape,
+            )
+            if name == "labels":
+                mapped[:] = [layout.species_of(stem) for stem in stems]
+            mapped.flush()
+            del mapped
+
+
+def _rows(seg: dict[str, list[str]], cls: dict[str, list[str]]) -> list[Row]:
+    cls_rows = {stem: (split, i) for split, stems in cls.items() for i, stem in enumerate(stems)}
+    return [
+        Row(stem, (split, i), cls_rows.get(stem))
+        for split, stems in seg.items()
+        for i, stem in enumerate(stems)
+    ]
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _stray_reason(relative: str) -> str:
+    name = Path(relative).name
+    if name.startswith("._"):
+        return "appledouble"
+    if name.startswith("."):
+        return "hidden_file"
+    if name.endswith(".mat"):
+        return "mat_file"
+    return "other_file"
+
+
+def _skipped_files(root: Path, found: layout.Scan, checked: list[Checked]) -> dict[str, list[str]]:
+    lay = layout.Layout(root)
+    named: dict[str, list[str]] = {reason: [] for reason in SKIP_REASONS}
+    named["image_without_trimap"] = [
+        str(lay.image_path(s).relative_to(root)) for s in found.images_without_trimap
+    ]
+    named["trimap_without_image"] = [
+        str(lay.trimap_path(s).relative_to(root)) for s in found.trimaps_without_image
+    ]
+    for relative in found.ignored:
+        named[_stray_reason(relative)].append(relative)
+    for item in checked:
+        if item.reason:
+            named[item.reason].append(item.detail)
+    return {reason: files for reason, files in named.items() if files}
+
+
+def _log_skipped(named: dict[str, list[str]]) -> None:
+    for reason, files in named.items():
+        shown = "; ".join(files[:5]) + (f"; ... ({len(files) - 5} more)" if len(files) > 5 else "")
+        log.warning("skipped %d (%s): %s", len(files), reason, shown)
+
+
+def _report(
+    root: Path,
+    found: layout.Scan,
+    checked: list[Checked],
+    seg: dict[str, list[str]],
+    cls: ClassificationSplit,
+    named: dict[str, list[str]],
+    notes: list[str],
+) -> dict[str, Any]:
+    """Numbers at the top, file names in lists under "files". `dvc metrics show` (and
+    `dvc exp show`) display every number as a column and leave lists out, so the numbers are
+    only those worth a column: sizes and settings are in index.json and params.yaml."""
+    kinds = Counter(item.kind for item in checked if item.kind)
+    by_kind: dict[str, list[str]] = {}
+    for item in checked:
+        if item.kind and item.kind != PLAIN_KIND:
+            by_kind.setdefault(item.kind, []).append(
+                str(layout.Layout(root).image_path(item.stem).relative_to(root))
+            )
+    return {
+        "pairs_found": len(found.pairs),
+        "usable_pairs": sum(kinds.values()),
+        "segmentation": {split: len(stems) for split, stems in seg.items()},
+        "classification": {
+            **{split: len(stems) for split, stems in cls.splits.items()},
+            "usable_cats": cls.available["cat"],
+            "usable_dogs": cls.available["dog"],
+            "shrink": round(cls.shrink, 4),
+        },
+        "converted": dict(sorted(kinds.items())),
+        "skipped": {reason: len(files) for reason, files in named.items()},
+        "files": {
+            "converted": dict(sorted(by_kind.items())),
+            "skipped": {
+                reason: files
+                if reason not in STRAY_REASONS or len(files) <= MAX_STRAYS_NAMED
+                else [*files[:MAX_STRAYS_NAMED], f"... and {len(files) - MAX_STRAYS_NAMED} more"]
+                for reason, files in named.items()
+            },
+        },
+        "notes": notes,
+    }
+
+
+# --------------------------------------------------------------------------- the whole conversion
+
+
+def check_dataset(root: Path) -> layout.Scan:
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: no dataset folder; run the download stage first (dvc repro download)"
+        )
+    lay = layout.Layout(root)
+    if not lay.is_complete():
+        raise DataError(
+            f"{root}: incomplete dataset (no {lay.marker.name} marker): the download did not "
+            "finish; rerun the download stage (dvc repro download)"
+        )
+    found = layout.scan(root)
+    if not found.pairs:
+        raise DataError(
+            f"{root}: no image/trimap pairs ({layout.IMAGES_DIR}/<stem>.jpg with "
+            f"{layout.TRIMAPS_DIR}/<stem>.png)"
+        )
+    return found
+
+
+def convert_dataset(cfg: Config) -> dict[str, Any]:
+    """Convert the dataset folder to the .npy arrays; returns the report (the stage writes it)."""
+    root, out = cfg.paths.resolve("raw"), cfg.paths.resolve("npy")
+    d = cfg.data
+    found = check_dataset(root)
+    # Cheap: fail on impossible split sizes before decoding anything.
+    check_split_sizes(cfg, len(found.pairs), f"{len(found.pairs)} image/trimap pairs in {root}")
+
+    workers = worker_count(d.preprocess.workers)
+    chunk = max(1, min(32, math.ceil(len(found.pairs) / (workers * 4))))
+    workers = min(workers, math.ceil(len(found.pairs) / chunk))
+    with _pool(workers) as pool:
+        checked = list(
+            _run(
+                pool,
+                _check_chunk,
+                [(root, c) for c in _chunks(found.pairs, chunk)],
+                len(found.pairs),
+                "preprocess: check",
+            )
+        )
+        checked.sort(key=lambda item: item.stem)
+        usable = frozenset(item.stem for item in checked if item.kind)
+        named = _skipped_files(root, found, checked)
+        _log_skipped(named)
+        skipped = len(found.pairs) - len(usable)
+        check_split_sizes(
+            cfg,
+            len(usable),
+            f"{len(usable)} usable pairs in {root}; {skipped} unusable, named in the log",
+        )
+
+        seg = segmentation_split(
+            found.pairs, usable, d.segmentation.val_count, d.segmentation.shuffle_seed
+        )
+        c = d.classification
+        cls = classification_split(
+            found.pairs,
+            usable,
+            {"train": c.train_count, "val": c.val_count, "test": c.test_count},
+            c.split_seed,
+        )
+        notes = []
+        if cls.shrunk:
+            sizes = ", ".join(f"{name} {len(stems)}" for name, stems in cls.splits.items())
+            notes.append(
+                f"classification shrunk by {cls.shrink:.4f} to stay species-balanced: {cls.available['cat']} "
+                f"usable cats and {cls.available['dog']} dogs for the requested train_count={c.train_count}, "
+                f"val_count={c.val_count}, test_count={c.test_count}; now {sizes}"
+            )
+            log.warning("data.classification: %s", notes[-1])
+
+        rows = _rows(seg, cls.splits)
+        with atomic.atomic_dir(out) as tmp:
+            _create_arrays(tmp, SEG, seg, d.segmentation.image_size)
+            _create_arrays(tmp, CLS, cls.splits, c.image_size)
+            spec = ConvertSpec(
+                root,
+                tmp,
+                d.segmentation.image_size,
+                d.segmentation.interpolation,
+                c.image_size,
+                c.interpolation,
+            )
+            written = sum(
+                1
+                for _ in _run(
+                    pool,
+                    _convert_chunk,
+                    [(spec, rs) for rs in _chunks(rows, chunk)],
+                    len(rows),
+                    "preprocess: convert",
+                )
+            )
+            if written != len(rows):  # a worker lost rows: never commit an array with empty rows
+                raise DataError(f"{out}: wrote {written} of {len(rows)} rows")
+            atomic.write_json(
+                tmp / SEG / npy_dataset.INDEX_FILE,
+                npy_dataset.make_index(
+                    SEG,
+                    d.segmentation.image_size,
+                    seg,
+                    interpolation=d.segmentation.interpolation,
+                    shuffle_seed=d.segmentation.shuffle_seed,
+                ),
+            )
+            atomic.write_json(
+                tmp / CLS / npy_dataset.INDEX_FILE,
+                npy_dataset.make_index(
+                    CLS,
+                    c.image_size,
+                    cls.splits,
+                    interpolation=c.interpolation,
+                    split_seed=c.split_seed,
+                    labels={name: i for i, name in enumerate(layout.SPECIES_NAMES)},
+                ),
+            )
+
+    report = _report(root, found, checked, seg, cls, named, notes)
+    log.info(
+        "preprocess: %d pairs, %d usable; segmentation %s; classification %s -> %s",
+        len(found.pairs),
+        len(usable),
+        {k: len(v) for k, v in seg.items()},
+        {k: len(v) for k, v in cls.splits.items()},
+        out,
+    )
+    return report

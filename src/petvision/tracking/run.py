@@ -1,0 +1,492 @@
+"""The one MLflow helper every stage uses.
+
+A stage opens a :class:`Run` around its work::
+
+    with tracking.Run(cfg, "segmentation", "train_segmentation") as run:
+        model.fit(..., callbacks=[run.keras_callback()])
+        run.log_keras_model(model, example_batch)
+
+Where runs go (:func:`tracking_uri`): ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the
+project's own store, ``mlflow.db`` (SQLite) with artifacts in ``mlruns/``, both in the tracking
+root (the project root; the user's workspace inside ``dvc exp run --temp/--queue``), whatever
+the working directory.
+
+How it fails: a store that cannot be used stops the stage at the start, within seconds, with a
+:class:`TrackingError` naming the URI, before any training. Once the run is open, logging never
+stops training: a call that fails is retried a bounded number of times, then recorded in
+:attr:`Run.lost`, warned about once, and listed again when the run ends. The stage's DVC outputs
+do not depend on MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from petvision import config as config_lib
+from petvision.config import Config
+from petvision.errors import TrackingError
+from petvision.tracking.context import (
+    _context_tags,
+    _KerasFlavorMakingDir,
+    _model_name,
+    _param_key,
+    _param_value,
+    _pip_requirements,
+)
+from petvision.tracking.store import (
+    _first_line,
+    _is_http,
+    _retry_locked,
+    artifact_root,
+    bound_http_retries,
+    check_reachable,
+    tracking_uri,
+    ui_url,
+)
+
+log = logging.getLogger(__name__)
+
+
+TASKS = ("segmentation", "classification", "interpretation")
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Run:
+    """One MLflow run around a stage's work (a context manager). See the module docstring."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        task: str,
+        stage: str,
+        run_name: str | None = None,
+        resume_run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+    ):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+        self.cfg, self.task, self.stage = cfg, task, stage
+        self.run_name = (
+            run_name
+            or f"{stage} {_model_name(cfg, task)} {cfg.preset} {datetime.now():%m-%d %H:%M}"
+        )
+        self.resume_run_id = resume_run_id
+        self.extra_tags = dict(tags or {})
+        self.uri = tracking_uri(cfg.tracking)
+        self.run_id = ""
+        self.experiment_id = ""
+        self.resumed = False
+        self.lost: list[str] = []
+        self._client: Any = None
+        self._params: dict[str, str] = {}  # what the run holds: MLflow params cannot change
+        self._degraded = False
+        self._env_uri: str | None = None
+
+    # ------------------------------------------------------------------ start and end
+    def __enter__(self) -> Run:
+        import mlflow
+
+        if _is_http(self.uri):
+            bound_http_retries(self.cfg.tracking.connect_timeout_s)
+        check_reachable(self.uri, self.cfg.tracking.connect_timeout_s)
+        # Model.log and pyfunc.load_model("models:/...") resolve the store through MLflow's global
+        # URI. Setting it also exports $MLFLOW_TRACKING_URI, which tracking_uri() reads as the
+        # user's choice: that is put back at __exit__.
+        self._env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.uri)
+        self._client = mlflow.MlflowClient(self.uri)
+        try:
+            self.experiment_id = _retry_locked(self._experiment)
+            _retry_locked(self._start_run)
+            # Model.log files a logged model under the fluent API's current experiment.
+            _retry_locked(lambda: mlflow.set_experiment(experiment_id=self.experiment_id))
+        except Exception as exc:
+            self._restore_env_uri()
+            raise TrackingError(
+                f"MLflow tracking store {self.uri}: could not start the run: {_first_line(exc)}"
+            ) from None
+        try:
+            self._log_params_now(config_lib.flatten(config_lib.to_dict(self.cfg)))
+            _retry_locked(
+                lambda: self._client.log_text(
+                    self.run_id, config_lib.to_yaml(self.cfg), "config.yaml"
+                )
+            )
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                self._client.set_terminated(self.run_id, "FAILED")
+            self._restore_env_uri()
+            raise TrackingError(
+                f"MLflow tracking store {self.uri}: could not log the configuration: {_first_line(exc)}"
+            ) from None
+        log.info(
+            "MLflow run %r (%s) %s in experiment %s at %s; runs table: %s",
+            self.run_name,
+            self.run_id,
+            "resumed" if self.resumed else "started",
+            getattr(self.cfg.tracking.experiments, self.task),
+            self.uri,
+            ui_url(self.uri, self.experiment_id),
+        )
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> bool:
+        if exc_type is None or (exc_type is SystemExit and not getattr(exc, "code", 1)):
+            status = "FINISHED"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        self._safe(
+            f"end of run ({status})", lambda: self._client.set_terminated(self.run_id, status)
+        )
+        self._restore_env_uri()
+        if self.lost:
+            log.warning(
+                "MLflow run %s at %s: %d log call(s) were lost: %s",
+                self.run_id,
+                self.uri,
+                len(self.lost),
+                "; ".join(self.lost),
+            )
+        return False
+
+    def _restore_env_uri(self) -> None:
+        if self._env_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = self._env_uri
+
+    def _experiment(self) -> str:
+        name = getattr(self.cfg.tracking.experiments, self.task)
+        experiment = self._client.get_experiment_by_name(name)
+        if experiment is None:
+            root = artifact_root(self.uri)
+            location = f"{root}/{name}" if root else None
+            try:
+                return self._client.create_experiment(name, artifact_location=location)
+            except Exception:
+                # Another process may have created it a moment ago.
+                experiment = self._client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            log.info("MLflow experiment %r was deleted; restoring it", name)
+            self._client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+
+    def _start_run(self) -> None:
+        from mlflow.tracking.context import registry as context_registry
+
+        tags = {**_context_tags(self.cfg, self.task, self.stage), **self.extra_tags}
+        if self.resume_run_id:
+            previous = self._previous_run(self.resume_run_id)
+            if previous is not None:
+                self.run_id, self.resumed = previous.info.run_id, True
+                self._params = dict(previous.data.params)
+                self._client.update_run(self.run_id, status="RUNNING")
+                self._set_tags_now({**tags, "resumed": "true"})
+                return
+        try:
+            tags = context_registry.resolve_tags(
+                tags
+            )  # mlflow.user, mlflow.source.*, as mlflow.start_run does
+        except Exception as exc:
+            log.debug("MLflow context tags unavailable: %s", exc)
+        run = self._client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
+        self.run_id = run.info.run_id
+
+    def _previous_run(self, run_id: str) -> Any:
+        try:
+            run = self._client.get_run(run_id)
+        except Exception as exc:
+            log.info(
+                "MLflow run %s to resume is not in %s (%s); starting a new run",
+                run_id,
+                self.uri,
+                _first_line(exc),
+            )
+            return None
+        if run.info.lifecycle_stage == "deleted" or run.info.experiment_id != self.experiment_id:
+            log.info(
+                "MLflow run %s to resume was deleted or belongs to another experiment; starting a new run",
+                run_id,
+            )
+            return None
+        return run
+
+    # ------------------------------------------------------------------ fault handling
+    def _safe(self, what: str, call: Callable[[], T]) -> T | None:
+        """Run one log call; on failure record it in ``lost`` instead of raising."""
+        try:
+            with self._fewer_retries_while_degraded():
+                result = _retry_locked(call)
+        except Exception as exc:
+            self.lost.append(f"{what}: {type(exc).__name__}: {_first_line(exc, 200)}")
+            if not self._degraded:
+                log.warning(
+                    "MLflow logging to %s failed (%s: %s); training goes on, and later failures "
+                    "are collected and listed at the end",
+                    self.uri,
+                    what,
+                    _first_line(exc, 200),
+                )
+            self._degraded = True
+            return None
+        self._degraded = False
+        return result
+
+    @contextlib.contextmanager
+    def _fewer_retries_while_degraded(self) -> Iterator[None]:
+        """Once a call to a tracking server has failed, the next ones try once instead of
+        retrying, so a dead server costs one timeout per call, not several."""
+        if not (self._degraded and _is_http(self.uri)):
+            yield
+            return
+        name = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+        before = os.environ.get(name)
+        os.environ[name] = "0"
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
+
+    # ------------------------------------------------------------------ logging
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._safe(f"tags {sorted(tags)}", lambda: self._set_tags_now(tags))
+
+    def _set_tags_now(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+        from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+        items = [
+            RunTag(_param_key(k), _param_value(v, MAX_TAG_VAL_LENGTH)) for k, v in tags.items()
+        ]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, tags=items[i : i + 100])
+
+    def log_params(self, params: dict) -> None:
+        self._safe(f"params {sorted(params)}", lambda: self._log_params_now(params))
+
+    def _log_params_now(self, params: dict) -> None:
+        from mlflow.entities import Param
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+        new: dict[str, str] = {}
+        for key, value in params.items():
+            k, v = _param_key(key), _param_value(value, MAX_PARAM_VAL_LENGTH)
+            if k in self._params:
+                if self._params[k] != v:
+                    log.warning(
+                        "MLflow param %s is %r in run %s; not changing it to %r (params are fixed "
+                        "once logged; config.yaml holds this attempt's value)",
+                        k,
+                        self._params[k],
+                        self.run_id,
+                        v,
+                    )
+                continue
+            new[k] = v
+        items = [Param(k, v) for k, v in new.items()]
+        for i in range(0, len(items), 100):  # MLflow's batch limit for params
+            self._client.log_batch(self.run_id, params=items[i : i + 100])
+        self._params.update(new)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = []
+        for key, value in metrics.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue  # not a number (a string in Keras logs): nothing to chart
+            items.append(Metric(_param_key(key), number, now, int(step or 0)))
+        if not items:
+            return
+
+        def send() -> None:
+            for i in range(0, len(items), 1000):
+                self._client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+        self._safe(f"metrics {sorted(metrics)} at step {step or 0}", send)
+
+    def logged_steps(self, key: str) -> set[int] | None:
+        """The steps at which metric ``key`` is in this run; None if the store cannot say (a
+        resumed training session uses it to log the epochs the run is missing)."""
+        try:
+            return {
+                m.step
+                for m in _retry_locked(lambda: self._client.get_metric_history(self.run_id, key))
+            }
+        except Exception as exc:
+            log.warning(
+                "MLflow: cannot read the %s history of run %s (%s)",
+                key,
+                self.run_id,
+                _first_line(exc, 200),
+            )
+            return None
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+
+        def send() -> None:
+            if path.is_dir():
+                self._client.log_artifacts(self.run_id, str(path), artifact_path)
+            elif path.is_file():
+                self._client.log_artifact(self.run_id, str(path), artifact_path)
+            else:
+                raise FileNotFoundError(f"{path} does not exist")
+
+        self._safe(f"artifact {path.name}", send)
+
+    def log_input_dataset(
+        self, name: str, digest: str, source: str, context: str, shape_info: dict | None = None
+    ) -> None:
+        """Record a dataset as a run input (the UI's Datasets column): name, digest, where it is,
+        its role (``training``, ``validation``, ``testing``...) and, as its profile, shapes/counts."""
+        self._safe(
+            f"input dataset {name}",
+            lambda: self._client.log_inputs(
+                self.run_id, datasets=[_dataset_input(name, digest, source, context, shape_info)]
+            ),
+        )
+
+    def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> str:
+        """Log ``model`` through MLflow's Keras flavor with a signature and an input example;
+        return its URI (``models:/<id>``), loadable with ``mlflow.pyfunc.load_model``. "" if lost."""
+        uri = self._safe(f"model {name}", lambda: self._log_keras_model_now(model, example, name))
+        if uri:
+            log.info("MLflow model %s logged: %s", name, uri)
+        return uri or ""
+
+    def _log_keras_model_now(self, model: Any, example: np.ndarray, name: str) -> str:
+        import keras
+        from mlflow.models import Model, infer_signature
+
+        example = np.asarray(example)
+        output = np.asarray(keras.ops.convert_to_numpy(model.predict(example, verbose=0)))
+        if output.dtype not in (np.float16, np.float32, np.float64):
+            output = output.astype(
+                np.float32
+            )  # bfloat16 outputs (mixed precision) have no MLflow type
+        info = Model.log(
+            artifact_path=None,
+            name=name,
+            flavor=_KerasFlavorMakingDir,
+            flavor_name="mlflow.keras",
+            run_id=self.run_id,
+            model=model,
+            signature=infer_signature(example, output),
+            input_example=example,
+            pip_requirements=_pip_requirements(),
+        )
+        return info.model_uri
+
+    def keras_callback(self) -> Any:
+        """A Keras callback logging each epoch's logs (train and ``val_`` metrics) at step=epoch."""
+        import keras
+
+        run = self
+
+        class MlflowEpochLogger(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                if logs:
+                    run.log_metrics(dict(logs), step=epoch)
+
+        return MlflowEpochLogger()
+
+
+def _dataset_input(
+    name: str, digest: str, source: str, context: str, shape_info: dict | None
+) -> Any:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    class ProfiledDataset(MetaDataset):
+        @property
+        def profile(self) -> Any:
+            return shape_info
+
+        def to_dict(self) -> dict[str, str]:
+            config = super().to_dict()
+            if shape_info:
+                config["profile"] = json.dumps(shape_info, default=str)
+            return config
+
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": it is a local path
+        warnings.simplefilter("ignore")
+        dataset_source = resolve_dataset_source(source)
+    dataset = ProfiledDataset(dataset_source, name=name, digest=digest)
+    return DatasetInput(
+        dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]
+    )
+
+
+class NoRun:
+    """A run that logs nothing: what non-chief workers (and code paths without tracking) use,
+    so that callers need no ``if`` around each log call."""
+
+    def __init__(self) -> None:
+        self.run_id = ""
+        self.experiment_id = ""
+        self.uri = ""
+        self.resumed = False
+        self.lost: list[str] = []
+
+    def __enter__(self) -> NoRun:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+    def log_params(self, params: dict) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def logged_steps(self, key: str) -> set[int] | None:
+        return None
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_input_dataset(
+        self, name: str, digest: str, source: str, context: str, shape_info: dict | None = None
+    ) -> None:
+        pass
+
+    def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> str:
+        return ""
+
+    def keras_callback(self) -> Any:
+        import keras
+
+        return keras.callbacks.Callback()
