@@ -96,10 +96,11 @@ def start(base: Path, npy: Path, kill_at: str | None, attempt: int = 0) -> subpr
 
 def wait(process: subprocess.Popen, base: Path, expected: int) -> None:
     try:
-        process.wait(timeout=400)
+        process.wait(timeout=600)
     except subprocess.TimeoutExpired:
-        process.kill()
+        process.kill()  # our SIGKILL must not pass for the one the switch sends
         process.wait()
+        pytest.fail(f"{process.args[2]} did not end in 600 s")
     logs = "\n".join(p.read_text()[-3000:] for p in sorted(base.glob("*.log")))
     assert process.returncode == expected, logs
 
