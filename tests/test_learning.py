@@ -3,7 +3,7 @@ the same held-out images, by a margin that a broken model or scrambled labels ca
 
 The baselines are the colour guards of test_synthetic.py, computed here on the same images: a
 per-pixel colour rule for the pet mask, a colour-histogram nearest-centroid for the species.
-Each model trains one epoch at a time (Adam, batch 16, seeded) and stops as soon as it clears its
+Each model trains one epoch at a time (Adam, seeded) and stops as soon as it clears its
 bar on the held-out images, so a model that learns costs a few epochs and only a broken one runs
 to the limit. Stopping on the held-out score picks the best of a few tries; against a bar 0.2
 above chance on 200 images (z > 5 for a model at chance) that cannot turn chance into a pass.
@@ -23,7 +23,7 @@ from petvision.models.segmentation import build_segmentation_model
 
 NUM_IMAGES, NUM_TEST = 600, 200
 SEG_SIZE, CLS_SIZE = 48, 80  # the simple convnet needs 78 px
-SEG_EPOCHS, CLS_EPOCHS = 10, 20  # limits, reached only by a model that does not learn
+SEG_EPOCHS, CLS_EPOCHS = 15, 20  # limits, reached only by a model that does not learn
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,13 @@ def pets(tmp_path_factory):
     return {size: load_arrays(root, size) for size in (SEG_SIZE, CLS_SIZE)}
 
 
-def train_until(model: keras.Model, x, y, score, bar: float, epochs: int) -> list[float]:
+def train_until(
+    model: keras.Model, x, y, score, bar: float, epochs: int, batch_size: int = 16
+) -> list[float]:
     """Fit one epoch at a time until ``score()`` reaches ``bar``; the scores, epoch by epoch."""
     scores = []
     for _ in range(epochs):
-        model.fit(x, y, batch_size=16, epochs=1, shuffle=True, verbose=0)
+        model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
         scores.append(score())
         print(f"epoch {len(scores)}: {scores[-1]:.3f} (bar {bar:.3f})", flush=True)
         if scores[-1] >= bar:
@@ -70,7 +72,12 @@ def test_the_books_segmentation_model_beats_the_colour_rule(pets):
         pet, truth = (predicted == 0)[known], (trimaps[test] == layout.TRIMAP_PET)[known]
         return float((pet & truth).sum() / (pet | truth).sum())
 
-    scores = train_until(model, images[:n_train], targets[:n_train], pet_iou, bar, SEG_EPOCHS)
+    # Batch 8: twice the steps of batch 16 for the same images. At first the model predicts
+    # background everywhere; at batch 16 it left that after about 75 steps and reached 0.495 at
+    # epoch 9 (AVX-512-BF16 CPU), short of the bar.
+    scores = train_until(
+        model, images[:n_train], targets[:n_train], pet_iou, bar, SEG_EPOCHS, batch_size=8
+    )
     print(f"book segmentation: pet IoU by epoch {scores}; colour rule {baseline:.3f}")
     assert scores[-1] >= bar, (
         f"pet IoU by epoch {scores}, colour rule {baseline:.3f}, bar {bar:.3f}"
