@@ -45,4 +45,4 @@ def test_gpu_check_smoke_run_on_the_cpu_reports_every_model(tmp_path):
         assert r["global_batch"] == 4 and r["images_per_s"] > 0 and r["share_of_matmul"] > 0
         assert r["training_gflop_per_image"] > 0
     # The table the reply shows last.
-    assert "| seed | 200 | 4 |" in done.stdout and "share of" in done.stdout
+    assert "| book | 200 | 4 |" in done.stdout and "share of" in done.stdout
