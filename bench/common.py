@@ -62,6 +62,23 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+CLASS_NAMES = {
+    "avx512_bf16": "AVX-512 BF16 (native bfloat16)",
+    "avx2": "AVX2, no native bfloat16",
+    "other": "neither AVX-512 BF16 nor AVX2",
+}
+
+
+def cpu_class() -> str:
+    """The CPU class that decides training speed here: native bfloat16 (AVX-512 BF16 or AMX),
+    else AVX2 (float32, about 4x slower at training), else other. docs/benchmarks.md keeps one
+    section per class."""
+    flags = set(_cpuinfo_field("flags").split())
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        return "avx512_bf16"
+    return "avx2" if "avx2" in flags else "other"
+
+
 def machine_info() -> dict[str, str]:
     """The facts a reader needs to compare two tables (strings, in display order)."""
     import keras

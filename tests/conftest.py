@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -143,7 +144,8 @@ def mlflow_server(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)  # the server and its uvicorn workers
             process.wait(timeout=30)
 
-    deadline = time.monotonic() + 90
+    # Minutes, not seconds: on a busy 2-core machine its first start (creating the tables) is slow.
+    deadline = time.monotonic() + 300
     while True:
         try:
             if requests.get(f"{uri}/health", timeout=1).status_code == 200:
@@ -161,3 +163,93 @@ def mlflow_server(tmp_path):
     yield uri, kill
     kill()
     log_file.close()
+
+
+# --------------------------------------------------------------------------- shared by several test files
+
+
+@pytest.fixture
+def isolated_env(monkeypatch):
+    """A clean copy of the variables that steer the project (tracking store, DVC, project root,
+    cluster) for one test; the tracking layer sets MLflow's HTTP bounds in os.environ
+    (setdefault), so the whole environment is put back afterwards."""
+    from petvision.tracking import store
+
+    saved = dict(os.environ)
+    for name in [
+        "MLFLOW_TRACKING_URI",
+        "DVC_ROOT",
+        "DVC_STAGE",
+        "DVC_EXP_NAME",
+        "PETVISION_ROOT",
+        "TF_CONFIG",
+        *store.HTTP_BOUNDS,
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    ]:
+        monkeypatch.delenv(name, raising=False)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory) -> Path:
+    """The folder of one SQLite store (``mlflow.db``) for the tests of a module that do not care
+    whose it is: creating one costs seconds."""
+    return tmp_path_factory.mktemp("shared-store")
+
+
+def tiny_segmenter(filters: int = 4, optimizer="adam", seed: int = 0):
+    """Per-pixel class scores, like the segmentation model, at 8x8: seconds to fit."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x_in = keras.Input((8, 8, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255)(x_in)
+    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    out = keras.layers.Conv2D(3, 1, activation="softmax", dtype="float32")(x)
+    model = keras.Model(x_in, out)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    return model
+
+
+def write_npy(
+    npy: Path,
+    task: str,
+    size: int,
+    counts: dict[str, int],
+    seed: int = 0,
+    pet_divisor: int = 3,
+    centred: bool = False,
+    **index: object,
+) -> None:
+    """A learnable toy set in the preprocess stage's layout: a bright square of side
+    ``size // pet_divisor`` on noise is the pet (mask 0, background 1), somewhere or ``centred``;
+    its colour channel is the species (red cat, blue dog). ``index`` goes into index.json (the
+    settings preprocess records there)."""
+    import numpy as np
+
+    from petvision.data import npy_dataset
+
+    rng = np.random.default_rng(seed)
+    splits = {}
+    folder = npy / task
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in counts.items():
+        labels = (np.arange(count) % 2).astype(np.uint8)
+        images = rng.integers(0, 60, (count, size, size, 3), dtype=np.uint8)
+        masks = np.ones((count, size, size, 1), np.uint8)
+        side = size // pet_divisor
+        for i in range(count):
+            top, left = ((size - side) // 2,) * 2 if centred else rng.integers(0, size - side, 2)
+            images[i, top : top + side, left : left + side, 2 * labels[i]] = 220
+            masks[i, top : top + side, left : left + side] = 0
+        arrays = {"images": images, "masks": masks, "labels": labels}
+        for name in npy_dataset.ARRAYS[task]:
+            np.save(npy_dataset.array_path(npy, task, split, name), arrays[name])
+        splits[split] = [
+            f"{'Abyssinian' if label == 0 else 'beagle'}_{split}_{i}"
+            for i, label in enumerate(labels)
+        ]
+    made = npy_dataset.make_index(task, size, splits, **index)  # type: ignore[arg-type]
+    (folder / npy_dataset.INDEX_FILE).write_text(json.dumps(made), encoding="utf-8")

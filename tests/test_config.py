@@ -100,8 +100,3 @@ def test_paths_resolve_against_the_project_root_not_the_cwd(tmp_path, monkeypatc
 def test_no_hydra_interpolations_in_what_dvc_composes():
     for source in (ROOT / "conf").rglob("*.yaml"):
         assert "${hydra:" not in source.read_text(), source
-
-
-def test_flatten_gives_mlflow_style_keys():
-    flat = config.flatten({"a": {"b": 1, "c": [1, 2]}, "d": [{"e": 3}]})
-    assert flat == {"a.b": 1, "a.c": [1, 2], "d[0].e": 3}

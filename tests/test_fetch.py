@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from petvision.data import fetch
+from petvision.data import archives, fetch
 from petvision.data.fetch import Archive, RetryPolicy
 from petvision.errors import DataError, DownloadError
 
@@ -372,7 +372,7 @@ def test_extracts_the_oxford_layout_even_from_a_plain_tar_named_gz(tmp_path):
     archive = tmp_path / "annotations.tar.gz"
     archive.write_bytes(oxford_archives()["annotations.tar.gz"])  # written as plain tar
     target = tmp_path / "out"
-    count = fetch.safe_extract(archive, target)
+    count = archives.safe_extract(archive, target)
     assert count == 10
     assert (target / "annotations/list.txt").is_file()
     assert (target / "annotations/trimaps/._Abyssinian_1.png").is_file()
@@ -414,7 +414,7 @@ def test_unsafe_members_are_refused_by_name(tmp_path, kind):
     target = tmp_path / "target" / "pets"
 
     with pytest.raises(DataError) as err:
-        fetch.safe_extract(archive, target)
+        archives.safe_extract(archive, target)
     assert repr(member.name) in str(err.value) and "evil.tar.gz" in str(err.value)
     assert list(outside.iterdir()) == []
     assert sorted(p.name for p in (tmp_path / "target").iterdir()) == ["pets"]
@@ -429,4 +429,4 @@ def test_corrupt_archive_is_a_data_error_naming_it(tmp_path):
     archive = tmp_path / "images.tar.gz"
     archive.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="images.tar.gz: corrupt"):
-        fetch.safe_extract(archive, tmp_path / "out")
+        archives.safe_extract(archive, tmp_path / "out")

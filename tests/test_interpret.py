@@ -11,6 +11,7 @@ import threading
 import keras
 import numpy as np
 import pytest
+from conftest import free_port
 from keras import layers
 
 from petvision.errors import ConfigError, DownloadError
@@ -388,15 +389,9 @@ def test_fetch_verified_downloads_into_the_cache_and_checks_the_md5(tmp_path):
     )
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(30)
 def test_imagenet_xception_offline_fails_at_once_saying_why(tmp_path):
-    url = f"http://127.0.0.1:{_closed_port()}/xception.h5"
+    url = f"http://127.0.0.1:{free_port()}/xception.h5"
     with pytest.raises(DownloadError) as info:
         loading.load_imagenet_xception(url, url, timeout_s=5.0, cache_dir=tmp_path)
     message = str(info.value)

@@ -29,10 +29,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, VENV_BIN, path_overrides
+from conftest import ROOT, VENV_BIN, path_overrides, write_npy
 from mlflow import MlflowClient
 from PIL import Image
-from test_reliability import write_npy
 
 from petvision import faults
 from petvision.training.workdir import Workdir, _backup_epoch

@@ -17,39 +17,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from conftest import ROOT, VENV_BIN, free_port, path_overrides
+from conftest import ROOT, VENV_BIN, free_port, path_overrides, write_npy
 
 SIZE, TRAIN, VAL = 16, 18, 7  # odd counts: the last batches split unevenly across workers
-
-
-def write_segmentation_npy(npy, size: int = SIZE, counts: dict[str, int] | None = None) -> None:
-    """Tiny segmentation arrays in the preprocess stage's layout: a bright square is the pet."""
-    from petvision import atomic
-    from petvision.data import npy_dataset
-
-    counts = counts or {"train": TRAIN, "val": VAL}
-    rng = np.random.default_rng(0)
-    stems = {}
-    for split, n in counts.items():
-        images = rng.integers(0, 100, (n, size, size, 3), dtype=np.uint8)
-        masks = np.ones((n, size, size, 1), dtype=np.uint8)
-        for i in range(n):
-            y, x = rng.integers(0, size // 2, 2)
-            images[i, y : y + size // 2, x : x + size // 2] = 230
-            masks[i, y : y + size // 2, x : x + size // 2] = 0
-        for name, array in (("images", images), ("masks", masks)):
-            path = npy_dataset.array_path(npy, "segmentation", split, name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, array)
-        stems[split] = [f"pet_{split}_{i}" for i in range(n)]
-    atomic.write_json(
-        npy / "segmentation" / npy_dataset.INDEX_FILE,
-        npy_dataset.make_index(
-            "segmentation", size, stems, interpolation="nearest", shuffle_seed=1337
-        ),
-    )
 
 
 def stage_args(base, npy, tracking_db, *extra: str) -> list[str]:
@@ -121,7 +92,14 @@ def mlflow_runs(tracking_db) -> list:
 @pytest.mark.timeout(900)
 def test_two_workers_train_like_one_and_only_the_chief_writes(tmp_path):
     npy = tmp_path / "npy"
-    write_segmentation_npy(npy)
+    write_npy(
+        npy,
+        "segmentation",
+        SIZE,
+        {"train": TRAIN, "val": VAL},
+        interpolation="nearest",
+        shuffle_seed=1337,
+    )
 
     single_base, single_db = tmp_path / "single", tmp_path / "single.db"
     single = start_stage(stage_args(single_base, npy, single_db), tmp_path / "hydra-single")

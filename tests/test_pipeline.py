@@ -118,6 +118,18 @@ def test_repro_runs_every_stage_and_writes_every_declared_output(repro_project):
         if link.exists():
             assert json.loads(link.read_text())["run_id"] == by_stage[stage][0].info.run_id
 
+    # Each trained model is version 1 of its registered model, and so the champion.
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repro_project / 'mlflow.db'}")
+    for name, stage in (
+        ("petvision-segmentation", "train_segmentation"),
+        ("petvision-classifier", "train_xception"),
+    ):
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert champion.run_id == by_stage[stage][0].info.run_id, name
+        assert champion.tags["champion.decision"] == "promoted", champion.tags
+
 
 @pytest.mark.slow
 def test_second_repro_does_nothing(repro_project):

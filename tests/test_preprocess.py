@@ -19,7 +19,7 @@ from conftest import write_quirky_image
 from PIL import Image
 
 from petvision import preprocess
-from petvision.data import conversion, images, layout, npy_dataset, splits
+from petvision.data import checks, images, layout, npy_dataset, splits
 from petvision.errors import ConfigError, DataError
 
 BITS = 15  # blocks 0..14 carry the identity; block 15 is the trimap's border class
@@ -250,13 +250,13 @@ def test_report_numbers_are_flat_scalars_for_dvc_metrics(cfg):
 def test_stray_files_are_counted_in_full_but_named_up_to_a_limit(cfg):
     raw = cfg.paths.resolve("raw")
     make_dataset(raw, cats=10, dogs=10)
-    strays = conversion.MAX_STRAYS_NAMED + 5
+    strays = checks.MAX_STRAYS_NAMED + 5
     for i in range(strays):
         (layout.Layout(raw).trimaps_dir / f"._beagle_{i}.png").write_bytes(b"\x00\x05\x16\x07")
     report = preprocess.run_preprocess(cfg)
     assert report["skipped"] == {"appledouble": strays}
     named = report["files"]["skipped"]["appledouble"]
-    assert len(named) == conversion.MAX_STRAYS_NAMED + 1 and named[-1] == "... and 5 more"
+    assert len(named) == checks.MAX_STRAYS_NAMED + 1 and named[-1] == "... and 5 more"
 
 
 def test_worker_processes_write_the_same_bytes_as_one_process(cfg, make_config, tmp_path):

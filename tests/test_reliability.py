@@ -26,7 +26,15 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, VENV_BIN, free_port, path_overrides, run_module
+from conftest import (
+    ROOT,
+    VENV_BIN,
+    free_port,
+    path_overrides,
+    run_module,
+    tiny_segmenter,
+    write_npy,
+)
 from mlflow import MlflowClient
 from test_fetch import FAST, pet_server, served  # noqa: F401  (fixtures)
 
@@ -35,61 +43,16 @@ from petvision.config import TrainConfig
 from petvision.data import inputs, npy_dataset
 from petvision.errors import DataError, TrackingError, TrainingError
 from petvision.interpret import loading
-from petvision.tracking import store
 from petvision.train_segmentation import run_train_segmentation
 from petvision.train_xception import run_train_xception
 from petvision.training import loop, session
 from petvision.training.workdir import Workdir, _backup_epoch
 
-
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch):
-    """The tracking layer sets MLflow's HTTP bounds in os.environ; put the original back."""
-    saved = dict(os.environ)
-    for name in [
-        "MLFLOW_TRACKING_URI",
-        "DVC_ROOT",
-        "DVC_STAGE",
-        "DVC_EXP_NAME",
-        "PETVISION_ROOT",
-        "TF_CONFIG",
-        *store.HTTP_BOUNDS,
-        "MLFLOW_HTTP_REQUEST_TIMEOUT",
-    ]:
-        monkeypatch.delenv(name, raising=False)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+# The tracking layer sets variables in os.environ: every test gets a clean copy.
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 # --------------------------------------------------------------------------- tiny data
-
-
-def write_npy(npy: Path, task: str, size: int, counts: dict[str, int], seed: int = 0) -> None:
-    """A learnable toy set in the preprocess stage's layout: a bright square on noise is the pet
-    (mask 0, background 1); its colour channel is the species (red cat, blue dog)."""
-    rng = np.random.default_rng(seed)
-    splits = {}
-    folder = npy / task
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, count in counts.items():
-        labels = (np.arange(count) % 2).astype(np.uint8)
-        images = rng.integers(0, 60, (count, size, size, 3), dtype=np.uint8)
-        masks = np.ones((count, size, size, 1), np.uint8)
-        side = size // 3
-        for i in range(count):
-            top, left = rng.integers(0, size - side, 2)
-            images[i, top : top + side, left : left + side, 2 * labels[i]] = 220
-            masks[i, top : top + side, left : left + side] = 0
-        arrays = {"images": images, "masks": masks, "labels": labels}
-        for name in npy_dataset.ARRAYS[task]:
-            np.save(npy_dataset.array_path(npy, task, split, name), arrays[name])
-        splits[split] = [
-            f"{'Abyssinian' if label == 0 else 'beagle'}_{split}_{i}"
-            for i, label in enumerate(labels)
-        ]
-    index = npy_dataset.make_index(task, size, splits)
-    (folder / npy_dataset.INDEX_FILE).write_text(json.dumps(index), encoding="utf-8")
 
 
 SEG = (
@@ -105,12 +68,6 @@ CLS = (
     "classification/model=residual_convnet",
     "tracking.log_model=false",
 )
-
-
-@pytest.fixture(scope="module")
-def shared_store(tmp_path_factory) -> str:
-    """One SQLite store for the in-process stage runs: creating one costs seconds."""
-    return f"tracking.uri=sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
 
 
 @pytest.fixture
@@ -144,14 +101,7 @@ class Killed(BaseException):
 
 
 def tiny_model(filters: int = 4) -> keras.Model:
-    keras.utils.set_random_seed(0)
-    x_in = keras.Input((8, 8, 3), dtype="uint8")
-    x = keras.layers.Rescaling(1 / 255)(x_in)
-    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-    out = keras.layers.Conv2D(3, 1, activation="softmax", dtype="float32")(x)
-    model = keras.Model(x_in, out)
-    model.compile(optimizer=loop.make_optimizer(TRAIN), loss="sparse_categorical_crossentropy")
-    return model
+    return tiny_segmenter(filters, optimizer=loop.make_optimizer(TRAIN), seed=0)
 
 
 def tiny_data():
@@ -556,6 +506,7 @@ def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(
     task, tmp_path, make_config, stage_data, shared_store, monkeypatch, disk
 ):
     run, overrides, last_picture = STAGES[task]
+    store_uri = f"tracking.uri=sqlite:///{shared_store}/mlflow.db"
     trainings, fits = [], []
     real_train, real_fit = loop._train, loop.fit
     monkeypatch.setattr(loop, "_train", lambda *a, **k: trainings.append(1) or real_train(*a, **k))
@@ -565,7 +516,7 @@ def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(
         for name in OUTPUTS[task]
     ]
     folders = (disk.models, tmp_path / "reports")
-    overrides = (*overrides, shared_store, f"paths.models={disk.models}")
+    overrides = (*overrides, store_uri, f"paths.models={disk.models}")
 
     def attempt(inject, epochs: int):
         cfg = make_config(*overrides, f"{task}.train.epochs={epochs}")

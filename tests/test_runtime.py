@@ -12,8 +12,8 @@ import keras
 import pytest
 
 from petvision.config import TrainerConfig
-from petvision.errors import ConfigError
-from petvision.training import runtime
+from petvision.errors import ConfigError, TrainingError
+from petvision.training import distribute, runtime
 
 HAS_GPU = bool(runtime._gpus())
 CPU_HAS_BF16 = (
@@ -104,11 +104,11 @@ def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config, why):
 
 def test_the_chief_is_the_chief_task_or_worker_0():
     workers = {"worker": ["a:1", "b:1"]}
-    assert runtime._is_chief({"cluster": workers, "task": {"type": "worker", "index": 0}})
-    assert not runtime._is_chief({"cluster": workers, "task": {"type": "worker", "index": 1}})
+    assert distribute._is_chief({"cluster": workers, "task": {"type": "worker", "index": 0}})
+    assert not distribute._is_chief({"cluster": workers, "task": {"type": "worker", "index": 1}})
     with_chief = {"chief": ["c:1"], **workers}
-    assert runtime._is_chief({"cluster": with_chief, "task": {"type": "chief", "index": 0}})
-    assert not runtime._is_chief({"cluster": with_chief, "task": {"type": "worker", "index": 0}})
+    assert distribute._is_chief({"cluster": with_chief, "task": {"type": "chief", "index": 0}})
+    assert not distribute._is_chief({"cluster": with_chief, "task": {"type": "worker", "index": 0}})
 
 
 def test_describe_gives_string_tags():
@@ -177,3 +177,16 @@ def test_mirrored_strategy_on_this_machine():
         layer = keras.layers.Dense(2)
         layer.build((None, 3))
     assert layer.kernel.shape == (3, 2)
+
+
+def test_the_multi_worker_patch_refuses_a_keras_it_was_not_written_for(monkeypatch):
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    distribute._check_patched_keras(tf_trainer)  # the pinned Keras: accepted
+    monkeypatch.setattr(keras, "__version__", "3.99.0")
+    with pytest.raises(TrainingError, match=r"Keras 3\.99\.0.*keras==3\.15\.1"):
+        distribute._check_patched_keras(tf_trainer)
+    monkeypatch.undo()
+    monkeypatch.delattr(tf_trainer, "reduce_per_replica")
+    with pytest.raises(TrainingError, match="lacks reduce_per_replica"):
+        distribute._check_patched_keras(tf_trainer)

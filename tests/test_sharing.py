@@ -4,13 +4,13 @@ fresh clone, and the clone needs no rerun and holds working models. Once with th
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 from project_copy import VENV_BIN, copy_project, dvc, git, ran_stages, shared_repro_project
 
 BUCKET = "petvision-dvc"
@@ -24,12 +24,6 @@ FAKE_AWS = {
 @pytest.fixture(scope="session")
 def repro_project(tmp_path_factory):
     return shared_repro_project(tmp_path_factory)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, VENV_BIN, path_overrides
+from conftest import ROOT, VENV_BIN, path_overrides, write_npy
 from mlflow import MlflowClient
-from test_reliability import SEG, Killed, write_npy
+from test_reliability import SEG, Killed
 
 from petvision import faults
 from petvision.errors import ConfigError

@@ -18,40 +18,16 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, tiny_segmenter
 from mlflow import MlflowClient
 
 from petvision import config as config_lib
 from petvision import tracking
 from petvision.data import digest
 from petvision.errors import DataError, TrackingError
-from petvision.tracking import store
 
-
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch):
-    """The tracking layer sets MLflow's HTTP bounds in os.environ (setdefault); give each test a
-    clean copy and put the original back."""
-    saved = dict(os.environ)
-    for name in [
-        "MLFLOW_TRACKING_URI",
-        "DVC_ROOT",
-        "DVC_STAGE",
-        "DVC_EXP_NAME",
-        "PETVISION_ROOT",
-        *store.HTTP_BOUNDS,
-        "MLFLOW_HTTP_REQUEST_TIMEOUT",
-    ]:
-        monkeypatch.delenv(name, raising=False)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-@pytest.fixture(scope="module")
-def shared_store(tmp_path_factory) -> Path:
-    """One SQLite store for the tests that do not care whose it is: creating one costs seconds."""
-    return tmp_path_factory.mktemp("shared-store")
+# The tracking layer sets variables in os.environ: every test gets a clean copy.
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 @pytest.fixture
@@ -60,17 +36,6 @@ def store_config(make_config, shared_store):
         return make_config(f"tracking.uri=sqlite:///{shared_store}/mlflow.db", *overrides)
 
     return make
-
-
-def tiny_segmenter() -> keras.Model:
-    """Per-pixel class scores, like the segmentation model, at 8x8."""
-    inputs = keras.Input((8, 8, 3), dtype="uint8")
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
-    outputs = keras.layers.Conv2D(3, 1, activation="softmax", dtype="float32")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    return model
 
 
 def test_run_records_config_metrics_dataset_and_model(
@@ -149,7 +114,9 @@ def test_run_records_config_metrics_dataset_and_model(
     assert model_uri.startswith("models:/")
     mlmodel = mlflow.models.Model.load(model_uri)
     assert "keras" in mlmodel.flavors
-    assert mlmodel.signature is not None and mlmodel.saved_input_example_info is not None
+    # No signature: the python_function flavor takes arrays and encoded photos (petvision.inference.serving).
+    assert mlmodel.saved_input_example_info is not None
+    assert mlmodel.flavors["python_function"]["loader_module"] == "petvision.inference.serving"
     loaded = mlflow.pyfunc.load_model(model_uri)
     batch = images[:5]
     predicted = loaded.predict(batch)

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 
 import mlflow
-import numpy as np
 import pytest
-from conftest import path_overrides, run_module
+from conftest import free_port, path_overrides, run_module, write_npy
 
 from petvision import atomic, tracking
 from petvision.data import npy_dataset
@@ -21,6 +19,7 @@ from petvision.models.segmentation import book_model
 from petvision.visualize import output_dir, run_visualize
 
 CLASSIFIER_SIZE, SEGMENTATION_SIZE = 64, 32
+PET_IN_THE_MIDDLE = {"pet_divisor": 2, "centred": True}  # the middle quarter of every image
 TEST_IMAGES, VAL_IMAGES = 6, 4
 TINY = [
     f"data.classification.image_size={CLASSIFIER_SIZE}",
@@ -34,26 +33,6 @@ TINY = [
 ]
 
 
-def write_split(npy, task: str, split: str, size: int, count: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    masks = np.ones((count, size, size, 1), np.uint8)
-    masks[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = (
-        0  # a pet in the middle quarter
-    )
-    arrays = {
-        "images": rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8),
-        "masks": masks,
-    }
-    if task == "classification":
-        arrays["labels"] = (np.arange(count) % 2).astype(np.uint8)
-    for name, array in arrays.items():
-        path = npy_dataset.array_path(npy, task, split, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, array)
-    stems = [f"{'Bengal' if i % 2 == 0 else 'beagle'}_{i}" for i in range(count)]
-    atomic.write_json(npy / task / "index.json", npy_dataset.make_index(task, size, {split: stems}))
-
-
 @pytest.fixture
 def trained(make_config):
     """The pipeline's inputs to visualize: models, arrays, and the training runs' mlflow_run.json
@@ -61,8 +40,12 @@ def trained(make_config):
     a teammate's outputs, does not)."""
     cfg = make_config(*TINY)
     npy = cfg.paths.resolve("npy")
-    write_split(npy, "classification", "test", CLASSIFIER_SIZE, TEST_IMAGES, seed=0)
-    write_split(npy, "segmentation", "val", SEGMENTATION_SIZE, VAL_IMAGES, seed=1)
+    write_npy(
+        npy, "classification", CLASSIFIER_SIZE, {"test": TEST_IMAGES}, seed=0, **PET_IN_THE_MIDDLE
+    )
+    write_npy(
+        npy, "segmentation", SEGMENTATION_SIZE, {"val": VAL_IMAGES}, seed=1, **PET_IN_THE_MIDDLE
+    )
     cfg.paths.model_file("classification").parent.mkdir(parents=True, exist_ok=True)
     mini_xception(CLASSIFIER_SIZE, cfg.classification.model.augmentation, 0.5).save(
         cfg.paths.model_file("classification")
@@ -168,12 +151,6 @@ def test_a_bad_setting_fails_before_touching_the_previous_outputs(trained, make_
     assert sorted(p.relative_to(output_dir(cfg)) for p in output_dir(cfg).rglob("*")) == before
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(60)
 def test_imagenet_xception_without_the_internet_fails_at_once_with_a_clear_message(
     make_config, tmp_path, monkeypatch
@@ -182,7 +159,7 @@ def test_imagenet_xception_without_the_internet_fails_at_once_with_a_clear_messa
     cfg = make_config(
         *TINY,
         "visualize.model=imagenet_xception",
-        f"visualize.imagenet.weights_url=http://127.0.0.1:{_closed_port()}/xception.h5",
+        f"visualize.imagenet.weights_url=http://127.0.0.1:{free_port()}/xception.h5",
     )
     with pytest.raises(
         DownloadError,
@@ -201,7 +178,7 @@ def test_cli_offline_imagenet_option_prints_one_line_and_exits_2(tmp_path):
         *path_overrides(tmp_path),
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         "visualize.model=imagenet_xception",
-        f"visualize.imagenet.weights_url=http://127.0.0.1:{_closed_port()}/x.h5",
+        f"visualize.imagenet.weights_url=http://127.0.0.1:{free_port()}/x.h5",
         "visualize.imagenet.class_index_url=http://127.0.0.1:9/index.json",
         env={"KERAS_HOME": str(tmp_path / "keras")},
         timeout=170,

@@ -37,6 +37,7 @@ __all__ = ["Config", "ConfigError", "compose", "load", "validate"]
 class Source(StrEnum):
     synthetic = "synthetic"
     oxford_pets = "oxford_pets"
+    local = "local"
 
 
 class Interpolation(StrEnum):
@@ -52,6 +53,13 @@ class Optimizer(StrEnum):
     rmsprop = "rmsprop"
     adam = "adam"
     sgd = "sgd"
+
+
+class Schedule(StrEnum):
+    """The learning rate over a run (``petvision.training.schedules``)."""
+
+    constant = "constant"
+    cosine = "cosine"  # a linear warm-up, then a cosine decay to zero
 
 
 class Flip(StrEnum):
@@ -140,6 +148,11 @@ class OxfordPetsConfig:
 
 
 @dataclass
+class LocalDataConfig:
+    path: str = MISSING
+
+
+@dataclass
 class SegmentationDataConfig:
     image_size: int = MISSING
     val_count: int = MISSING
@@ -167,6 +180,7 @@ class DataConfig:
     source: Source = MISSING
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     oxford_pets: OxfordPetsConfig = field(default_factory=OxfordPetsConfig)
+    local: LocalDataConfig = field(default_factory=LocalDataConfig)
     segmentation: SegmentationDataConfig = field(default_factory=SegmentationDataConfig)
     classification: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -179,6 +193,9 @@ class TrainConfig:
     batch_size: int = MISSING
     epochs: int = MISSING
     early_stopping_patience: int = MISSING
+    # Off by default (the seed's constant rate); petvision.training.schedules says what "cosine" does.
+    schedule: Schedule = Schedule.constant
+    warmup_epochs: float = 0.0  # for schedule=cosine: epochs of linear warm-up to learning_rate
 
 
 @dataclass
@@ -233,11 +250,19 @@ class ExperimentNames:
 
 
 @dataclass
+class RegisteredModelNames:
+    segmentation: str = MISSING
+    classification: str = MISSING
+
+
+@dataclass
 class TrackingConfig:
     uri: str = MISSING
     experiments: ExperimentNames = field(default_factory=ExperimentNames)
     log_model: bool = MISSING
     connect_timeout_s: float = MISSING
+    register: bool = MISSING
+    registered_models: RegisteredModelNames = field(default_factory=RegisteredModelNames)
 
 
 @dataclass
@@ -290,6 +315,24 @@ class VisualizeConfig:
 
 
 @dataclass
+class PredictConfig:
+    input: Any = MISSING  # a path, or a list of paths (photos and folders of photos)
+    output: str = MISSING
+    classifier: str = MISSING
+    segmenter: str = MISSING
+    gradcam: bool = MISSING
+    overlay_alpha: float = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class ExportConfig:
+    output: str = MISSING
+    classifier: str = MISSING
+    segmenter: str = MISSING
+
+
+@dataclass
 class Config:
     preset: str = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -299,6 +342,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     visualize: VisualizeConfig = field(default_factory=VisualizeConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 # --------------------------------------------------------------------------- validation
@@ -320,6 +365,7 @@ def validate(cfg: Config) -> None:
     _check_choices(cfg)
     _check_ranges(cfg)
     _check_consistency(cfg)
+    _check_predict_and_local(cfg)
 
 
 def _check_choices(cfg: Config) -> None:
@@ -355,6 +401,7 @@ def _check_ranges(cfg: Config) -> None:
         "tracking.connect_timeout_s",
         "data.oxford_pets.timeout_s",
         "visualize.imagenet.timeout_s",
+        "predict.batch_size",
     ]
     for key in positive:
         value = _get(cfg, key)
@@ -383,6 +430,15 @@ def _check_ranges(cfg: Config) -> None:
     ]:
         if _get(cfg, key) < 0:
             raise _fail(key, _get(cfg, key), "must not be negative")
+
+    for task in ("segmentation", "classification"):
+        train = getattr(cfg, task).train
+        if not 0 <= train.warmup_epochs < train.epochs:
+            raise _fail(
+                f"{task}.train.warmup_epochs",
+                train.warmup_epochs,
+                f"must be at least 0 and below {task}.train.epochs={train.epochs}",
+            )
 
 
 def _check_consistency(cfg: Config) -> None:
@@ -436,6 +492,25 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(
             "trainer.precision='mixed_float16' with trainer.device='cpu': float16 has no fast path on CPUs; "
             "use trainer.precision=mixed_bfloat16, float32 or auto"
+        )
+
+
+def _check_predict_and_local(cfg: Config) -> None:
+    if not 0 < cfg.predict.overlay_alpha <= 1:
+        raise _fail("predict.overlay_alpha", cfg.predict.overlay_alpha, "must be in (0, 1]")
+    inputs = cfg.predict.input
+    # Hydra reads a folder named 2024 as a number: any scalar is a path.
+    scalar = (str, int, float)
+    if not (
+        isinstance(inputs, scalar)
+        or (isinstance(inputs, list) and all(isinstance(i, scalar) for i in inputs))
+    ):
+        raise _fail("predict.input", inputs, "must be a path or a list of paths")
+    if cfg.data.source == "local" and not cfg.data.local.path.strip():
+        raise _fail(
+            "data.local.path",
+            cfg.data.local.path,
+            "data.source=local needs the folder of the Oxford-IIIT Pet dataset or of its archives",
         )
 
 
@@ -500,25 +575,6 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists keep their place as ``key[i]``."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
-            for i, item in enumerate(value):
-                flat.update(
-                    flatten(item, f"{name}[{i}].")
-                    if isinstance(item, dict)
-                    else {f"{name}[{i}]": item}
-                )
-        else:
-            flat[name] = value
-    return flat
 
 
 def to_yaml(cfg: Config) -> str:

@@ -2,6 +2,7 @@
 
     python -m petvision.download                          # generated stand-in (data.source=synthetic)
     python -m petvision.download data.source=oxford_pets  # the real archives (needs the internet)
+    python -m petvision.download data.source=local data.local.path=/data/oxford-pets  # your copy
 
 The real archives are kept in ``paths.downloads``, a cache outside DVC's outputs, so an
 interrupted download resumes and a rerun does not fetch 800 MB again. The output folder is
@@ -15,10 +16,12 @@ import json
 import logging
 from pathlib import Path
 
+from petvision import paths as project_paths
 from petvision import stage
 from petvision.atomic import atomic_dir
 from petvision.config import Config
 from petvision.data import fetch, layout
+from petvision.data.archives import safe_extract
 from petvision.errors import DataError
 
 # Named, not __name__: run as `python -m petvision.download` this module is __main__.
@@ -33,6 +36,8 @@ def run_download(cfg: Config) -> Path:
         _write_synthetic(cfg, out)
     elif source == "oxford_pets":
         _write_oxford_pets(cfg, out)
+    elif source == "local":
+        _write_local(cfg, out)
     else:  # config.validate() rejects other values; this guards a caller that skipped it
         raise ValueError(f"data.source={source!r}")
     log.info("dataset ready at %s", out)
@@ -67,11 +72,25 @@ def _write_oxford_pets(cfg: Config, out: Path) -> None:
     log.info("extracting %d archives into %s", len(paths), out)
     with atomic_dir(out) as tmp:
         for path in paths:
-            fetch.safe_extract(path, tmp)
+            safe_extract(path, tmp)
         _check_layout(tmp, ", ".join(a.name for a in archives))
         _mark_complete(
             tmp, {"source": "oxford_pets", "archives": {a.name: a.sha256 for a in archives}}
         )
+
+
+def _write_local(cfg: Config, out: Path) -> None:
+    from petvision.data import local as local_data
+
+    # A relative path is taken against the project root, as dvc.yaml's dependency on it is.
+    folder = project_paths.resolve(cfg.data.local.path)
+    archives = [
+        fetch.Archive(a.name, a.size, a.sha256.lower()) for a in cfg.data.oxford_pets.archives
+    ]
+    with atomic_dir(out) as tmp:
+        kind = local_data.write(folder, archives, tmp)
+        _check_layout(tmp, f"data.local.path={folder}")
+        _mark_complete(tmp, {"source": "local", "path": str(folder), "kind": kind})
 
 
 def _check_layout(root: Path, made_by: str) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from petvision.errors import ConfigError
+
 ROOT_ENV = "PETVISION_ROOT"
 _SOURCE_CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +32,7 @@ def project_root() -> Path:
     if explicit:
         root = Path(explicit).resolve()
         if not _is_project(root):
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"{ROOT_ENV}={explicit} is not a petvision project (no dvc.yaml and conf/config.yaml there)"
             )
         return root
@@ -40,7 +42,7 @@ def project_root() -> Path:
             return folder
     if _is_project(_SOURCE_CHECKOUT):
         return _SOURCE_CHECKOUT
-    raise FileNotFoundError(
+    raise ConfigError(
         f"no petvision project found at or above {here}: run from the checkout or set {ROOT_ENV}"
     )
 

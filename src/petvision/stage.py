@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from petvision import config as config_lib
 from petvision import paths as project_paths
@@ -40,7 +40,10 @@ def main(task: Callable[[config_lib.Config], Any], writes: Sequence[str]) -> Non
     import hydra
     from omegaconf import DictConfig
 
-    conf = project_paths.conf_dir()
+    try:
+        conf = project_paths.conf_dir()
+    except PetvisionError as exc:
+        _fail(exc)
 
     @hydra.main(version_base="1.3", config_path=str(conf), config_name="config")
     def _app(raw: DictConfig) -> None:
@@ -49,9 +52,13 @@ def main(task: Callable[[config_lib.Config], Any], writes: Sequence[str]) -> Non
             _redirect_for_sweep(cfg, writes)
             task(cfg)
         except PetvisionError as exc:
-            # One clear line instead of a traceback: the message already names what to fix.
-            log.error("%s: %s", type(exc).__name__, exc)
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+            _fail(exc)
 
     _app()
+
+
+def _fail(exc: PetvisionError) -> NoReturn:
+    """One clear line instead of a traceback: the message already names what to fix."""
+    log.error("%s: %s", type(exc).__name__, exc)
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None

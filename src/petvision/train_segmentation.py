@@ -18,13 +18,12 @@ from petvision import metrics, plots, stage
 from petvision.config import Config
 from petvision.data import inputs, npy_dataset
 from petvision.models.segmentation import build_segmentation_model
-from petvision.training import loop, runtime
+from petvision.training import loop, runtime, schedules
 from petvision.training.session import TrainingSession
 
 log = logging.getLogger("petvision.train_segmentation")  # not __name__: that is "__main__" under -m
 
 TASK = "segmentation"
-MODEL_FILE = "segmentation.keras"
 NUM_SAMPLES = 4
 
 
@@ -53,7 +52,9 @@ def run_train_segmentation(cfg: Config) -> dict:
         with rt.strategy.scope():
             model = build_segmentation_model(cfg.segmentation.model, data.image_size)
             model.compile(
-                optimizer=loop.make_optimizer(train_cfg),
+                optimizer=loop.make_optimizer(
+                    train_cfg, schedules.steps_per_epoch(len(train), train_cfg.batch_size)
+                ),
                 loss="sparse_categorical_crossentropy",
                 metrics=metrics.segmentation_metrics(cfg.segmentation.model.num_classes),
                 jit_compile=rt.xla,

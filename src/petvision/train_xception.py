@@ -17,7 +17,7 @@ from petvision import metrics, plots, stage
 from petvision.config import Config
 from petvision.data import inputs, layout, npy_dataset
 from petvision.models.classification import build_classifier
-from petvision.training import loop, runtime
+from petvision.training import loop, runtime, schedules
 from petvision.training.session import TrainingSession
 
 log = logging.getLogger("petvision.train_xception")  # not __name__: that is "__main__" under -m
@@ -72,7 +72,9 @@ def run_train_xception(cfg: Config) -> dict:
         with rt.strategy.scope():
             model = build_classifier(cfg.classification.model, data.image_size)
             model.compile(
-                optimizer=loop.make_optimizer(train_cfg),
+                optimizer=loop.make_optimizer(
+                    train_cfg, schedules.steps_per_epoch(len(train), train_cfg.batch_size)
+                ),
                 loss="binary_crossentropy",
                 metrics=metrics.classification_metrics(),
                 jit_compile=rt.xla,

@@ -35,6 +35,7 @@ from petvision.data import layout, npy_dataset
 from petvision.errors import ConfigError, DataError
 from petvision.interpret import activations, filters, gradcam, html_report, loading, sections
 from petvision.models import registry
+from petvision.util.nested import flatten, numbers
 
 log = logging.getLogger("petvision.visualize")  # not __name__: that is "__main__" under python -m
 
@@ -83,7 +84,7 @@ def run_visualize(cfg: Config) -> dict:
                 title=f"petvision {cfg.preset} run: {cfg.classification.model.name} "
                 f"classifier, {cfg.segmentation.model.name} segmentation model",
             )
-        run.log_metrics(sections.flatten_metrics(metrics))
+        run.log_metrics(numbers(flatten(metrics)))
         for folder in FOLDERS:
             if (out / folder).is_dir():
                 run.log_artifact(out / folder, artifact_path=f"visualize/{folder}")

@@ -1,18 +1,14 @@
 """The preprocess stage's work: check every image/trimap pair, convert the usable ones into the
-memory-mapped ``.npy`` arrays in worker processes, and build the report of what was skipped
-(the order of the work is described in :mod:`petvision.preprocess`)."""
+memory-mapped ``.npy`` arrays in worker processes, and return the report of what was skipped
+(the order of the work is described in :mod:`petvision.preprocess`; the check of one pair and
+the report are in :mod:`petvision.data.checks`)."""
 
 from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-import multiprocessing.pool
-import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,74 +19,16 @@ from tqdm import tqdm
 from petvision import atomic
 from petvision.config import Config, check_split_sizes
 from petvision.data import images, layout, npy_dataset
-from petvision.data.splits import ClassificationSplit, classification_split, segmentation_split
+from petvision.data.checks import Checked, check_pair, log_skipped, make_report, skipped_files
+from petvision.data.splits import classification_split, segmentation_split
 from petvision.errors import DataError
+from petvision.util import parallel
 
 log = logging.getLogger("petvision.preprocess")
 
 SEG, CLS = npy_dataset.SEGMENTATION, npy_dataset.CLASSIFICATION
 
-# Every reason a file is left out, in the report's order (only those that occurred are listed).
-SKIP_REASONS = (
-    "image_without_trimap",
-    "trimap_without_image",
-    "appledouble",
-    "hidden_file",
-    "mat_file",
-    "other_file",
-    "undecodable_image",
-    "bad_trimap",
-    "size_mismatch",
-)
-PLAIN_KIND = "jpeg"  # the expected kind: not named file by file in the report
-# Files that are not data (the real annotations/trimaps/ holds a ._ twin of every trimap) are
-# counted in full but named only up to this many per reason, to keep the report small.
-MAX_STRAYS_NAMED = 20
-STRAY_REASONS = ("appledouble", "hidden_file", "mat_file", "other_file")
-
-
 # --------------------------------------------------------------------------- the per-file work
-
-
-@dataclass(frozen=True)
-class Checked:
-    """One pair after the check pass: usable with its image ``kind``, or skipped for ``reason``."""
-
-    stem: str
-    kind: str | None = None
-    reason: str | None = None
-    detail: str = ""
-
-
-def _named(root: Path, path: Path, exc: Exception) -> str:
-    """``images/x.jpg: cannot decode (...)``: the file relative to the dataset, then why."""
-    message, prefix = str(exc), f"{path}: "
-    why = message[len(prefix) :] if message.startswith(prefix) else message
-    return f"{path.relative_to(root)}: {why}"
-
-
-def check_pair(root: Path, stem: str) -> Checked:
-    lay = layout.Layout(root)
-    image_path, trimap_path = lay.image_path(stem), lay.trimap_path(stem)
-    try:
-        rgb, kind = images.load_rgb(image_path)
-    except DataError as exc:
-        return Checked(stem, reason="undecodable_image", detail=_named(root, image_path, exc))
-    try:
-        trimap = images.load_trimap(trimap_path)
-    except DataError as exc:
-        return Checked(stem, reason="bad_trimap", detail=_named(root, trimap_path, exc))
-    if rgb.shape[:2] != trimap.shape:
-        (ih, iw), (th, tw) = rgb.shape[:2], trimap.shape
-        return Checked(
-            stem,
-            reason="size_mismatch",
-            detail=(
-                f"{image_path.relative_to(root)}: {iw}x{ih} image, "
-                f"{trimap_path.relative_to(root)}: {tw}x{th} trimap"
-            ),
-        )
-    return Checked(stem, kind=kind)
 
 
 def _check_chunk(job: tuple[Path, list[str]]) -> list[Checked]:
@@ -165,24 +103,7 @@ def _convert_chunk(job: tuple[ConvertSpec, list[Row]]) -> list[str]:
 
 def worker_count(configured: int) -> int:
     """``data.preprocess.workers``, 0 meaning one per core this process may use."""
-    if configured > 0:
-        return configured
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-@contextmanager
-def _pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
-    """Worker processes, or None to work in this process (workers=1)."""
-    if workers <= 1:
-        yield None
-        return
-    # spawn: fresh interpreters, safe whatever threads the parent runs (tqdm, TensorFlow in a test
-    # session). Leaving the block terminates the workers, also on an error or Ctrl-C.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield pool
+    return configured if configured > 0 else parallel.usable_cores()
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
@@ -190,16 +111,15 @@ def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
 
 
 def _run(
-    pool: multiprocessing.pool.Pool | None,
+    pmap: parallel.Mapper,
     fn: Callable[[Any], list[Any]],
     jobs: list[Any],
     total: int,
     desc: str,
 ) -> Iterator[Any]:
-    """Results of ``fn`` over ``jobs`` (in any order), item by item, with a progress bar."""
-    results = map(fn, jobs) if pool is None else pool.imap_unordered(fn, jobs)
+    """Results of ``fn`` over ``jobs``, item by item, with a progress bar."""
     with tqdm(total=total, desc=desc, unit="img", file=sys.stderr, mininterval=0.5) as bar:
-        for chunk in results:
+        for chunk in pmap(fn, jobs):
             bar.update(len(chunk))
             yield from chunk
 
@@ -229,87 +149,6 @@ def _rows(seg: dict[str, list[str]], cls: dict[str, list[str]]) -> list[Row]:
         for split, stems in seg.items()
         for i, stem in enumerate(stems)
     ]
-
-
-# --------------------------------------------------------------------------- the report
-
-
-def _stray_reason(relative: str) -> str:
-    name = Path(relative).name
-    if name.startswith("._"):
-        return "appledouble"
-    if name.startswith("."):
-        return "hidden_file"
-    if name.endswith(".mat"):
-        return "mat_file"
-    return "other_file"
-
-
-def _skipped_files(root: Path, found: layout.Scan, checked: list[Checked]) -> dict[str, list[str]]:
-    lay = layout.Layout(root)
-    named: dict[str, list[str]] = {reason: [] for reason in SKIP_REASONS}
-    named["image_without_trimap"] = [
-        str(lay.image_path(s).relative_to(root)) for s in found.images_without_trimap
-    ]
-    named["trimap_without_image"] = [
-        str(lay.trimap_path(s).relative_to(root)) for s in found.trimaps_without_image
-    ]
-    for relative in found.ignored:
-        named[_stray_reason(relative)].append(relative)
-    for item in checked:
-        if item.reason:
-            named[item.reason].append(item.detail)
-    return {reason: files for reason, files in named.items() if files}
-
-
-def _log_skipped(named: dict[str, list[str]]) -> None:
-    for reason, files in named.items():
-        shown = "; ".join(files[:5]) + (f"; ... ({len(files) - 5} more)" if len(files) > 5 else "")
-        log.warning("skipped %d (%s): %s", len(files), reason, shown)
-
-
-def _report(
-    root: Path,
-    found: layout.Scan,
-    checked: list[Checked],
-    seg: dict[str, list[str]],
-    cls: ClassificationSplit,
-    named: dict[str, list[str]],
-    notes: list[str],
-) -> dict[str, Any]:
-    """Numbers at the top, file names in lists under "files". `dvc metrics show` (and
-    `dvc exp show`) display every number as a column and leave lists out, so the numbers are
-    only those worth a column: sizes and settings are in index.json and params.yaml."""
-    kinds = Counter(item.kind for item in checked if item.kind)
-    by_kind: dict[str, list[str]] = {}
-    for item in checked:
-        if item.kind and item.kind != PLAIN_KIND:
-            by_kind.setdefault(item.kind, []).append(
-                str(layout.Layout(root).image_path(item.stem).relative_to(root))
-            )
-    return {
-        "pairs_found": len(found.pairs),
-        "usable_pairs": sum(kinds.values()),
-        "segmentation": {split: len(stems) for split, stems in seg.items()},
-        "classification": {
-            **{split: len(stems) for split, stems in cls.splits.items()},
-            "usable_cats": cls.available["cat"],
-            "usable_dogs": cls.available["dog"],
-            "shrink": round(cls.shrink, 4),
-        },
-        "converted": dict(sorted(kinds.items())),
-        "skipped": {reason: len(files) for reason, files in named.items()},
-        "files": {
-            "converted": dict(sorted(by_kind.items())),
-            "skipped": {
-                reason: files
-                if reason not in STRAY_REASONS or len(files) <= MAX_STRAYS_NAMED
-                else [*files[:MAX_STRAYS_NAMED], f"... and {len(files) - MAX_STRAYS_NAMED} more"]
-                for reason, files in named.items()
-            },
-        },
-        "notes": notes,
-    }
 
 
 # --------------------------------------------------------------------------- the whole conversion
@@ -346,10 +185,11 @@ def convert_dataset(cfg: Config) -> dict[str, Any]:
     workers = worker_count(d.preprocess.workers)
     chunk = max(1, min(32, math.ceil(len(found.pairs) / (workers * 4))))
     workers = min(workers, math.ceil(len(found.pairs) / chunk))
-    with _pool(workers) as pool:
+    # The workers serve both passes: spawning one costs about a second.
+    with parallel.process_map(workers) as pmap:
         checked = list(
             _run(
-                pool,
+                pmap,
                 _check_chunk,
                 [(root, c) for c in _chunks(found.pairs, chunk)],
                 len(found.pairs),
@@ -358,8 +198,8 @@ def convert_dataset(cfg: Config) -> dict[str, Any]:
         )
         checked.sort(key=lambda item: item.stem)
         usable = frozenset(item.stem for item in checked if item.kind)
-        named = _skipped_files(root, found, checked)
-        _log_skipped(named)
+        named = skipped_files(root, found, checked)
+        log_skipped(named)
         skipped = len(found.pairs) - len(usable)
         check_split_sizes(
             cfg,
@@ -402,7 +242,7 @@ def convert_dataset(cfg: Config) -> dict[str, Any]:
             written = sum(
                 1
                 for _ in _run(
-                    pool,
+                    pmap,
                     _convert_chunk,
                     [(spec, rs) for rs in _chunks(rows, chunk)],
                     len(rows),
@@ -433,7 +273,7 @@ def convert_dataset(cfg: Config) -> dict[str, Any]:
                 ),
             )
 
-    report = _report(root, found, checked, seg, cls, named, notes)
+    report = make_report(root, found, checked, seg, cls, named, notes)
     log.info(
         "preprocess: %d pairs, %d usable; segmentation %s; classification %s -> %s",
         len(found.pairs),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
 
 from petvision.errors import DataError
+from petvision.util.hashing import update_with_file
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,7 @@ def data_digest(files: Iterable[Path]) -> str:
         try:
             size = path.stat().st_size
             digest.update(f"{path.name}\0{size}\0".encode())
-            with path.open("rb") as fh:
-                for chunk in iter(functools.partial(fh.read, 1 << 20), b""):
-                    digest.update(chunk)
+            update_with_file(digest, path)
         except OSError as exc:
             raise DataError(
                 f"{path}: cannot read it to compute the data digest ({exc.strerror})"

@@ -7,38 +7,30 @@ Plain functions the download stage calls (and tests call directly):
   request, retries transient failures (dropped connections, timeouts, 5xx) with exponential
   backoff, moves on to the next mirror on a 404/403, and renames ``<name>.part`` to ``<name>``
   only once the size and the sha256 check out. A cached ``<name>`` is verified again before use.
-* :func:`safe_extract` unpacks a tar archive (gzip or not, whatever the name says) and refuses
-  any member that would land outside the target folder, any link and any device file.
 
-Every failure a user can act on is a :class:`DownloadError` (network, checksum) or a
-:class:`DataError` (an archive that is corrupt or unsafe) whose message names the URL, the file
-or the member at fault.
+Every failure a user can act on is a :class:`DownloadError` (network, size, checksum) whose
+message names the URL or the file at fault. What an archive is, its verification and its safe
+extraction are in :mod:`petvision.data.archives`.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
-import os
 import re
 import shutil
-import tarfile
-import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import requests
-import urllib3
-from tqdm import tqdm
 
-from petvision.errors import DataError, DownloadError
+from petvision.data.archives import Archive, verify_file
+from petvision.errors import DownloadError
+from petvision.util import http
+from petvision.util.retry import with_retries
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
 PART_SUFFIX = ".part"
 # 408 Request Timeout and 429 Too Many Requests heal by waiting, like the 5xx family.
 TRANSIENT_STATUS = frozenset({408, 429})
@@ -49,19 +41,8 @@ __all__ = [
     "check_free_space",
     "fetch_archive",
     "mirror_url",
-    "safe_extract",
-    "sha256_of",
     "verify_file",
 ]
-
-
-@dataclass(frozen=True)
-class Archive:
-    """One file to fetch: its name on the mirrors, its size in bytes and its sha256 (hex)."""
-
-    name: str
-    size: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -79,29 +60,7 @@ class _MirrorFailed(Exception):
     """This mirror will not give a good copy (404, 403, wrong size, wrong checksum): try the next."""
 
 
-# --------------------------------------------------------------------------- verification
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_file(path: Path, archive: Archive) -> None:
-    """Raise DownloadError naming the file unless it has the expected size and sha256."""
-    size = path.stat().st_size
-    if size != archive.size:
-        raise DownloadError(
-            f"{path}: size {size:,} bytes, expected {archive.size:,} bytes for {archive.name}"
-        )
-    actual = sha256_of(path)
-    if actual != archive.sha256.lower():
-        raise DownloadError(
-            f"{path}: sha256 mismatch for {archive.name}: expected {archive.sha256.lower()}, got {actual}"
-        )
+# --------------------------------------------------------------------------- space
 
 
 def check_free_space(folder: Path, needed: int) -> None:
@@ -197,56 +156,39 @@ def _verifies(path: Path, archive: Archive) -> bool:
 
 def _download_with_retries(url: str, part: Path, archive: Archive, policy: RetryPolicy) -> None:
     """Bring ``part`` up to the archive's size from ``url``, resuming and retrying as needed."""
-    failures = 0
-    while True:
-        before = part.stat().st_size if part.exists() else 0
-        try:
-            _download_once(url, part, archive, policy.timeout_s)
-            return
-        except _Transient as exc:
-            after = part.stat().st_size if part.exists() else 0
+    sizes = [_size(part)]
+
+    def attempt() -> None:
+        sizes.append(_size(part))
+        _download_once(url, part, archive, policy.timeout_s)
+
+    def log_retry(exc: BaseException, k: int, wait: float) -> None:
+        log.warning(
+            "%s: %s; retry %d/%d in %.1f s (have %s bytes)",
+            url,
+            exc,
+            k,
+            policy.retries,
+            wait,
+            f"{_size(part):,}",
+        )
+
+    try:
+        with_retries(
+            attempt,
+            retryable=lambda exc: isinstance(exc, _Transient),
+            retries=policy.retries,
+            backoff_s=policy.backoff_s,
             # A flaky link that still moves the file forward is not failing: count only stalls.
-            failures = 1 if after > before else failures + 1
-            if failures > policy.retries:
-                raise _MirrorFailed(
-                    f"{url}: gave up after {policy.retries} retries: {exc}"
-                ) from None
-            wait = policy.backoff_s * 2 ** (failures - 1)
-            log.warning(
-                "%s: %s; retry %d/%d in %.1f s (have %s bytes)",
-                url,
-                exc,
-                failures,
-                policy.retries,
-                wait,
-                f"{after:,}",
-            )
-            time.sleep(wait)
+            progressed=lambda: _size(part) > sizes[-1],
+            on_retry=log_retry,
+        )
+    except _Transient as exc:
+        raise _MirrorFailed(f"{url}: gave up after {policy.retries} retries: {exc}") from None
 
 
-def _reason(exc: BaseException) -> str:
-    """The root cause in a few words: requests wraps urllib3, which wraps the socket error."""
-    inner = exc
-    if (
-        exc.args
-        and isinstance(exc.args[0], urllib3.exceptions.MaxRetryError)
-        and exc.args[0].reason
-    ):
-        inner = exc.args[0].reason
-    while inner.__cause__ is not None:
-        inner = inner.__cause__
-    if isinstance(inner, OSError) and inner.strerror:
-        return inner.strerror
-    return f"{type(inner).__name__}: {inner}"
-
-
-def _is_name_resolution_error(exc: BaseException) -> bool:
-    reason = (
-        exc.args[0].reason
-        if exc.args and isinstance(exc.args[0], urllib3.exceptions.MaxRetryError)
-        else None
-    )
-    return isinstance(reason, urllib3.exceptions.NameResolutionError)
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -254,9 +196,8 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 def _download_once(url: str, part: Path, archive: Archive, timeout_s: float) -> None:
     """One HTTP request: append to ``part`` from where it ends. Raises _Transient or _MirrorFailed."""
-    offset = part.stat().st_size if part.exists() else 0
-    # identity: a server that gzips the .tar.gz again on the fly would break size and checksum.
-    headers = {"Accept-Encoding": "identity"}
+    offset = _size(part)
+    headers = {}
     if offset:
         headers["Range"] = f"bytes={offset}-"
         log.info("%s: resuming at byte %s of %s", url, f"{offset:,}", f"{archive.size:,}")
@@ -264,7 +205,7 @@ def _download_once(url: str, part: Path, archive: Archive, timeout_s: float) -> 
         log.info("%s: downloading %s bytes to %s", url, f"{archive.size:,}", part)
 
     try:
-        response = requests.get(url, headers=headers, stream=True, timeout=(timeout_s, timeout_s))
+        response = http.get(url, timeout_s, headers)
     except (
         requests.exceptions.SSLError,
         requests.exceptions.TooManyRedirects,
@@ -273,12 +214,12 @@ def _download_once(url: str, part: Path, archive: Archive, timeout_s: float) -> 
         requests.exceptions.InvalidSchema,
     ) as exc:
         # A bad certificate, a redirect loop or a malformed URL does not heal by waiting.
-        raise _MirrorFailed(f"{url}: {_reason(exc)}") from None
+        raise _MirrorFailed(f"{url}: {http.reason(exc)}") from None
     except (requests.ConnectionError, requests.Timeout) as exc:
-        if _is_name_resolution_error(exc):
+        if http.is_name_resolution_error(exc):
             # Offline, or a host that no longer exists: retrying would only delay the next mirror.
-            raise _MirrorFailed(f"{url}: cannot resolve the host ({_reason(exc)})") from None
-        raise _Transient(f"cannot connect ({_reason(exc)})") from None
+            raise _MirrorFailed(f"{url}: cannot resolve the host ({http.reason(exc)})") from None
+        raise _Transient(f"cannot connect ({http.reason(exc)})") from None
 
     with response:
         status = response.status_code
@@ -327,97 +268,22 @@ def _check_content_range(
 def _stream_to(
     response: requests.Response, part: Path, mode: str, offset: int, archive: Archive, url: str
 ) -> None:
-    written = offset
-    with (
-        open(part, mode) as f,
-        tqdm(
-            total=archive.size,
-            initial=offset,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=archive.name,
-            leave=False,
-        ) as bar,
-    ):
+    with open(part, mode) as f:
         try:
-            # Raw bytes as sent: never let the client undo a Content-Encoding the file does not have.
-            for chunk in response.raw.stream(CHUNK_BYTES, decode_content=False):
-                written += len(chunk)
-                if written > archive.size:
-                    f.truncate(0)  # not the file we want: nothing here is worth resuming from
-                    raise _MirrorFailed(
-                        f"{url}: sent more than the expected {archive.size:,} bytes of {archive.name}"
-                    )
-                f.write(chunk)
-                bar.update(len(chunk))
-        except (
-            urllib3.exceptions.HTTPError,
-            requests.RequestException,
-            ConnectionError,
-            TimeoutError,
-        ) as exc:
-            raise _Transient(f"connection lost after {written:,} bytes ({_reason(exc)})") from None
-        finally:
-            f.flush()
-            os.fsync(f.fileno())
+            written = http.stream_into(
+                response,
+                f,
+                desc=archive.name,
+                total=archive.size,
+                initial=offset,
+                limit=archive.size,
+            )
+        except http.TooLong:
+            f.truncate(0)  # not the file we want: nothing here is worth resuming from
+            raise _MirrorFailed(
+                f"{url}: sent more than the expected {archive.size:,} bytes of {archive.name}"
+            ) from None
+        except http.ConnectionLost as exc:
+            raise _Transient(str(exc)) from None
     if written < archive.size:
         raise _Transient(f"the response ended after {written:,} of {archive.size:,} bytes")
-
-
-# --------------------------------------------------------------------------- extraction
-
-
-def _member_problem(member: tarfile.TarInfo) -> str | None:
-    name = member.name
-    parts = PurePosixPath(name).parts
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "has an absolute path"
-    if ".." in parts or ".." in name.replace("\\", "/").split("/"):
-        return "has a '..' component that escapes the target folder"
-    if member.issym() or member.islnk():
-        return f"is a {'symbolic' if member.issym() else 'hard'} link (to {member.linkname!r})"
-    if member.ischr() or member.isblk() or member.isfifo():
-        return "is a device or FIFO"
-    if not (member.isfile() or member.isdir()):
-        return "is not a regular file or folder"
-    return None
-
-
-def safe_extract(archive: Path, target: Path) -> int:
-    """Extract every member of ``archive`` under ``target``; return the number of files written.
-
-    Refuses, with a DataError naming the member, absolute paths, ``..`` components, links and
-    device files. Members are checked one by one as the archive streams past (one pass over an
-    800 MB gzip), so a refusal can come after earlier members were written under ``target``:
-    call it inside an atomic folder, as the download stage does.
-    """
-    archive, target = Path(archive), Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    root = target.resolve()
-    files = 0
-    try:
-        # r:* because the "tar.gz" files may be plain tar.
-        with (
-            tarfile.open(archive, mode="r:*") as tar,
-            tqdm(desc=f"extract {archive.name}", unit=" files", leave=False) as bar,
-        ):
-            for member in tar:
-                problem = _member_problem(member)
-                if problem is None and not (root / member.name).resolve().is_relative_to(root):
-                    problem = "resolves outside the target folder"
-                if problem:
-                    raise DataError(f"{archive}: refusing member {member.name!r}: it {problem}")
-                # The data filter is a second guard (and drops odd permission bits).
-                tar.extract(member, root, filter="data")
-                if member.isfile():
-                    files += 1
-                    bar.update()
-    except tarfile.FilterError as exc:
-        raise DataError(f"{archive}: refusing member {exc.tarinfo.name!r}: {exc}") from None
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataError(
-            f"{archive}: corrupt or not a tar archive ({type(exc).__name__}: {exc})"
-        ) from None
-    log.info("%s: extracted %d files into %s", archive.name, files, target)
-    return files

@@ -1,7 +1,8 @@
 """Gradients of a scalar with respect to an input, on whichever Keras 3 backend is active.
 
 Keras 3 has no backend-neutral ``grad``; everything else in this package uses ``keras.ops`` only,
-and this module is the one place that asks the backend for a gradient.
+and this module is the one place that asks the backend for a gradient. TensorFlow and JAX, the two
+backends the tests run; another backend gets a NotImplementedError naming it.
 """
 
 from __future__ import annotations
@@ -49,14 +50,4 @@ def value_and_grad(fn: Callable, compiled: bool = False) -> Callable:
             return float(value), np.asarray(grad)
 
         return jax_grad
-    if backend == "torch":
-        import torch
-
-        def torch_grad(x, *args):
-            x = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)
-            value = fn(x, *(keras.ops.convert_to_tensor(a) for a in args))
-            (grad,) = torch.autograd.grad(value, x)
-            return float(value.detach().cpu()), grad.detach().cpu().numpy()
-
-        return torch_grad
     raise NotImplementedError(f"gradients on the {backend!r} Keras backend")

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from petvision.atomic import write_text
+from petvision.util.nested import flatten
 
 PICTURES = (".png", ".jpg", ".jpeg", ".svg", ".gif")
 # Where each part of the run is reported, in pipeline order: (title, folder under reports/).
@@ -34,16 +35,6 @@ figcaption { font-size: 80%; color: #555; }
 """
 
 
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        elif not isinstance(value, list):
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _metrics_table(path: Path) -> str:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -54,6 +45,7 @@ def _metrics_table(path: Path) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
         for k, v in flatten(data).items()
+        if not isinstance(v, list)
     )
     return f"<h3>{html.escape(path.name)}</h3><table>{rows}</table>"
 

@@ -13,7 +13,6 @@ or ``~/.keras/models``) and fail with a message saying what to do.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,10 +23,11 @@ from typing import Any
 import keras
 import numpy as np
 import requests
-from tqdm import tqdm
 
 from petvision.atomic import atomic_file
 from petvision.errors import DataError, DownloadError
+from petvision.util import http
+from petvision.util.hashing import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,6 @@ def keras_cache_dir() -> Path:
     return Path(home) / "models"
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_verified(
     url: str, name: str, md5: str, timeout_s: float, cache_dir: Path | None = None
 ) -> Path:
@@ -118,36 +110,22 @@ def fetch_verified(
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else keras_cache_dir()
     final = cache_dir / name
-    if final.is_file() and _md5(final) == md5:
+    if final.is_file() and file_digest(final, "md5") == md5:
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", url, final)
     try:
-        with (
-            requests.get(url, stream=True, timeout=(timeout_s, timeout_s)) as response,
-            atomic_file(final) as tmp,
-        ):
+        with http.get(url, timeout_s) as response, atomic_file(final) as tmp:
             if response.status_code != 200:
                 raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}")
             total = int(response.headers.get("Content-Length", 0)) or None
-            with (
-                open(tmp, "wb") as f,
-                tqdm(total=total, unit="B", unit_scale=True, desc=name, leave=False) as bar,
-            ):
-                for chunk in response.iter_content(1 << 20):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-            if (got := _md5(tmp)) != md5:
+            with open(tmp, "wb") as f:
+                http.stream_into(response, f, desc=name, total=total)
+            if (got := file_digest(tmp, "md5")) != md5:
                 raise DownloadError(f"{url}: md5 {got}, expected {md5} for {name}")
-    except requests.RequestException as exc:
-        raise DownloadError(f"{url}: {type(exc).__name__} ({_root_cause(exc)})") from None
+    except (requests.RequestException, http.ConnectionLost) as exc:
+        raise DownloadError(f"{url}: {type(exc).__name__} ({http.reason(exc)})") from None
     return final
-
-
-def _root_cause(exc: BaseException) -> str:
-    while exc.__context__ is not None and exc.__context__ is not exc:
-        exc = exc.__context__
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def load_imagenet_xception(

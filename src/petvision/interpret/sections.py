@@ -7,7 +7,7 @@ replaces ``reports/visualize/`` only once everything is drawn) and returns what 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -230,14 +230,3 @@ def explain_segmentation(
         metrics.get("worst_pet_iou", float("nan")),
     )
     return metrics
-
-
-def flatten_metrics(metrics: Mapping, prefix: str = "") -> dict[str, float]:
-    """Numbers only, with dotted keys: what MLflow charts."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten_metrics(value, f"{prefix}{key}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[f"{prefix}{key}"] = float(value)
-    return flat

@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import subprocess
+import warnings
 from importlib import metadata
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from petvision import paths
 from petvision.config import Config
+from petvision.tracking import flavor
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +89,6 @@ def _context_tags(cfg: Config, task: str, stage: str) -> dict[str, str]:
     return tags
 
 
-def _model_name(cfg: Config, task: str) -> str:
-    return {
-        "segmentation": cfg.segmentation.model.name,
-        "classification": cfg.classification.model.name,
-        "interpretation": cfg.visualize.model,
-    }[task]
-
-
 def _pip_requirements() -> list[str]:
     """What a served model needs, pinned to what trained it. Listing it ourselves spares MLflow
     inferring it, which imports the model in a subprocess (TensorFlow: tens of seconds)."""
@@ -116,22 +110,62 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
-class _KerasFlavorMakingDir:
-    """``mlflow.keras`` with one fix, for :meth:`mlflow.models.Model.log`.
+# --------------------------------------------------------------------------- logged models and data
 
-    MLflow 3.17.2's ``mlflow.keras.save_model`` writes the input example into the model folder
-    before it creates the folder, so ``mlflow.keras.log_model(..., input_example=x)`` fails with
-    ``FileNotFoundError: .../model/input_example.json``. ``Model.log`` (what
-    ``mlflow.keras.log_model`` calls) accepts any object with a ``save_model``; this one creates
-    the folder and hands over to the real Keras flavor, so the logged model is an ordinary Keras
-    flavor model (loader ``mlflow.keras``) with its signature and input example.
-    """
 
-    __name__ = "mlflow.keras"
+def log_keras_model(
+    run_id: str, model: Any, example: np.ndarray, name: str, photos: dict[str, str] | None = None
+) -> str:
+    """Log ``model`` in run ``run_id`` through MLflow's Keras flavor with an input example;
+    return its URI (``models:/<id>``). ``photos`` (:func:`petvision.tracking.flavor.model_config`)
+    makes its python_function flavor take encoded photos as well as arrays, and drops the
+    signature (one signature cannot describe both); without it the model keeps a signature."""
+    import keras
+    from mlflow.models import Model, infer_signature
 
-    @staticmethod
-    def save_model(path: str, **kwargs: Any) -> None:
-        import mlflow.keras
+    example = np.asarray(example)
+    output = np.asarray(keras.ops.convert_to_numpy(model.predict(example, verbose=0)))
+    if output.dtype not in (np.float16, np.float32, np.float64):
+        output = output.astype(np.float32)  # bfloat16 outputs (mixed precision) have no MLflow type
+    info = Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=flavor.KerasPhotoFlavor,
+        flavor_name="mlflow.keras",
+        run_id=run_id,
+        model=model,
+        signature=infer_signature(example, output),
+        input_example=example,
+        pip_requirements=_pip_requirements(),
+        **({"petvision": photos} if photos else {}),
+    )
+    return info.model_uri
 
-        os.makedirs(path, exist_ok=True)
-        mlflow.keras.save_model(path=path, **kwargs)
+
+def dataset_input(
+    name: str, digest: str, source: str, context: str, shape_info: dict | None
+) -> Any:
+    """An MLflow dataset input: name, digest, source, role, and ``shape_info`` as its profile."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    class ProfiledDataset(MetaDataset):
+        @property
+        def profile(self) -> Any:
+            return shape_info
+
+        def to_dict(self) -> dict[str, str]:
+            config = super().to_dict()
+            if shape_info:
+                config["profile"] = json.dumps(shape_info, default=str)
+            return config
+
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": it is a local path
+        warnings.simplefilter("ignore")
+        dataset_source = resolve_dataset_source(source)
+    dataset = ProfiledDataset(dataset_source, name=name, digest=digest)
+    return DatasetInput(
+        dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]
+    )

@@ -21,13 +21,10 @@ do not depend on MLflow.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,13 +33,13 @@ import numpy as np
 from petvision import config as config_lib
 from petvision.config import Config
 from petvision.errors import TrackingError
+from petvision.tracking import flavor
 from petvision.tracking.context import (
     _context_tags,
-    _KerasFlavorMakingDir,
-    _model_name,
     _param_key,
     _param_value,
-    _pip_requirements,
+    dataset_input,
+    log_keras_model,
 )
 from petvision.tracking.store import (
     _first_line,
@@ -54,6 +51,7 @@ from petvision.tracking.store import (
     tracking_uri,
     ui_url,
 )
+from petvision.util.nested import flatten
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +78,7 @@ class Run:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, not {task!r}")
         self.cfg, self.task, self.stage = cfg, task, stage
-        self.run_name = (
-            run_name
-            or f"{stage} {_model_name(cfg, task)} {cfg.preset} {datetime.now():%m-%d %H:%M}"
-        )
+        self.run_name = run_name  # None: MLflow makes one up
         self.resume_run_id = resume_run_id
         self.extra_tags = dict(tags or {})
         self.uri = tracking_uri(cfg.tracking)
@@ -120,7 +115,7 @@ class Run:
                 f"MLflow tracking store {self.uri}: could not start the run: {_first_line(exc)}"
             ) from None
         try:
-            self._log_params_now(config_lib.flatten(config_lib.to_dict(self.cfg)))
+            self._log_params_now(flatten(config_lib.to_dict(self.cfg), index_lists=True))
             _retry_locked(
                 lambda: self._client.log_text(
                     self.run_id, config_lib.to_yaml(self.cfg), "config.yaml"
@@ -199,6 +194,7 @@ class Run:
             previous = self._previous_run(self.resume_run_id)
             if previous is not None:
                 self.run_id, self.resumed = previous.info.run_id, True
+                self.run_name = previous.info.run_name
                 self._params = dict(previous.data.params)
                 self._client.update_run(self.run_id, status="RUNNING")
                 self._set_tags_now({**tags, "resumed": "true"})
@@ -211,6 +207,7 @@ class Run:
             log.debug("MLflow context tags unavailable: %s", exc)
         run = self._client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
+        self.run_name = run.info.run_name
 
     def _previous_run(self, run_id: str) -> Any:
         try:
@@ -235,8 +232,7 @@ class Run:
     def _safe(self, what: str, call: Callable[[], T]) -> T | None:
         """Run one log call; on failure record it in ``lost`` instead of raising."""
         try:
-            with self._fewer_retries_while_degraded():
-                result = _retry_locked(call)
+            result = _retry_locked(call)
         except Exception as exc:
             self.lost.append(f"{what}: {type(exc).__name__}: {_first_line(exc, 200)}")
             if not self._degraded:
@@ -251,24 +247,6 @@ class Run:
             return None
         self._degraded = False
         return result
-
-    @contextlib.contextmanager
-    def _fewer_retries_while_degraded(self) -> Iterator[None]:
-        """Once a call to a tracking server has failed, the next ones try once instead of
-        retrying, so a dead server costs one timeout per call, not several."""
-        if not (self._degraded and _is_http(self.uri)):
-            yield
-            return
-        name = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
-        before = os.environ.get(name)
-        os.environ[name] = "0"
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = before
 
     # ------------------------------------------------------------------ logging
     def set_tags(self, tags: dict[str, str]) -> None:
@@ -369,40 +347,25 @@ class Run:
         self._safe(
             f"input dataset {name}",
             lambda: self._client.log_inputs(
-                self.run_id, datasets=[_dataset_input(name, digest, source, context, shape_info)]
+                self.run_id, datasets=[dataset_input(name, digest, source, context, shape_info)]
             ),
         )
 
     def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> str:
-        """Log ``model`` through MLflow's Keras flavor with a signature and an input example;
+        """Log ``model`` through MLflow's Keras flavor with an input example (a trained task's
+        model: no signature, its pyfunc takes arrays or encoded photos, see tracking.flavor);
         return its URI (``models:/<id>``), loadable with ``mlflow.pyfunc.load_model``. "" if lost."""
-        uri = self._safe(f"model {name}", lambda: self._log_keras_model_now(model, example, name))
+        photos = None
+        if self.task in ("segmentation", "classification"):
+            # The trained models' python_function flavor also takes encoded photos.
+            resize = getattr(self.cfg.data, self.task).interpolation
+            photos = flavor.model_config(self.task, resize)
+        uri = self._safe(
+            f"model {name}", lambda: log_keras_model(self.run_id, model, example, name, photos)
+        )
         if uri:
             log.info("MLflow model %s logged: %s", name, uri)
         return uri or ""
-
-    def _log_keras_model_now(self, model: Any, example: np.ndarray, name: str) -> str:
-        import keras
-        from mlflow.models import Model, infer_signature
-
-        example = np.asarray(example)
-        output = np.asarray(keras.ops.convert_to_numpy(model.predict(example, verbose=0)))
-        if output.dtype not in (np.float16, np.float32, np.float64):
-            output = output.astype(
-                np.float32
-            )  # bfloat16 outputs (mixed precision) have no MLflow type
-        info = Model.log(
-            artifact_path=None,
-            name=name,
-            flavor=_KerasFlavorMakingDir,
-            flavor_name="mlflow.keras",
-            run_id=self.run_id,
-            model=model,
-            signature=infer_signature(example, output),
-            input_example=example,
-            pip_requirements=_pip_requirements(),
-        )
-        return info.model_uri
 
     def keras_callback(self) -> Any:
         """A Keras callback logging each epoch's logs (train and ``val_`` metrics) at step=epoch."""
@@ -416,77 +379,3 @@ class Run:
                     run.log_metrics(dict(logs), step=epoch)
 
         return MlflowEpochLogger()
-
-
-def _dataset_input(
-    name: str, digest: str, source: str, context: str, shape_info: dict | None
-) -> Any:
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    class ProfiledDataset(MetaDataset):
-        @property
-        def profile(self) -> Any:
-            return shape_info
-
-        def to_dict(self) -> dict[str, str]:
-            config = super().to_dict()
-            if shape_info:
-                config["profile"] = json.dumps(shape_info, default=str)
-            return config
-
-    with warnings.catch_warnings():  # "can be interpreted in multiple ways": it is a local path
-        warnings.simplefilter("ignore")
-        dataset_source = resolve_dataset_source(source)
-    dataset = ProfiledDataset(dataset_source, name=name, digest=digest)
-    return DatasetInput(
-        dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]
-    )
-
-
-class NoRun:
-    """A run that logs nothing: what non-chief workers (and code paths without tracking) use,
-    so that callers need no ``if`` around each log call."""
-
-    def __init__(self) -> None:
-        self.run_id = ""
-        self.experiment_id = ""
-        self.uri = ""
-        self.resumed = False
-        self.lost: list[str] = []
-
-    def __enter__(self) -> NoRun:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        return None
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        pass
-
-    def log_params(self, params: dict) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        pass
-
-    def logged_steps(self, key: str) -> set[int] | None:
-        return None
-
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        pass
-
-    def log_input_dataset(
-        self, name: str, digest: str, source: str, context: str, shape_info: dict | None = None
-    ) -> None:
-        pass
-
-    def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> str:
-        return ""
-
-    def keras_callback(self) -> Any:
-        import keras
-
-        return keras.callbacks.Callback()

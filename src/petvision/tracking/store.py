@@ -5,6 +5,7 @@ calls that SQLite refused with "database is locked"."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import math
 import os
@@ -18,6 +19,7 @@ from urllib.parse import urlparse
 from petvision import paths
 from petvision.config import TrackingConfig
 from petvision.errors import TrackingError
+from petvision.util.retry import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ HTTP_TIMEOUT_FLOOR_S = 20  # a big artifact upload can keep a healthy server qui
 # SQLite answers "database is locked" when two writers collide in a way its busy timeout cannot
 # wait out (both hold read locks and want to write); the transaction is rolled back, so retrying
 # it is safe.
-LOCKED_RETRIES = 6
+LOCKED_RETRIES = 6  # attempts in all
+LOCKED_BACKOFF_S = 0.1
 
 
 # --------------------------------------------------------------------------- where
@@ -67,15 +70,10 @@ def _is_http(uri: str) -> bool:
 
 
 def artifact_root(uri: str) -> str | None:
-    """Where experiments we create keep their artifacts, for stores whose client writes them:
-    ``mlruns/`` beside a SQLite file, or in the tracking root for other databases. None for
-    tracking servers (the server decides) and file stores (artifacts live inside)."""
+    """Where experiments we create keep their artifacts: ``mlruns/`` beside a SQLite file. None
+    for other stores: a tracking server decides, a file store keeps them inside."""
     db = _sqlite_path(uri)
-    if db is not None:
-        return (db.parent / "mlruns").as_uri()
-    if urlparse(uri).scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
-        return (paths.tracking_root() / "mlruns").as_uri()
-    return None
+    return (db.parent / "mlruns").as_uri() if db is not None else None
 
 
 def ui_url(uri: str, experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
@@ -148,11 +146,6 @@ def _check_writable_dir(folder: Path, uri: str) -> None:
 @contextlib.contextmanager
 def _folder_lock(folder: Path, timeout_s: float, uri: str) -> Iterator[None]:
     """An exclusive flock on the store's folder itself (no lock file left behind)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; concurrent first runs there may race
-        yield
-        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         deadline = time.monotonic() + timeout_s
@@ -231,11 +224,6 @@ def _is_locked(exc: BaseException) -> bool:
 
 
 def _retry_locked(call: Callable[[], T]) -> T:
-    for attempt in range(LOCKED_RETRIES):
-        try:
-            return call()
-        except Exception as exc:
-            if not _is_locked(exc) or attempt == LOCKED_RETRIES - 1:
-                raise
-            time.sleep(0.1 * 2**attempt)
-    raise AssertionError("unreachable")
+    return with_retries(
+        call, retryable=_is_locked, retries=LOCKED_RETRIES - 1, backoff_s=LOCKED_BACKOFF_S
+    )

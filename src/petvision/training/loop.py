@@ -33,14 +33,19 @@ from petvision import faults
 from petvision.atomic import atomic_file, write_json
 from petvision.config import TrainConfig
 from petvision.errors import TrainingError
+from petvision.training import schedules
 from petvision.training.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
 
-def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
-    """The configured optimizer by its Keras name (``config.Optimizer`` lists the allowed ones)."""
-    spec = {"class_name": str(train.optimizer), "config": {"learning_rate": train.learning_rate}}
+def make_optimizer(
+    train: TrainConfig, steps_per_epoch: int | None = None
+) -> keras.optimizers.Optimizer:
+    """The configured optimizer by its Keras name (``config.Optimizer`` lists the allowed ones);
+    ``steps_per_epoch`` is needed by a learning-rate schedule (``train.schedule``)."""
+    rate = schedules.learning_rate(train, steps_per_epoch)
+    spec = {"class_name": str(train.optimizer), "config": {"learning_rate": rate}}
     return keras.optimizers.get(spec)
 
 

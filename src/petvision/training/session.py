@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -35,8 +33,11 @@ from petvision import atomic, faults, tracking
 from petvision.config import Config, TrainConfig
 from petvision.data import digest, npy_dataset
 from petvision.errors import TrainingError
+from petvision.tracking import registry
 from petvision.training import loop, workdir
 from petvision.training.runtime import Runtime
+from petvision.util.hashing import json_digest
+from petvision.util.nested import flatten, numbers
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,11 @@ class TrainingSession:
         # and a shared staging folder would be cleared under the chief's feet.
         self.reports_dir = staging_dir(cfg, task) if rt.is_chief else self.workdir.root / "reports"
         self.run: tracking.Run | tracking.NoRun = tracking.NoRun()
+        self.digests: dict[str, str] = {}
 
     # ------------------------------------------------------------------ run
     def __enter__(self) -> TrainingSession:
-        digests = self._data_digests()
+        digests = self.digests = self._data_digests()
         fingerprint = self._fingerprint(digests)
         # Clears state that other settings or data made, and repairs what a kill left (workdir.Workdir).
         self.workdir.adopt(fingerprint)
@@ -158,7 +160,7 @@ class TrainingSession:
             "trainer": trainer,
             "data": digests,
         }
-        return hashlib.sha256(json.dumps(made_of, sort_keys=True, default=str).encode()).hexdigest()
+        return json_digest(made_of)
 
     def _log_inputs(self, digests: dict[str, str]) -> None:
         npy = self.cfg.paths.resolve("npy")
@@ -257,17 +259,16 @@ class TrainingSession:
         metrics_file, history_file = final_dir / "metrics.json", final_dir / "history.csv"
         pictures = [final_dir / path.name for path in staged[3:]]
 
-        flat = {
-            f"best.{split}.{k}": v
-            for split in ("train", "val", "test")
-            for k, v in summary.get(split, {}).items()
-            if isinstance(v, (int, float))
-        }
+        best = {split: summary.get(split, {}) for split in ("train", "val", "test")}
+        flat = numbers(flatten(best, "best."))
         self.run.log_metrics({"best_epoch": result.best_epoch, **flat})
         for path in [metrics_file, history_file, *pictures]:
             self.run.log_artifact(path, artifact_path="reports")
         if self.cfg.tracking.log_model:
-            self.run.log_keras_model(best, example, name="model")
+            model_uri = self.run.log_keras_model(best, example, name="model")
+            registry.register_trained_model(
+                self.cfg, self.task, self.run, model_uri, summary, self.digests
+            )
         self.run.set_tags(
             {"best_epoch": str(result.best_epoch), "dvc.output.model": str(final_model)}
         )

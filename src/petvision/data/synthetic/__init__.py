@@ -33,11 +33,8 @@ byte-identical whatever the number of worker processes.
 from __future__ import annotations
 
 import io
-import multiprocessing
-import os
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +47,7 @@ from petvision.data import layout
 from petvision.data.synthetic.breeds import BREEDS, Breed
 from petvision.data.synthetic.render import Sample, render
 from petvision.errors import ConfigError, DataError
+from petvision.util.parallel import process_map, usable_cores
 
 __all__ = ["BREEDS", "Breed", "GenerateSummary", "Sample", "generate", "plan", "render"]
 
@@ -130,24 +128,13 @@ def generate(root: Path, cfg: SyntheticConfig, workers: int = 0) -> GenerateSumm
             )
         folder.mkdir(parents=True, exist_ok=True)
     jobs = plan(cfg)
-    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    workers = min(workers or usable_cores(), len(jobs))
     started = time.perf_counter()
     progress = tqdm(total=len(jobs), desc="synthetic pets", unit="img")
     try:
-        if workers == 1:
-            _init_worker(cfg, root)
-            for job in jobs:
-                _write_one(job)
+        with process_map(workers, _init_worker, (cfg, root)) as pmap:
+            for _ in pmap(_write_one, jobs, chunksize=8):
                 progress.update()
-        else:
-            # spawn, not fork: the caller may have started threads (TensorFlow, MLflow). An executor,
-            # not a Pool: a worker that dies raises BrokenProcessPool instead of hanging.
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(
-                workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, root)
-            ) as pool:
-                for _ in pool.map(_write_one, jobs, chunksize=8):
-                    progress.update()
     finally:
         progress.close()
     entries = layout.list_entries(stem for _, _, stem in jobs)

@@ -1,0 +1,221 @@
+"""``python -m petvision.predict``: every photo through both models, written as masks, overlays
+and one table; an unreadable photo is named, skipped and counted."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from petvision.config import Config
+from petvision.errors import ConfigError, DataError
+from petvision.inference.models import (
+    LoadedModel,
+    dog_probabilities,
+    gradcam_overlays,
+    label_of,
+    load_model,
+    mask_overlay,
+    trimaps,
+)
+from petvision.inference.photos import Inputs, collect_inputs, output_names, read_photo
+
+log = logging.getLogger("petvision.inference")
+
+# --------------------------------------------------------------------------- the predict command
+
+TABLE_FIELDS = (
+    "file",
+    "status",
+    "label",
+    "probability",
+    "p_cat",
+    "p_dog",
+    "pet_fraction",
+    "width",
+    "height",
+    "decoded_as",
+    "mask",
+    "overlay",
+    "gradcam",
+    "error",
+)
+TABLE_JSON = "predictions.json"
+TABLE_CSV = "predictions.csv"
+
+
+def _check_output(out: Path, inputs: Inputs) -> None:
+    """Refuse to replace a folder predict did not write, or one that holds an input."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"predict.output={out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / TABLE_JSON).is_file():
+        raise ConfigError(
+            f"predict.output={out}: the folder holds files predict did not write; it would "
+            "be replaced whole: choose another folder or empty it"
+        )
+    resolved = out.resolve()
+    for f in inputs.files:
+        if resolved in f.resolve().parents:
+            raise ConfigError(
+                f"predict.output={out}: holds the input {f}, and the output folder is "
+                "replaced whole: choose an output folder outside the inputs"
+            )
+
+
+def _save_png(array: np.ndarray, path: Path) -> str:
+    Image.fromarray(array).save(path, format="PNG")
+    return path.name
+
+
+def _save_jpeg(array: np.ndarray, path: Path) -> str:
+    Image.fromarray(array).save(path, format="JPEG", quality=92)
+    return path.name
+
+
+def run_predict(cfg: Config) -> dict[str, Any]:
+    """Predict every photo named by ``predict.input`` into ``predict.output``; return the table
+    (also written there as predictions.json and predictions.csv)."""
+    import csv
+    import sys
+
+    from tqdm import tqdm
+
+    from petvision import atomic
+
+    p = cfg.predict
+    found = collect_inputs(p.input)
+    out = Path(p.output).expanduser().absolute()
+    _check_output(out, found)
+    classifier = load_model(cfg, "classification", p.classifier)
+    segmenter = load_model(cfg, "segmentation", p.segmenter)
+    log.info(
+        "classifier %s (%d px, %s), segmentation model %s (%d px, %s)",
+        classifier.source,
+        classifier.size,
+        classifier.interpolation,
+        segmenter.source,
+        segmenter.size,
+        segmenter.interpolation,
+    )
+
+    names = dict(zip(found.files, output_names(found.files)))
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    with atomic.atomic_dir(out) as tmp:
+        folders = ["masks", "overlays", *(["gradcam"] if p.gradcam else [])]
+        for folder in folders:
+            (tmp / folder).mkdir()
+        with tqdm(
+            total=len(found.files),
+            desc="predict",
+            unit="photo",
+            file=sys.stderr,
+            mininterval=0.5,
+            disable=len(found.files) < 2,
+        ) as bar:
+            for start in range(0, len(found.files), p.batch_size):
+                batch: list[tuple[Path, np.ndarray, str]] = []
+                for path in found.files[start : start + p.batch_size]:
+                    try:
+                        photo, kind = read_photo(path)
+                    except DataError as exc:
+                        log.warning("skipped: %s", exc)
+                        skipped.append({"file": str(path), "error": str(exc)})
+                        rows.append({"file": str(path), "status": "skipped", "error": str(exc)})
+                        bar.update(1)
+                        continue
+                    batch.append((path, photo, kind))
+                rows += _predict_batch(
+                    batch,
+                    classifier,
+                    segmenter,
+                    names,
+                    tmp,
+                    p.overlay_alpha,
+                    cfg.visualize.gradcam.alpha if p.gradcam else None,
+                )
+                bar.update(len(batch))
+        ok = [r for r in rows if r["status"] == "ok"]
+        if not ok:
+            raise DataError(
+                f"predict.input: none of the {len(found.files)} file(s) could be read as a photo: "
+                + "; ".join(s["error"] for s in skipped[:5])
+            )
+        table = {
+            "models": {
+                task: {"source": m.source, "input_size": m.size, "interpolation": m.interpolation}
+                for task, m in (("classification", classifier), ("segmentation", segmenter))
+            },
+            "counts": {
+                "files": len(found.files),
+                "predicted": len(ok),
+                "skipped": len(skipped),
+                "ignored_hidden": len(found.ignored),
+            },
+            "photos": rows,
+        }
+        atomic.write_json(tmp / TABLE_JSON, table)
+        with open(tmp / TABLE_CSV, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS, lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, "") for k in TABLE_FIELDS})
+    if skipped:
+        log.warning(
+            "predict: %d of %d file(s) skipped (unreadable), listed in %s: %s",
+            len(skipped),
+            len(found.files),
+            out / TABLE_CSV,
+            "; ".join(Path(s["file"]).name for s in skipped[:10]),
+        )
+    log.info("predict: %d photo(s) -> %s", len(ok), out)
+    print(
+        f"predicted {len(ok)} photo(s), skipped {len(skipped)} unreadable file(s): "
+        f"{out / TABLE_CSV}"
+    )
+    return table
+
+
+def _predict_batch(
+    batch: list[tuple[Path, np.ndarray, str]],
+    classifier: LoadedModel,
+    segmenter: LoadedModel,
+    names: dict[Path, str],
+    out: Path,
+    alpha: float,
+    gradcam_alpha: float | None,
+) -> list[dict]:
+    if not batch:
+        return []
+    photos = [photo for _, photo, _ in batch]
+    p_dog = dog_probabilities(classifier, photos)
+    masks = trimaps(segmenter, photos)
+    cams = (
+        gradcam_overlays(classifier, photos, gradcam_alpha) if gradcam_alpha is not None else None
+    )
+    rows = []
+    for i, (path, photo, kind) in enumerate(batch):
+        name = names[path]
+        label, probability = label_of(float(p_dog[i]))
+        row = {
+            "file": str(path),
+            "status": "ok",
+            "label": label,
+            "probability": round(probability, 6),
+            "p_cat": round(1.0 - float(p_dog[i]), 6),
+            "p_dog": round(float(p_dog[i]), 6),
+            "pet_fraction": round(float(np.mean(masks[i] != 2)), 6),
+            "width": photo.shape[1],
+            "height": photo.shape[0],
+            "decoded_as": kind,
+            "mask": "masks/" + _save_png(masks[i], out / "masks" / f"{name}.png"),
+            "overlay": "overlays/"
+            + _save_jpeg(mask_overlay(photo, masks[i], alpha), out / "overlays" / f"{name}.jpg"),
+        }
+        if cams is not None:
+            row["gradcam"] = "gradcam/" + _save_jpeg(cams[i], out / "gradcam" / f"{name}.jpg")
+        rows.append(row)
+    return rows

@@ -1,0 +1,205 @@
+"""Trained models for inference: loaded from a .keras file or an MLflow URI, and their answers
+on photos already resized like the training data (P(dog), trimaps at the photo's size, Grad-CAM)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from petvision.config import Config
+from petvision.data import images
+from petvision.errors import DataError
+
+log = logging.getLogger("petvision.inference")
+
+TASKS = ("classification", "segmentation")
+TRAINING_STAGES = {"classification": "train_xception", "segmentation": "train_segmentation"}
+SPECIES = ("cat", "dog")
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+OUTPUT_LAYER = "dog_probability"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for photos: the network (float32), where it came from, and how its training
+    images were resized (size and interpolation)."""
+
+    task: str
+    model: Any  # keras.Model
+    source: str
+    size: int
+    interpolation: str
+
+    def prepare(self, photo: np.ndarray) -> np.ndarray:
+        """The photo as the model's input: the preprocess stage's own resize."""
+        return images.resize_image(photo, self.size, self.interpolation)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import keras
+
+        x = np.asarray(batch, dtype=np.float32)
+        return np.asarray(
+            keras.ops.convert_to_numpy(self.model(x, training=False)), dtype=np.float32
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def is_mlflow_uri(spec: str) -> bool:
+    return spec.startswith(MLFLOW_SCHEMES)
+
+
+def load_model(cfg: Config, task: str, spec: str = "") -> LoadedModel:
+    """The model for ``task`` named by ``spec``: "" for the pipeline's own file under
+    ``paths.models``, a ``.keras`` path, or an MLflow model URI."""
+    from petvision.interpret import loading
+
+    interpolation = getattr(cfg.data, task).interpolation
+    if is_mlflow_uri(spec):
+        model, trained_with = _load_from_mlflow(cfg, task, spec)
+        interpolation = trained_with or interpolation
+        source = spec
+    else:
+        path = Path(spec).expanduser() if spec else cfg.paths.model_file(task)
+        model = loading.load_trained(path, TRAINING_STAGES[task])
+        source = str(path)
+    size = loading.input_size(model)
+    _check_shape(model, task, source)
+    return LoadedModel(task, model, source, size, interpolation)
+
+
+def _check_shape(model: Any, task: str, source: str) -> None:
+    out = tuple(model.outputs[0].shape[1:])
+    if task == "classification" and out != (1,):
+        raise DataError(f"{source}: outputs {out}, not one P(dog): is it the segmentation model?")
+    if task == "segmentation" and len(out) != 3:
+        raise DataError(
+            f"{source}: outputs {out}, not a per-pixel class map: is it the classifier?"
+        )
+
+
+def _load_from_mlflow(cfg: Config, task: str, uri: str) -> tuple[Any, str | None]:
+    """The Keras model behind an MLflow URI, and the interpolation its run's data was resized with
+    (the run's ``data.<task>.interpolation`` param), if the run says."""
+    import mlflow
+    import mlflow.keras
+
+    from petvision import tracking
+    from petvision.interpret import loading
+
+    store = tracking.tracking_uri(cfg.tracking)
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(store)
+    try:
+        try:
+            model = mlflow.keras.load_model(uri)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(
+                f"{uri}: cannot load it as a Keras model from the MLflow store {store} "
+                f"({first[:300]})"
+            ) from None
+        interpolation = None
+        try:
+            run_id = mlflow.models.get_model_info(uri).run_id
+            if run_id:
+                params = mlflow.MlflowClient(store).get_run(run_id).data.params
+                interpolation = params.get(f"data.{task}.interpolation")
+        except Exception as exc:
+            log.info("%s: no training run to read the interpolation from (%s)", uri, exc)
+    finally:
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None: back to the default
+    if interpolation is not None and interpolation not in images.INTERPOLATIONS:
+        interpolation = None
+    return loading.float32_copy(model), interpolation
+
+
+# --------------------------------------------------------------------------- the models' answers
+
+
+def dog_probabilities(classifier: LoadedModel, photos: Sequence[np.ndarray]) -> np.ndarray:
+    """P(dog) for each photo (any size, uint8 RGB)."""
+    if not photos:
+        return np.zeros((0,), np.float32)
+    batch = np.stack([classifier.prepare(p) for p in photos])
+    return classifier(batch).reshape(len(photos))
+
+
+def label_of(p_dog: float) -> tuple[str, float]:
+    """The species and its probability: ``("dog", p)`` if P(dog) >= 0.5, else ``("cat", 1 - p)``."""
+    return ("dog", float(p_dog)) if p_dog >= 0.5 else ("cat", float(1.0 - p_dog))
+
+
+def probabilities_to_trimap(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(s, s, C)`` class probabilities -> ``(height, width)`` uint8 trimap (class index + 1),
+    each class's probability map resized bilinearly before the argmax."""
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if probabilities.shape[:2] == (height, width):
+        up = probabilities
+    else:
+        up = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(np.ascontiguousarray(probabilities[..., c]), mode="F").resize(
+                        (width, height), Image.Resampling.BILINEAR
+                    ),
+                    dtype=np.float32,
+                )
+                for c in range(probabilities.shape[-1])
+            ],
+            axis=-1,
+        )
+    return (np.argmax(up, axis=-1) + 1).astype(np.uint8)
+
+
+def trimaps(segmenter: LoadedModel, photos: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The predicted trimap (1 pet, 2 background, 3 border) of each photo, at the photo's size."""
+    if not photos:
+        return []
+    batch = np.stack([segmenter.prepare(p) for p in photos])
+    probabilities = segmenter(batch)
+    return [
+        probabilities_to_trimap(probs, *photo.shape[:2])
+        for probs, photo in zip(probabilities, photos)
+    ]
+
+
+def mask_overlay(photo: np.ndarray, trimap: np.ndarray, alpha: float) -> np.ndarray:
+    """The photo with the pet in orange and the border in yellow (the visualize stage's colours)."""
+    from petvision.interpret.segmentation_views import mask_overlay as overlay
+
+    return overlay(photo, np.asarray(trimap) - 1, alpha)
+
+
+def gradcam_layer(classifier: LoadedModel) -> str:
+    """The classifier's last convolutional block, whichever of the project's architectures it is."""
+    from petvision.models import registry
+
+    names = {layer.name for layer in classifier.model.layers}
+    candidates = [a.last_conv_layer for a in registry.ARCHITECTURES["classification"].values()]
+    for layer in candidates:
+        if layer is not None and layer in names:
+            return layer
+    raise DataError(
+        f"{classifier.source}: none of the Grad-CAM layers {sorted(filter(None, candidates))}; "
+        "is it one of the project's classifiers?"
+    )
+
+
+def gradcam_overlays(
+    classifier: LoadedModel, photos: Sequence[np.ndarray], alpha: float
+) -> list[np.ndarray]:
+    """The book's Grad-CAM picture for the predicted class of each photo, at the photo's size."""
+    from petvision.interpret import gradcam
+
+    cam = gradcam.split_model(classifier.model, gradcam_layer(classifier), OUTPUT_LAYER)
+    batch = np.stack([classifier.prepare(p) for p in photos])
+    result = gradcam.heatmaps(cam, batch)
+    return [gradcam.jet_overlay(photo, heat, alpha) for photo, heat in zip(photos, result.heatmaps)]

@@ -1,0 +1,57 @@
+"""python -m petvision.export: both models as SavedModels whose uint8 serving signature answers
+as the Keras model does (to 1e-5) on sample images."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from project_copy import tiny_overrides
+
+SIZE = 32
+
+
+def test_savedmodels_take_uint8_images_and_match_keras(make_config, tmp_path):
+    import tensorflow as tf
+
+    from petvision.errors import ConfigError
+    from petvision.export import run_export
+    from petvision.models.classification import build_classifier
+    from petvision.models.segmentation import build_segmentation_model
+
+    cfg = make_config(*tiny_overrides())
+    cfg.paths.model_file("classification").parent.mkdir(parents=True)
+    models = {
+        "classifier": build_classifier(cfg.classification.model, SIZE),
+        "segmentation": build_segmentation_model(cfg.segmentation.model, SIZE),
+    }
+    models["classifier"].save(cfg.paths.model_file("classification"))
+    models["segmentation"].save(cfg.paths.model_file("segmentation"))
+    out = tmp_path / "exported"
+    summary = run_export(
+        dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, output=str(out)))
+    )
+    assert summary["classification"]["input"] == f"uint8[None, {SIZE}, {SIZE}, 3]"
+
+    images = np.random.default_rng(0).integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    for folder, model in models.items():
+        loaded = tf.saved_model.load(str(out / folder))
+        signature = loaded.signatures["serving_default"]
+        [spec] = signature.structured_input_signature[1].values()
+        assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, SIZE, SIZE, 3]
+        served = signature(images=tf.constant(images))
+        [served] = served.values()
+        expected = model.predict(images.astype("float32"), verbose=0)
+        np.testing.assert_allclose(served.numpy(), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            loaded.serve(tf.constant(images)).numpy(), expected, rtol=1e-5, atol=1e-5
+        )
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError, match="export did not write"):
+        run_export(
+            dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, output=str(mine)))
+        )

@@ -1,0 +1,203 @@
+"""python -m petvision.predict: photos of any format and size in, probability, trimap PNG, overlays
+and one table out; the photo resized exactly as preprocess resized the training images."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import run_module, write_quirky_image
+from PIL import Image
+from project_copy import tiny_overrides
+
+SIZE = 32
+QUIRKS = (
+    "jpeg",
+    "extraneous_bytes",
+    "png_as_jpg",
+    "gif_as_jpg",
+    "rgba",
+    "cmyk",
+    "grayscale",
+    "palette",
+)
+
+
+@pytest.fixture
+def trained_dir(make_config, tmp_path):
+    """Untrained models of the configured architectures saved where the pipeline saves its own
+    (what predict does with them does not depend on training), and the configuration."""
+    from petvision.models.classification import build_classifier
+    from petvision.models.segmentation import build_segmentation_model
+
+    cfg = make_config(*tiny_overrides())
+    cfg.paths.model_file("classification").parent.mkdir(parents=True, exist_ok=True)
+    build_classifier(cfg.classification.model, SIZE).save(cfg.paths.model_file("classification"))
+    build_segmentation_model(cfg.segmentation.model, SIZE).save(
+        cfg.paths.model_file("segmentation")
+    )
+    return cfg
+
+
+def _photos(folder, rng):
+    """One photo per quirk of the real dataset, each its own size (one exactly the model's), a
+    corrupt JPEG, a text file and an AppleDouble twin."""
+    folder.mkdir()
+    sizes = {}
+    for i, quirk in enumerate(QUIRKS):
+        h, w = (SIZE, SIZE) if i == 0 else (40 + 7 * i, 90 - 5 * i)
+        write_quirky_image(
+            folder / f"photo_{quirk}.jpg", rng.integers(0, 256, (h, w, 3), dtype=np.uint8), quirk
+        )
+        sizes[f"photo_{quirk}"] = (h, w)
+    good = (folder / "photo_jpeg.jpg").read_bytes()
+    (folder / "broken.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / "._photo_jpeg.jpg").write_bytes(b"\x00\x05\x16\x07")
+    return sizes
+
+
+def _with(cfg, **predict):
+    import dataclasses
+
+    return dataclasses.replace(cfg, predict=dataclasses.replace(cfg.predict, **predict))
+
+
+def test_every_format_gets_probability_trimap_and_overlays_at_its_size(trained_dir, tmp_path):
+    import keras
+
+    from petvision.data import images
+    from petvision.inference import run_predict
+
+    rng = np.random.default_rng(0)
+    sizes = _photos(tmp_path / "photos", rng)
+    out = tmp_path / "predictions"
+    table = run_predict(
+        _with(trained_dir, input=str(tmp_path / "photos"), output=str(out), gradcam=True)
+    )
+
+    assert table["counts"] == {"files": 10, "predicted": 8, "skipped": 2, "ignored_hidden": 1}
+    skipped = {
+        r["file"].rsplit("/", 1)[-1]: r["error"]
+        for r in table["photos"]
+        if r["status"] == "skipped"
+    }
+    assert set(skipped) == {"broken.jpg", "notes.txt"} and "broken.jpg" in skipped["broken.jpg"]
+
+    classifier = keras.saving.load_model(trained_dir.paths.model_file("classification"))
+    segmenter = keras.saving.load_model(trained_dir.paths.model_file("segmentation"))
+    with open(out / "predictions.csv", newline="") as f:
+        rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(f)}
+    assert json.loads((out / "predictions.json").read_text())["photos"] == table["photos"]
+    for stem, (h, w) in sizes.items():
+        row = rows[f"{stem}.jpg"]
+        assert row["status"] == "ok", row
+        # The probability is the classifier's on the photo resized as preprocess resizes.
+        rgb, _ = images.load_rgb(tmp_path / "photos" / f"{stem}.jpg")
+        x = images.resize_image(rgb, SIZE, trained_dir.data.classification.interpolation)[
+            None
+        ].astype("float32")
+        p_dog = float(classifier.predict(x, verbose=0)[0, 0])
+        assert float(row["p_dog"]) == pytest.approx(p_dog, abs=1e-5)
+        assert row["label"] == ("dog" if p_dog >= 0.5 else "cat")
+        assert float(row["probability"]) == pytest.approx(max(p_dog, 1 - p_dog), abs=1e-5)
+        mask = np.asarray(Image.open(out / row["mask"]))
+        assert mask.shape == (h, w) and set(np.unique(mask)) <= {1, 2, 3}
+        assert Image.open(out / row["overlay"]).size == (w, h)
+        assert Image.open(out / row["gradcam"]).size == (w, h)
+        if (h, w) == (SIZE, SIZE):  # at the model's own size the trimap is its argmax, plus one
+            y = images.resize_image(rgb, SIZE, trained_dir.data.segmentation.interpolation)[
+                None
+            ].astype("float32")
+            expected = np.argmax(segmenter.predict(y, verbose=0)[0], axis=-1) + 1
+            np.testing.assert_array_equal(mask, expected)
+    assert rows["photo_cmyk.jpg"]["decoded_as"] == "jpeg+cmyk"
+    assert rows["photo_gif_as_jpg.jpg"]["decoded_as"] == "gif_as_jpg+palette"
+
+
+def test_a_dataset_photo_reaches_the_model_exactly_as_preprocess_wrote_it(make_config, tmp_path):
+    from petvision.data import layout, npy_dataset
+    from petvision.download import run_download
+    from petvision.inference import LoadedModel, read_photo
+    from petvision.preprocess import run_preprocess
+
+    cfg = make_config(*tiny_overrides(), "data.classification.interpolation=bicubic")
+    run_download(cfg)
+    run_preprocess(cfg)
+    for task in ("classification", "segmentation"):
+        split = npy_dataset.load_split(cfg.paths.resolve("npy"), task, "val")
+        data = getattr(cfg.data, task)
+        model = LoadedModel(task, None, "test", data.image_size, data.interpolation)
+        for i in range(3):
+            photo, _ = read_photo(
+                layout.Layout(cfg.paths.resolve("raw")).image_path(split.stems[i])
+            )
+            np.testing.assert_array_equal(model.prepare(photo), split.images[i])
+
+
+def test_names_stay_distinct_when_stems_collide(tmp_path):
+    from petvision.inference import output_names
+
+    files = [
+        tmp_path / "a" / "x.jpg",
+        tmp_path / "a" / "x.png",
+        tmp_path / "b" / "x.jpg",
+        tmp_path / "y.gif",
+    ]
+    assert output_names(files) == ["x_jpg", "x_png", "x_jpg_2", "y"]
+
+
+def test_bad_inputs_are_named_and_leave_no_output(trained_dir, tmp_path):
+    from petvision.errors import ConfigError, DataError
+    from petvision.inference import run_predict
+
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="nowhere.jpg does not exist"):
+        run_predict(_with(trained_dir, input=[str(tmp_path / "nowhere.jpg")], output=str(out)))
+    with pytest.raises(ConfigError, match="predict.input"):
+        run_predict(_with(trained_dir, input="", output=str(out)))
+    (tmp_path / "junk.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="junk.jpg"):
+        run_predict(_with(trained_dir, input=str(tmp_path / "junk.jpg"), output=str(out)))
+    assert not out.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    write_quirky_image(tmp_path / "ok.jpg", np.zeros((20, 20, 3), np.uint8), "jpeg")
+    with pytest.raises(ConfigError, match="predict did not write"):
+        run_predict(_with(trained_dir, input=str(tmp_path / "ok.jpg"), output=str(mine)))
+    assert (mine / "thesis.tex").read_text() == "precious"
+    with pytest.raises(DataError, match="classifier.keras: missing"):
+        run_predict(
+            _with(
+                trained_dir,
+                input=str(tmp_path / "ok.jpg"),
+                output=str(out),
+                classifier=str(tmp_path / "classifier.keras"),
+            )
+        )
+
+
+@pytest.mark.slow
+def test_the_command_line_predicts_a_folder_with_a_progress_bar(trained_dir, tmp_path):
+    from conftest import path_overrides
+
+    rng = np.random.default_rng(1)
+    _photos(tmp_path / "photos", rng)
+    done = run_module(
+        "petvision.predict",
+        *path_overrides(tmp_path),
+        *tiny_overrides(),
+        f"predict.input={tmp_path / 'photos'}",
+        "predict.output=out",
+        cwd=tmp_path,
+        hydra_dir=tmp_path / "hydra",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "predict: 100%" in done.stderr and "skipped: " in done.stdout + done.stderr
+    assert "broken.jpg" in done.stdout + done.stderr
+    assert "predicted 8 photo(s), skipped 2 unreadable file(s)" in done.stdout
+    with open(tmp_path / "out" / "predictions.csv", newline="") as f:
+        assert sum(1 for r in csv.DictReader(f) if r["status"] == "ok") == 8

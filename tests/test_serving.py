@@ -1,0 +1,207 @@
+"""The logged models take the photo: a column of base64 JPEG/PNG bytes in, the label and
+probability or the mask out, equal to predict's; the resized-array input keeps working."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from conftest import VENV_BIN, free_port, write_quirky_image
+from PIL import Image
+from project_copy import tiny_overrides
+
+SIZE = 32
+
+
+@pytest.fixture
+def logged(make_config, tmp_path):
+    """Both models (untrained: serving does not depend on training) logged as the training
+    stages log them; returns the configuration and their models:/ URIs."""
+    from petvision import tracking
+    from petvision.models.classification import build_classifier
+    from petvision.models.segmentation import build_segmentation_model
+
+    cfg = make_config(*tiny_overrides())
+    uris = {}
+    for task, model in (
+        ("classification", build_classifier(cfg.classification.model, SIZE)),
+        ("segmentation", build_segmentation_model(cfg.segmentation.model, SIZE)),
+    ):
+        with tracking.Run(cfg, task, "test") as run:
+            uris[task] = run.log_keras_model(model, np.zeros((1, SIZE, SIZE, 3), np.uint8))
+        assert uris[task] and not run.lost, run.lost
+    return cfg, uris
+
+
+def _photos(folder):
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    write_quirky_image(folder / "a.jpg", rng.integers(0, 256, (90, 120, 3), dtype=np.uint8), "jpeg")
+    write_quirky_image(
+        folder / "b.jpg", rng.integers(0, 256, (50, 70, 3), dtype=np.uint8), "rgba"
+    )  # a PNG
+    return [folder / "a.jpg", folder / "b.jpg"]
+
+
+def _predict(cfg, uris, photos, out):
+    from petvision.inference import run_predict
+
+    p = dataclasses.replace(
+        cfg.predict,
+        input=[str(f) for f in photos],
+        output=str(out),
+        classifier=uris["classification"],
+        segmenter=uris["segmentation"],
+    )
+    return {row["file"]: row for row in run_predict(dataclasses.replace(cfg, predict=p))["photos"]}
+
+
+def _b64(path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def test_the_pyfunc_answers_encoded_photos_as_predict_does_and_still_takes_arrays(logged, tmp_path):
+    import mlflow
+    import pandas as pd
+
+    from petvision import tracking
+    from petvision.data import images
+    from petvision.errors import DataError
+    from petvision.inference.serving import decode_mask
+
+    cfg, uris = logged
+    photos = _photos(tmp_path / "photos")
+    expected = _predict(cfg, uris, photos, tmp_path / "out")
+    mlflow.set_tracking_uri(tracking.tracking_uri(cfg.tracking))
+    try:
+        classifier = mlflow.pyfunc.load_model(uris["classification"])
+        segmenter = mlflow.pyfunc.load_model(uris["segmentation"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    frame = pd.DataFrame({"image": [_b64(f) for f in photos]})
+
+    labels = classifier.predict(frame)
+    masks = segmenter.predict(frame)
+    for i, f in enumerate(photos):
+        row = expected[str(f)]
+        assert labels["label"][i] == row["label"]
+        assert labels["p_dog"][i] == pytest.approx(row["p_dog"], abs=1e-6)
+        mask = decode_mask(masks["mask_png"][i])
+        np.testing.assert_array_equal(mask, np.asarray(Image.open(tmp_path / "out" / row["mask"])))
+        assert (masks["width"][i], masks["height"][i]) == (row["width"], row["height"])
+
+    # the resized-array input, as before
+    rgb, _ = images.load_rgb(photos[0])
+    x = images.resize_image(rgb, SIZE, cfg.data.classification.interpolation)[None]
+    assert np.asarray(classifier.predict(x)).shape == (1, 1)
+    assert float(np.asarray(classifier.predict(x))[0, 0]) == pytest.approx(
+        expected[str(photos[0])]["p_dog"], abs=1e-6
+    )
+    assert np.asarray(segmenter.predict(np.zeros((2, SIZE, SIZE, 3), np.uint8))).shape == (
+        2,
+        SIZE,
+        SIZE,
+        3,
+    )
+
+    with pytest.raises(DataError, match="row 1: 'image' is not base64"):
+        classifier.predict(pd.DataFrame({"image": [_b64(photos[0]), "%%%"]}))
+    with pytest.raises(DataError, match="row 0: 'image': cannot decode"):
+        classifier.predict(pd.DataFrame({"image": [base64.b64encode(b"GIF89a broken").decode()]}))
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_a_posted_jpeg_like_predict(logged, tmp_path):
+    import requests
+
+    from petvision import tracking
+
+    cfg, uris = logged
+    photo = _photos(tmp_path / "photos")[0]
+    expected = _predict(cfg, uris, [photo], tmp_path / "out")[str(photo)]
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking.tracking_uri(cfg.tracking),
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    log_file = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [
+            str(VENV_BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            uris["classification"],
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "serve.log"
+            ).read_text()[-3000:]
+            time.sleep(0.5)
+
+        body = {"dataframe_split": {"columns": ["image"], "data": [[_b64(photo)]]}}
+        answer = requests.post(f"{url}/invocations", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        [row] = answer.json()["predictions"]
+        assert row["label"] == expected["label"]
+        assert row["probability"] == pytest.approx(expected["probability"], abs=1e-6)
+
+        # the resized array still works over HTTP
+        from petvision.data import images
+
+        rgb, _ = images.load_rgb(photo)
+        x = images.resize_image(rgb, SIZE, cfg.data.classification.interpolation)[None]
+        answer = requests.post(f"{url}/invocations", json={"inputs": x.tolist()}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"][0][0] == pytest.approx(expected["p_dog"], abs=1e-6)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=30)
+        log_file.close()
+
+
+def test_an_rgba_png_is_read_like_the_loader_reads_it(tmp_path):
+    from petvision.data import images
+    from petvision.inference.serving import _decode
+
+    rgba = np.random.default_rng(0).integers(0, 256, (10, 12, 4), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG")
+    (tmp_path / "x.png").write_bytes(buffer.getvalue())
+    np.testing.assert_array_equal(
+        _decode(base64.b64encode(buffer.getvalue()).decode(), 0),
+        images.load_rgb(tmp_path / "x.png")[0],
+    )
