@@ -177,6 +177,7 @@ def test_two_workers_train_like_one_and_only_the_chief_writes(tmp_path):
     # which after 5 steps stays orders below the tolerance; a worker training on the wrong share,
     # a gradient counted twice or a step lost moves weights by far more.
     import keras
+    import numpy as np
 
     single_model = keras.saving.load_model(
         single_base / "models" / "segmentation.keras", safe_mode=True
