@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from petvision import config as config_lib
 from petvision import paths as project_paths
+from petvision import search
 from petvision.errors import PetvisionError
 
 log = logging.getLogger("petvision")
@@ -46,12 +47,16 @@ def main(task: Callable[[config_lib.Config], Any], writes: Sequence[str]) -> Non
         _fail(exc)
 
     @hydra.main(version_base="1.3", config_path=str(conf), config_name="config")
-    def _app(raw: DictConfig) -> None:
+    def _app(raw: DictConfig) -> float | None:
         try:
             cfg = config_lib.load(raw)
             _redirect_for_sweep(cfg, writes)
-            task(cfg)
+            # A search trial's objective; None outside a search (petvision.search).
+            return search.objective_value(task(cfg))
         except PetvisionError as exc:
+            if search.active() is not None:
+                log.error("%s: %s", type(exc).__name__, exc)
+                raise  # a failed trial: the search records it (hydra.sweeper.max_failure_rate)
             _fail(exc)
 
     _app()

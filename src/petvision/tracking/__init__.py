@@ -2,7 +2,7 @@
 the store can be used; :class:`.run.Run` is one stage's run (see :mod:`petvision.tracking.run`)."""
 
 from petvision.tracking.norun import NoRun
-from petvision.tracking.run import Run
+from petvision.tracking.run import Run, runs_tagged
 from petvision.tracking.store import check_reachable, tracking_uri, ui_url
 
-__all__ = ["NoRun", "Run", "check_reachable", "tracking_uri", "ui_url"]
+__all__ = ["NoRun", "Run", "check_reachable", "runs_tagged", "tracking_uri", "ui_url"]

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +61,28 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- the run
+
+# What runs_tagged() adds to the runs started in its scope (a search's trials), and their ids.
+_scoped_tags: dict[str, str] = {}
+_scoped_started: list[str] = []
+
+
+@contextlib.contextmanager
+def runs_tagged(tags: dict[str, str]) -> Iterator[list[str]]:
+    """Every run a stage starts inside this scope gets ``tags`` too; yields the list of the ids
+    of those runs. A hyperparameter search (:mod:`petvision.search_study`) makes each trial's
+    run a child of its search's run this way (``mlflow.parentRunId``), without the stage knowing."""
+    global _scoped_started
+    previous = dict(_scoped_tags), _scoped_started
+    _scoped_tags.update(tags)
+    started: list[str] = []
+    _scoped_started = started
+    try:
+        yield started
+    finally:
+        _scoped_tags.clear()
+        _scoped_tags.update(previous[0])
+        _scoped_started = previous[1]
 
 
 class Run:
@@ -189,7 +211,11 @@ class Run:
     def _start_run(self) -> None:
         from mlflow.tracking.context import registry as context_registry
 
-        tags = {**_context_tags(self.cfg, self.task, self.stage), **self.extra_tags}
+        tags = {
+            **_context_tags(self.cfg, self.task, self.stage),
+            **_scoped_tags,
+            **self.extra_tags,
+        }
         if self.resume_run_id:
             previous = self._previous_run(self.resume_run_id)
             if previous is not None:
@@ -208,6 +234,7 @@ class Run:
         run = self._client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         self.run_name = run.info.run_name
+        _scoped_started.append(self.run_id)
 
     def _previous_run(self, run_id: str) -> Any:
         try:

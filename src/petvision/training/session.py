@@ -29,7 +29,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from petvision import atomic, faults, tracking
+from petvision import atomic, faults, search, tracking
 from petvision.config import Config, TrainConfig
 from petvision.data import digest, npy_dataset
 from petvision.errors import TrainingError
@@ -198,7 +198,7 @@ class TrainingSession:
             train_cfg,
             self.workdir,
             config_key=self.task,
-            callbacks=[self.run.keras_callback()],
+            callbacks=[self.run.keras_callback(), *search.keras_callbacks()],
             verbose=loop.verbosity(),
         )
 

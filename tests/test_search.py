@@ -1,0 +1,512 @@
+"""Hyperparameter search with Optuna through the project's Hydra sweeper: the search space, the
+per-trial seeding, pruning through a Keras callback, the trial's MLflow run under the search's
+run, and (slow, in project copies) a whole search, two workers sharing one study, a restarted
+search, and the best trial turned into a `dvc exp run` command."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from project_copy import (
+    VENV_BIN,
+    copy_project,
+    dvc,
+    env,
+    load_params,
+    mlflow_runs,
+    shared_repro_project,
+)
+
+from petvision import search, tracking
+from petvision.errors import ConfigError
+from petvision.search import report as search_report
+from petvision.search import study as search_study
+
+ROOT = Path(__file__).resolve().parents[1]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def classifier_params() -> dict:
+    return yaml.safe_load((ROOT / "conf/hparams_search/classifier.yaml").read_text())["hydra"][
+        "sweeper"
+    ]["params"]
+
+
+# --------------------------------------------------------------------------- search space
+
+
+def test_search_space_reads_hydra_sweep_syntax():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space = search_study.parse_space(
+        classifier_params(), ["hparams_search=classifier", "classification.model.dropout=0.3"]
+    )
+    d = space.distributions
+    assert d["classification.train.learning_rate"] == FloatDistribution(0.0001, 0.01, log=True)
+    assert d["classification.train.batch_size"] == CategoricalDistribution([8, 16, 32])
+    assert d["classification.train.optimizer"] == CategoricalDistribution(["adam", "rmsprop"])
+    # Hydra's range excludes its end, as Python's does; Optuna's high is included.
+    assert d["classification.train.epochs"] == IntDistribution(10, 30, step=5)
+    # A plain value on the command line fixes what the config searches.
+    assert "classification.model.dropout" not in d
+    assert space.fixed == ["hparams_search=classifier", "classification.model.dropout=0.3"]
+
+
+def test_search_space_rejects_what_optuna_cannot_search():
+    with pytest.raises(ConfigError, match=r"params\.lr: a log scale needs a positive lower bound"):
+        search_study.parse_space({"lr": "tag(log, interval(0, 1))"}, [])
+    with pytest.raises(ConfigError, match=r"params\.n: range\(5, 5, step=1\) is empty"):
+        search_study.parse_space({"n": "range(5, 5)"}, [])
+
+
+@pytest.mark.parametrize(
+    "value", [1e-05, 0.1 + 0.2, 0.00123456789, 16, -3, True, "adam", "a b", "1e-3", "null", "it's"]
+)
+def test_override_values_read_back_as_written(value):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (parsed,) = OverridesParser.create().parse_overrides(
+        [f"k={search_study.override_value(value)}"]
+    )
+    assert parsed.value() == value and type(parsed.value()) is type(value)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def ask_params(study, n: int) -> list[dict]:
+    space = search_study.parse_space(classifier_params(), []).distributions
+    found = []
+    for _ in range(n):
+        trial = study.ask()
+        found.append(search_study.suggest(trial, space))
+        study.tell(trial, 0.5)
+    return found
+
+
+def two_workers(sampler_a, sampler_b):
+    storage = optuna.storages.InMemoryStorage()
+    a = optuna.create_study(
+        study_name="s", storage=storage, sampler=sampler_a, direction="maximize"
+    )
+    b = optuna.load_study(study_name="s", storage=storage, sampler=sampler_b)
+    return a, b
+
+
+def test_one_seed_repeats_a_search_and_workers_sharing_a_study_draw_different_points():
+    def seeded():
+        return search_study.seeded_per_trial(lambda s: optuna.samplers.TPESampler(seed=s), 1337)
+
+    first = ask_params(optuna.create_study(sampler=seeded(), direction="maximize"), 3)
+    again = ask_params(optuna.create_study(sampler=seeded(), direction="maximize"), 3)
+    assert first == again
+
+    a, b = two_workers(seeded(), seeded())
+    drawn = [*ask_params(a, 1), *ask_params(b, 1)]
+    assert drawn[0] != drawn[1]
+    # What the per-trial seed prevents: one seed in both workers draws the same first point.
+    a, b = two_workers(optuna.samplers.TPESampler(seed=1337), optuna.samplers.TPESampler(seed=1337))
+    plain = [*ask_params(a, 1), *ask_params(b, 1)]
+    assert plain[0] == plain[1]
+
+
+def test_budget_counts_finished_and_running_trials_not_failed_ones():
+    study = optuna.create_study(direction="maximize")
+    study.tell(study.ask(), 1.0)
+    study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    assert not search_study.budget_spent(study, 3)
+    study.ask()  # running in some worker
+    assert search_study.budget_spent(study, 3)
+    assert not search_study.budget_spent(study, None)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() outside optimize()
+def test_a_dead_workers_trial_leaves_the_budget_and_is_queued_again(tmp_path):
+    storage = search_study.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1)
+    study, created = search_study.open_study("s", storage, None, None, "maximize")
+    assert created
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    storage.record_heartbeat(trial._trial_id)  # what a worker's heartbeat thread does
+    assert search_study.budget_spent(study, 1)
+    # Over two heartbeat intervals (timestamps in whole seconds): the worker is gone.
+    time.sleep(3.5)
+    assert not search_study.budget_spent(study, 1)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING"], states
+    assert study.trials[1].params == study.trials[0].params
+    _, created = search_study.open_study("s", storage, None, None, "maximize")
+    assert not created
+
+
+# --------------------------------------------------------------------------- inside a trial
+
+
+def tiny_fit(callbacks, epochs: int = 3):
+    import keras
+
+    rng = np.random.default_rng(0)
+    x, y = (
+        rng.normal(size=(32, 4)).astype("float32"),
+        rng.integers(0, 2, size=(32, 1)).astype("float32"),
+    )
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(
+        optimizer="sgd",
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+    )
+    return model.fit(x, y, validation_data=(x, y), epochs=epochs, verbose=0, callbacks=callbacks)
+
+
+def test_each_epoch_is_reported_and_a_hopeless_trial_is_pruned():
+    study = optuna.create_study(
+        direction="maximize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+    )
+    good = study.ask()
+    for epoch in range(3):
+        good.report(1.0, epoch)
+    study.tell(good, 1.0)
+
+    assert search.keras_callbacks() == []  # outside a search: nothing added
+    hopeless = study.ask()
+    with (
+        search.active_trial(hopeless, "val_accuracy"),
+        pytest.raises(optuna.TrialPruned, match="pruned after epoch 1"),
+    ):
+        tiny_fit(search.keras_callbacks())
+    assert search.active() is None
+    assert list(study.trials[1].intermediate_values) == [0]
+
+    study = optuna.create_study(direction="maximize")  # no pruning: every epoch reported
+    trial = study.ask()
+    with search.active_trial(trial, "val_accuracy"):
+        history = tiny_fit(search.keras_callbacks())
+    assert study.trials[0].intermediate_values == dict(enumerate(history.history["val_accuracy"]))
+
+
+def test_a_trial_returns_its_objective_and_names_a_missing_one():
+    summary = {"val": {"accuracy": 0.75, "loss": 0.5}}
+    assert (
+        search.objective_value(summary) is None
+    )  # outside a search: the stage returns nothing new
+    with search.active_trial(optuna.create_study().ask(), "val_accuracy"):
+        assert search.objective_value(summary) == 0.75
+    with (
+        search.active_trial(optuna.create_study().ask(), "val_pet_iou"),
+        pytest.raises(ConfigError, match="objective=val_pet_iou.*val_accuracy, val_loss"),
+    ):
+        search.objective_value(summary)
+    with (
+        pytest.raises(ConfigError, match="objective=accuracy: must name a validation value"),
+        search.active_trial(optuna.create_study().ask(), "accuracy"),
+    ):
+        pass
+
+
+def test_runs_started_in_a_trial_are_children_of_the_search_run(make_config):
+    cfg = make_config()
+    with tracking.Run(cfg, "classification", "search", run_name="parent") as parent:
+        tags = {"mlflow.parentRunId": parent.run_id, "optuna.trial.number": "0"}
+        with (
+            tracking.runs_tagged(tags) as started,
+            tracking.Run(cfg, "classification", "train_xception") as child,
+        ):
+            pass
+        with tracking.Run(cfg, "classification", "train_xception") as outside:
+            pass
+    client = parent._client
+    assert started == [child.run_id]
+    tags = client.get_run(child.run_id).data.tags
+    assert tags["mlflow.parentRunId"] == parent.run_id and tags["optuna.trial.number"] == "0"
+    assert "mlflow.parentRunId" not in client.get_run(outside.run_id).data.tags
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def test_the_dvc_command_sets_the_trials_values_and_nothing_of_the_search():
+    trial = optuna.trial.create_trial(
+        params={"classification.train.learning_rate": 0.00123},
+        distributions={
+            "classification.train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2)
+        },
+        value=0.9,
+        user_attrs={
+            search_study.OVERRIDES_ATTR: [
+                "hparams_search=classifier",
+                "classification.model.dropout=0.3",
+                "classification.train.optimizer=adam",
+                "classification.train.learning_rate=0.00123",
+                "classification.model.augmentation.flip='horizontal and vertical'",
+            ]
+        },
+    )
+    trial.number = 7
+    command = search_report.dvc_command(trial, "classifier quick")
+    words = shlex.split(command)
+    assert words[:5] == ["dvc", "exp", "run", "-n", "classifier-quick-trial-7"]
+    assert words[5::2] == ["-S"] * 4
+    assert words[6::2] == [
+        "classification.model.dropout=0.3",
+        "classification.train.optimizer=adam",
+        "classification.train.learning_rate=0.00123",
+        "classification.model.augmentation.flip='horizontal and vertical'",
+    ]
+
+
+def test_a_relative_sqlite_storage_lies_in_the_project_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert search_study.storage_url("sqlite:///optuna.db") == f"sqlite:///{ROOT / 'optuna.db'}"
+    assert search_study.storage_url("sqlite:////abs/o.db") == "sqlite:////abs/o.db"
+    assert (
+        search_study.shown_url("postgresql://me:secret@db:5432/optuna")
+        == "postgresql://me:***@db:5432/optuna"
+    )
+
+
+# --------------------------------------------------------------------------- whole searches (slow)
+
+
+STAGE = [
+    str(VENV_BIN / "python"),
+    "-m",
+    "petvision.train_xception",
+    "-m",
+    "hparams_search=classifier",
+]
+
+
+def search_command(project: Path, study: str, n_trials: int) -> list[str]:
+    """A classifier search on the tiny data: 1 epoch a trial (fixed on the command line). The
+    objective is the validation AUC: on 10 validation images the accuracy ties too often."""
+    return [
+        *STAGE,
+        f"hydra.sweeper.study_name={study}",
+        f"hydra.sweeper.n_trials={n_trials}",
+        "hydra.sweeper.objective=val_auc",
+        "classification.train.epochs=1",
+        f"hydra.sweep.dir={project / 'multirun' / study}",
+    ]
+
+
+# A pruner that stops every trial at its first report: pruning made deterministic.
+PRUNE_ALL = [
+    "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+    "~hydra.sweeper.pruner.n_startup_trials",
+    "hydra.sweeper.pruner.n_warmup_steps=0",
+    "+hydra.sweeper.pruner.lower=2.0",
+]
+
+
+def start(project: Path, command: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        command,
+        cwd=project,
+        env=env(PYTHONPATH="src"),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen, log: Path, timeout: float = 900) -> str:
+    process.wait(timeout=timeout)
+    output = log.read_text()
+    assert process.returncode == 0, f"search exited {process.returncode}:\n{output[-6000:]}"
+    return output
+
+
+def load(project: Path, study: str) -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{project / 'optuna.db'}")
+
+
+def search_runs(project: Path, study: str) -> tuple[object, dict[int, object]]:
+    """The search's one parent run, and its child runs by trial number (each number once)."""
+    (parent,) = mlflow_runs(
+        project, f"tags.`petvision.search` = 'parent' and tags.`optuna.study_name` = '{study}'"
+    )
+    children = mlflow_runs(project, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    numbers = [int(r.data.tags["optuna.trial.number"]) for r in children]
+    assert len(numbers) == len(set(numbers)), f"a trial has more than one run: {sorted(numbers)}"
+    return parent, {int(r.data.tags["optuna.trial.number"]): r for r in children}
+
+
+def printed_best(output: str) -> tuple[int, float, str]:
+    match = re.search(
+        r"Best trial (\d+) of study \S+ \(value ([^)]+)\);.*\n(dvc exp run .*)", output
+    )
+    assert match, f"no best trial printed:\n{output[-3000:]}"
+    return int(match.group(1)), float(match.group(2)), match.group(3)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A 3-trial search in a copy of the tiny repro'd project: (project, its output, seconds)."""
+    project = copy_project(
+        shared_repro_project(tmp_path_factory), tmp_path_factory.mktemp("search") / "project"
+    )
+    outputs = [project / "models/classifier.keras", project / "reports/classification/metrics.json"]
+    before = [digest(p) for p in outputs]
+    log = project.parent / "search.log"
+    began = time.monotonic()
+    output = finish(start(project, search_command(project, "tiny", 3), log), log)
+    elapsed = time.monotonic() - began
+    assert [digest(p) for p in outputs] == before, "the search changed the pipeline's outputs"
+    return project, output, elapsed
+
+
+@pytest.mark.slow
+def test_a_small_search_records_each_trial_as_a_child_run_of_one_search_run(searched):
+    project, output, elapsed = searched
+    print(f"3-trial search on the tiny data: {elapsed:.0f} s")
+    study = load(project, "tiny")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    parent, children = search_runs(project, "tiny")
+    assert sorted(children) == [0, 1, 2]
+    for trial in study.trials:
+        run = children[trial.number]
+        assert trial.user_attrs[search_study.RUN_ATTR] == run.info.run_id
+        assert run.info.status == "FINISHED" and run.data.tags["optuna.trial.state"] == "COMPLETE"
+        for key, value in trial.params.items():
+            assert run.data.params[key] == str(value)
+        assert run.data.metrics["best.val.auc"] == pytest.approx(trial.value)
+        # the trial's job wrote its outputs in its own folder, not the pipeline's
+        assert (
+            project / "multirun" / "tiny" / f"trial-{trial.number}" / "models" / "classifier.keras"
+        ).is_file()
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    steps = client.get_metric_history(children[0].info.run_id, "val_auc")
+    assert [m.step for m in steps] == [0]
+    best = study.best_trial
+    assert parent.data.tags["optuna.study_name"] == "tiny"
+    assert parent.data.tags["best_trial.number"] == str(best.number)
+    assert parent.data.metrics["best_value"] == pytest.approx(best.value)
+    pictures = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "optuna")}
+    assert {"optimization_history.png", "param_importances.png", "slice.png"} <= pictures
+    number, value, command = printed_best(output)
+    assert (number, value) == (best.number, pytest.approx(best.value, rel=1e-5))
+    assert parent.data.tags["best_trial.dvc_command"] == command
+
+
+@pytest.mark.slow
+def test_the_printed_dvc_command_makes_the_best_trial_a_pipeline_experiment(searched):
+    project, output, _ = searched
+    best = load(project, "tiny").best_trial
+    _, _, command = printed_best(output)
+    words = shlex.split(command)
+    assert words[:3] == ["dvc", "exp", "run"]
+    dvc(project, *words[1:], timeout=900)
+    params = load_params(project)
+    for key, value in best.params.items():
+        node = params
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key
+    assert params["classification"]["train"]["epochs"] == 1
+    shown = dvc(project, "exp", "show", "--json").stdout
+    assert words[4] in shown
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_started_again_continues_its_study(searched):
+    import signal
+
+    project, _, _ = searched
+    log = project.parent / "interrupted.log"
+    process = start(project, search_command(project, "tiny", 5), log)
+    deadline = time.monotonic() + 600
+    # Interrupted (Ctrl-C) once trial 3 has its run, i.e. while it trains.
+    while not mlflow_runs(project, "tags.`optuna.trial.number` = '3'"):
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=300)
+    states = [t.state.name for t in load(project, "tiny").trials]
+    assert states == ["COMPLETE"] * 3 + ["FAIL"], states
+
+    # Started again with a budget of 4: the failed trial does not count, one more runs; this
+    # time a pruner stops it after its first epoch.
+    again = project.parent / "again.log"
+    finish(start(project, [*search_command(project, "tiny", 4), *PRUNE_ALL], again), again)
+    study = load(project, "tiny")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3 + ["FAIL", "PRUNED"]
+    parent, children = search_runs(project, "tiny")  # still the one search run
+    assert sorted(children) == [0, 1, 2, 3, 4]
+    assert children[3].info.status == "KILLED"
+    pruned = children[4]
+    assert (pruned.info.status, pruned.data.tags["optuna.trial.state"]) == ("KILLED", "PRUNED")
+    assert "val_auc" in pruned.data.metrics  # the epoch it was judged on is in its run
+    assert study.trials[4].intermediate_values == {0: pruned.data.metrics["val_auc"]}
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials.pruned"] == 1
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_and_lose_no_trial(tmp_path, tmp_path_factory):
+    project = copy_project(shared_repro_project(tmp_path_factory), tmp_path / "project")
+    command = search_command(project, "shared", 3)
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    workers = [start(project, command, log) for log in logs]
+    ended: dict[int, float] = {}
+    try:
+        deadline = time.monotonic() + 900
+        while len(ended) < len(workers) and time.monotonic() < deadline:
+            for i, process in enumerate(workers):
+                if i not in ended and process.poll() is not None:
+                    ended[i] = time.monotonic()
+            time.sleep(1)
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                process.kill()
+    outputs = [finish(process, log, timeout=10) for process, log in zip(workers, logs)]
+
+    study = load(project, "shared")
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(len(trials)))
+    # The budget is 3; two workers asking at the same moment may pass it by one.
+    assert 3 <= len(trials) <= 4
+    assert {t.state.name for t in trials} == {"COMPLETE"}, [t.state.name for t in trials]
+    by_worker: dict[str, list] = {}
+    for t in trials:
+        by_worker.setdefault(t.user_attrs["worker"], []).append(t)
+    assert len(by_worker) == 2, f"one worker ran every trial: {sorted(by_worker)}"
+    spans = [
+        (min(t.datetime_start for t in ts), max(t.datetime_complete for t in ts))
+        for ts in by_worker.values()
+    ]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], (
+        f"the workers did not overlap: {spans}"
+    )
+
+    parent, children = search_runs(project, "shared")
+    assert sorted(children) == [t.number for t in trials]
+    for t in trials:
+        assert t.user_attrs[search_study.RUN_ATTR] == children[t.number].info.run_id
+    best_value = max(t.value for t in trials)
+    assert parent.data.metrics["best_value"] == pytest.approx(best_value)
+    assert study.best_trial.value == best_value
+    # each worker printed a best trial; the one that finished last saw every trial
+    last = max(ended, key=ended.__getitem__)
+    number, value, _ = printed_best(outputs[last])
+    assert value == pytest.approx(best_value, rel=1e-5)
+    assert trials[number].value == pytest.approx(value, rel=1e-5)
