@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -124,6 +123,41 @@ def test_archive_without_the_pet_layout_is_refused(pet_server, tmp_path):
     assert not (tmp_path / "raw" / "pets").exists()
 
 
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "hardlink", "device"])
+def test_a_hostile_archive_is_refused_and_the_stage_leaves_no_output(pet_server, tmp_path, kind):
+    """The images extract fine, then annotations.tar.gz holds one unsafe member: the stage fails
+    naming it, and neither the images already extracted nor anything outside is left behind."""
+    import io
+    import tarfile
+
+    from test_fetch import _evil_member
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    archives = oxford_archives()
+    member = _evil_member(kind, outside)
+    payload = b"pwned"
+    member.size = len(payload) if member.isfile() else 0
+    buf = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(archives["annotations.tar.gz"])) as good,
+        tarfile.open(fileobj=buf, mode="w:gz") as tar,
+    ):
+        for info in good.getmembers():
+            tar.addfile(info, good.extractfile(info))
+        tar.addfile(member, io.BytesIO(payload) if member.isfile() else None)
+    archives["annotations.tar.gz"] = buf.getvalue()
+    serve(pet_server, archives)
+    cfg = config.load(config.compose(oxford_overrides(tmp_path, pet_server, archives)))
+
+    with pytest.raises(DataError, match="annotations.tar.gz") as err:
+        run_download(cfg)
+    assert repr(member.name) in str(err.value)
+    assert list((tmp_path / "raw").iterdir()) == []  # no output, no half-built temporary folder
+    assert list(outside.iterdir()) == []
+    assert not list(tmp_path.rglob(layout.COMPLETE_MARKER))
+
+
 SYNTHETIC_TINY = [
     "data.synthetic.num_images=12",
     "data.synthetic.min_side=64",
@@ -135,10 +169,6 @@ SYNTHETIC_TINY = [
 ]
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("petvision.data.synthetic") is None,
-    reason="petvision.data.synthetic not written yet",
-)
 def test_synthetic_source_writes_a_complete_dataset(tmp_path):
     cfg = config.load(config.compose([*SYNTHETIC_TINY, f"paths.raw={tmp_path / 'raw' / 'pets'}"]))
     out = run_download(cfg)

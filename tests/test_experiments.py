@@ -78,6 +78,7 @@ def direct_config(project, *args: str) -> dict:
 # --------------------------------------------------------------------------- at start
 
 
+@pytest.mark.slow
 def test_a_bad_value_fails_at_start_naming_the_key(tmp_path):
     done = run_module(
         "petvision.train_xception", "classification.train.epochs=0", hydra_dir=tmp_path, timeout=120
@@ -139,6 +140,34 @@ def test_direct_route_and_exp_run_compose_the_same_configuration(workspace_exper
     assert direct_config(project, *OVERRIDES) == composed_by_dvc
     # ...and what the stage reads back from it, as dvc.yaml runs it.
     assert direct_config(project, "--config-dir", ".", "--config-name", "params") == composed_by_dvc
+
+
+@pytest.mark.slow
+def test_exp_apply_brings_an_experiment_back_into_the_workspace(workspace_experiment, tmp_path):
+    import hashlib
+
+    project = copy_project(workspace_experiment[0], tmp_path / "project")
+    shown = experiments_shown(project)["resnet2"]["metrics"]["reports/classification/metrics.json"][
+        "data"
+    ]
+    # Back to the baseline: git's params.yaml, dvc.lock and metrics, and the outputs dvc.lock records.
+    run(["git", "checkout", "--", "."], cwd=project)
+    dvc(project, "checkout", "--force")
+    assert load_params(project)["classification"]["model"]["name"] != "residual_convnet"
+    model = project / "models" / "classifier.keras"
+    baseline_model = hashlib.md5(model.read_bytes()).hexdigest()
+
+    dvc(project, "exp", "apply", "resnet2")
+    params = load_params(project)
+    assert params["classification"]["model"]["name"] == "residual_convnet"
+    assert params["classification"]["train"]["epochs"] == 2
+    assert (
+        json.loads((project / "reports" / "classification" / "metrics.json").read_text()) == shown
+    )
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train_xception"]
+    recorded = {out["path"]: out["md5"] for out in lock["outs"]}["models/classifier.keras"]
+    applied = hashlib.md5(model.read_bytes()).hexdigest()
+    assert applied == recorded != baseline_model  # the experiment's model, not the baseline's
 
 
 # --------------------------------------------------------------------------- queued, two at once

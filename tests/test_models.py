@@ -104,6 +104,7 @@ def test_thin_strided_projection_computes_the_books_strided_1x1_convolution(size
     )
 
 
+@pytest.mark.slow
 def test_residual_demo_trains_on_images_of_96_px_and_more(tmp_path):
     """Regression: the book's strided 1x1 projection of the 3-channel image crashed TensorFlow's
     CPU training (oneDNN heap corruption) at 96 px and above. Run in a child so a crash is a

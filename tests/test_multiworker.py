@@ -170,6 +170,26 @@ def test_two_workers_train_like_one_and_only_the_chief_writes(tmp_path):
     assert model_shapes(shared / "models" / "segmentation.keras") == model_shapes(
         single_base / "models" / "segmentation.keras"
     )
+    # Same weights: the same seed gives the same initial weights and the same shuffled index
+    # stream, and every global batch of 4 (18 images: 4, 4, 4, 4, 2) splits evenly across the two
+    # replicas, whose mean losses Keras scales by 1/2 before the all-reduce, so each step applies
+    # the single worker's gradient. What may differ is float rounding (another summation order),
+    # which after 5 steps stays orders below the tolerance; a worker training on the wrong share,
+    # a gradient counted twice or a step lost moves weights by far more.
+    import keras
+    import numpy as np
+
+    single_model = keras.saving.load_model(
+        single_base / "models" / "segmentation.keras", safe_mode=True
+    )
+    chief_model = keras.saving.load_model(shared / "models" / "segmentation.keras", safe_mode=True)
+    steps = -(-TRAIN // 4)
+    assert int(single_model.optimizer.iterations.numpy()) == steps
+    assert int(chief_model.optimizer.iterations.numpy()) == steps
+    for single_w, chief_w, weight in zip(
+        single_model.get_weights(), chief_model.get_weights(), single_model.weights
+    ):
+        np.testing.assert_allclose(chief_w, single_w, rtol=1e-4, atol=1e-5, err_msg=weight.path)
 
     # One MLflow run, the chief's, tagged as a two-replica multi-worker run with its epochs logged.
     runs = mlflow_runs(db)

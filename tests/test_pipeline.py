@@ -44,6 +44,7 @@ def test_params_yaml_says_what_conf_says(tmp_path):
     ), "params.yaml is stale: run `make params` after editing conf/"
 
 
+@pytest.mark.slow
 def test_dvc_dag_shows_the_pipeline():
     stages = stage_names()
     assert stages[:4] == ["download", "preprocess", "train_segmentation", "train_xception"]

@@ -327,6 +327,49 @@ def test_early_stopping_counts_the_epochs_before_a_resume(values, patience):
         assert stopped == expected, resumed_after
 
 
+def test_early_stopping_stops_a_resumed_fit_where_it_stops_an_uninterrupted_one(
+    tmp_path, monkeypatch
+):
+    """A real resume of ``fit`` after every epoch before the stop. The validation targets are the
+    opposite of what training teaches, so val_loss rises after epoch 1 and patience 2 stops at
+    epoch 3; Keras's own EarlyStopping, counting again from the resume, would stop later."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8)
+    y = rng.integers(0, 3, (40, 8, 8, 1), dtype=np.uint8)
+    y[:, :4] = x[:, :4, :, :1] > 127
+    y[32:, :4] = 1 - y[32:, :4]
+
+    def fit(workdir: Workdir, callbacks=()):
+        train = TrainConfig(
+            optimizer="adam", learning_rate=0.01, batch_size=8, epochs=8, early_stopping_patience=2
+        )
+        return loop.fit(
+            tiny_model(),
+            inputs.batches(x[:32], y[:32], 8, shuffle=False, seed=0),
+            inputs.batches(x[32:], y[32:], 8, shuffle=False, seed=0),
+            train,
+            workdir,
+            config_key="segmentation",
+            callbacks=list(callbacks),
+            verbose=0,
+        )
+
+    whole = fit(Workdir(tmp_path / "whole"))
+    stop = len(whole.history["loss"])
+    assert whole.stopped_early and stop == loop.early_stop_epoch(whole.history["val_loss"], 2) < 8
+    for killed_after in range(1, stop):
+        workdir = Workdir(tmp_path / f"killed-{killed_after}")
+        with monkeypatch.context() as patch, pytest.raises(Killed):
+            fit(workdir, kill_at(patch, "after_commit", epoch=killed_after - 1))
+        resumed = fit(workdir)
+        assert resumed.resumed_from == killed_after
+        assert resumed.stopped_early and len(resumed.history["loss"]) == stop, killed_after
+        assert resumed.best_epoch == whole.best_epoch
+        np.testing.assert_allclose(
+            resumed.history["val_loss"], whole.history["val_loss"], rtol=1e-4
+        )
+
+
 # --------------------------------------------------------------------------- training faults
 
 
@@ -399,16 +442,56 @@ STAGES = {
 }
 
 
-def disk_full(monkeypatch):
-    """The model copy, the stage's last and largest write, fails: no space left on the device."""
+class Disk:
+    """Where the training stages put the model (the stage's last and largest write), and how to
+    make that write fail with "No space left on device".
 
-    def copyfile(source, target):
-        Path(target).write_bytes(Path(source).read_bytes()[:100])
-        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+    As root (CI containers, this project's machines) ``paths.models`` lies on a real 64 MiB tmpfs
+    mounted for the test; :meth:`fill` takes all but 64 KiB of it with a filler file, so the
+    model copy gets a real ENOSPC from the kernel, half-written. Where mounting is not permitted,
+    :meth:`fill` replaces the model copy with one that writes 100 bytes and raises ENOSPC."""
 
-    monkeypatch.setattr(
-        session, "shutil", types.SimpleNamespace(copyfile=copyfile, rmtree=shutil.rmtree)
-    )
+    def __init__(self, root: Path):
+        self.root, self.models = root, root / "models"
+        root.mkdir(parents=True)
+        self.real = (
+            os.geteuid() == 0
+            and subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], capture_output=True
+            ).returncode
+            == 0
+        )
+        self.filler = root / "filler"
+
+    def fill(self, patch) -> None:
+        if not self.real:
+
+            def copyfile(source, target):
+                Path(target).write_bytes(Path(source).read_bytes()[:100])
+                raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+            patch.setattr(
+                session, "shutil", types.SimpleNamespace(copyfile=copyfile, rmtree=shutil.rmtree)
+            )
+            return
+        stats = os.statvfs(self.root)
+        with self.filler.open("wb") as fh:
+            fh.truncate(0)
+            fh.write(bytes(stats.f_bavail * stats.f_frsize - 64 * 1024))
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def unmount(self) -> None:
+        if self.real:
+            subprocess.run(["umount", "-l", str(self.root)], check=True)
+
+
+@pytest.fixture
+def disk(tmp_path):
+    made = Disk(tmp_path / "disk")
+    yield made
+    made.unmount()
 
 
 def picture_fails(monkeypatch, name: str):
@@ -420,7 +503,7 @@ def picture_fails(monkeypatch, name: str):
 
 @pytest.mark.parametrize("task", ["segmentation", "classification"])
 def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(
-    task, tmp_path, make_config, stage_data, shared_store, monkeypatch
+    task, tmp_path, make_config, stage_data, shared_store, monkeypatch, disk
 ):
     run, overrides, last_picture = STAGES[task]
     store_uri = f"tracking.uri=sqlite:///{shared_store}/mlflow.db"
@@ -428,22 +511,29 @@ def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(
     real_train, real_fit = loop._train, loop.fit
     monkeypatch.setattr(loop, "_train", lambda *a, **k: trainings.append(1) or real_train(*a, **k))
     monkeypatch.setattr(loop, "fit", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
-    outputs = [tmp_path / name for name in OUTPUTS[task]]
-    folders = (tmp_path / "models", tmp_path / "reports")
+    outputs = [
+        (disk.models if name.startswith("models/") else tmp_path) / name.removeprefix("models/")
+        for name in OUTPUTS[task]
+    ]
+    folders = (disk.models, tmp_path / "reports")
+    overrides = (*overrides, store_uri, f"paths.models={disk.models}")
 
     def attempt(inject, epochs: int):
-        cfg = make_config(*overrides, store_uri, f"{task}.train.epochs={epochs}")
+        cfg = make_config(*overrides, f"{task}.train.epochs={epochs}")
         with monkeypatch.context() as patch:
             inject(patch)
-            with pytest.raises((OSError, RuntimeError), match="No space|injected"):
+            with pytest.raises((OSError, RuntimeError), match="No space|injected") as err:
                 run(cfg)
+        if inject == disk.fill:
+            assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC
+        disk.free()
         leftovers = [
             p for p in files_under(*folders) if Path(p).name.startswith(".") or ".partial" in p
         ]
         assert leftovers == []  # no temporary file, no staging folder
 
     # No old outputs: a failure while writing them, or just before, leaves none.
-    attempt(disk_full, epochs=1)
+    attempt(disk.fill, epochs=1)
     assert files_under(*folders) == {}
     attempt(lambda patch: picture_fails(patch, last_picture), epochs=1)
     assert files_under(*folders) == {}
@@ -451,13 +541,13 @@ def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(
         len(trainings) == 1 and fits[-1].resumed_from == 1
     )  # training had finished: not done again
 
-    summary = run(make_config(*overrides, store_uri, f"{task}.train.epochs=1"))
+    summary = run(make_config(*overrides, f"{task}.train.epochs=1"))
     assert len(trainings) == 1 and summary["epochs_run"] == 1
     before = files_under(*folders)
     assert set(before) == {str(p) for p in outputs}
 
     # Old outputs: a failure while writing new ones (two epochs now), or just before, leaves them all.
-    attempt(disk_full, epochs=2)
+    attempt(disk.fill, epochs=2)
     assert len(trainings) == 2
     assert files_under(*folders) == before
     attempt(lambda patch: picture_fails(patch, last_picture), epochs=2)
@@ -465,18 +555,41 @@ def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(
     assert files_under(*folders) == before
 
 
+# Every trainer.* key but resume, with a value other than the default: each changes what training
+# computes (device and precision the arithmetic, xla the kernels, strategy the reductions, seed the
+# initial weights and shuffles, deterministic the op order).
+TRAINER_CHANGES = {
+    "device": "cpu",
+    "precision": "mixed_bfloat16",
+    "xla": "true",
+    "strategy": "mirrored",
+    "seed": "1",
+    "deterministic": "true",
+}
+
+
 def test_saved_state_is_resumed_only_with_the_same_settings_and_data(
     tmp_path, make_config, monkeypatch
 ):
+    import dataclasses
+
+    from petvision.config import TrainerConfig
+
+    npy = tmp_path / "npy"
+    write_npy(npy, "segmentation", 16, {"train": 8, "val": 4})
     chief = types.SimpleNamespace(is_chief=True, worker_index=0)
 
-    def fingerprint(*overrides, data="digest-1"):
-        cfg = make_config(*SEG, *overrides)
-        return session.TrainingSession(
-            cfg, "segmentation", "train_segmentation", "book", chief, []
-        )._fingerprint({"train": data})
+    def fingerprint(*overrides):
+        """The fingerprint a stage run with these overrides would save, over the real .npy files."""
+        cfg = make_config(*SEG, f"paths.npy={npy}", *overrides)
+        splits = [npy_dataset.load_split(npy, "segmentation", name) for name in ("train", "val")]
+        made = session.TrainingSession(
+            cfg, "segmentation", "train_segmentation", "book", chief, splits
+        )
+        return made._fingerprint(made._data_digests())
 
     same = fingerprint()
+    assert fingerprint() == same  # the digests are of the bytes, which have not changed
     # What the trained model does not depend on may change between a kill and the rerun...
     assert (
         fingerprint(
@@ -485,15 +598,28 @@ def test_saved_state_is_resumed_only_with_the_same_settings_and_data(
         == same
     )
     # ...what it depends on may not (dvc.yaml's params of the stage, and the data).
-    for changed in [
-        fingerprint("segmentation.train.epochs=2"),
-        fingerprint("segmentation.train.learning_rate=0.5"),
-        fingerprint("segmentation/model=unet"),
-        fingerprint("trainer.seed=1"),
-        fingerprint("data.segmentation.image_size=40"),
-        fingerprint(data="digest-2"),
+    assert set(TRAINER_CHANGES) == {f.name for f in dataclasses.fields(TrainerConfig)} - {"resume"}
+    default_trainer = make_config(*SEG).trainer
+    for key, value in TRAINER_CHANGES.items():
+        assert str(getattr(default_trainer, key)).lower() != value, key  # really a change
+        assert fingerprint(f"trainer.{key}={value}") != same, key
+    for override in [
+        "segmentation.train.epochs=2",
+        "segmentation.train.learning_rate=0.5",
+        "segmentation/model=unet",
+        "data.segmentation.image_size=40",
     ]:
-        assert changed != same
+        assert fingerprint(override) != same, override
+
+    # One pixel of one training image, changed and put back: the data digest follows the bytes.
+    images = npy_dataset.array_path(npy, "segmentation", "train", "images")
+    original = np.load(images)
+    changed = original.copy()
+    changed[3, 5, 5, 1] ^= 1
+    np.save(images, changed)
+    assert fingerprint() != same
+    np.save(images, original)
+    assert fingerprint() == same
 
     workdir = Workdir(tmp_path / "state")
     with pytest.raises(Killed):

@@ -152,6 +152,7 @@ def test_resume_continues_the_same_run(store_config):
         first.log_input_dataset("classification-train", "feedbeef", "/data/npy", "training")
         first.log_metrics({"loss": 1.0}, step=0)
         raise KeyboardInterrupt
+    params_before = MlflowClient(first.uri).get_run(first.run_id).data.params
     with tracking.Run(
         cfg, "classification", "train_xception", resume_run_id=first.run_id
     ) as second:
@@ -163,6 +164,11 @@ def test_resume_continues_the_same_run(store_config):
     resumed = client.get_run(first.run_id)
     assert resumed.info.status == "FINISHED" and resumed.data.tags["resumed"] == "true"
     assert [d.dataset.digest for d in resumed.inputs.dataset_inputs] == ["feedbeef"]
+    # The params logged before the interruption are all kept, unchanged; the new one is added.
+    assert "classification.train.epochs" in params_before
+    assert {k: resumed.data.params.get(k) for k in params_before} == params_before
+    assert set(resumed.data.params) == {*params_before, "model.parameters"}
+    assert resumed.data.params["model.parameters"] == "123"
     assert [
         m.value
         for m in sorted(client.get_metric_history(first.run_id, "loss"), key=lambda m: m.step)

@@ -74,6 +74,15 @@ def atomic_file(final: Path) -> Iterator[Path]:
         raise
 
 
+def remove_stale_tmp(final: Path) -> None:
+    """Remove the temporary siblings of ``final`` that a killed process left (a SIGKILL runs no
+    cleanup). Only for outputs that one process writes at a time."""
+    final = Path(final)
+    if final.parent.is_dir():
+        for path in final.parent.glob(f".{final.stem}.*.tmp{final.suffix}"):
+            _remove(path)
+
+
 def write_json(final: Path, data: Any) -> None:
     with atomic_file(Path(final)) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import keras
 
+from petvision import faults
 from petvision.atomic import atomic_file, write_json
 from petvision.config import TrainConfig
 from petvision.errors import TrainingError
@@ -90,6 +91,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         with atomic_file(path) as tmp:
             self.model.save(tmp)
         log.info("epoch %d: %s improved to %.4f, saved %s", epoch + 1, self.monitor, value, path)
+        faults.point("after_best_saved", epoch + 1)
 
 
 class _Backup(keras.callbacks.BackupAndRestore):
@@ -103,6 +105,13 @@ class _Backup(keras.callbacks.BackupAndRestore):
     def on_epoch_end(self, epoch, logs=None):
         if not self.guard.failed:
             super().on_epoch_end(epoch, logs)
+            faults.point("after_backup", epoch + 1)
+
+    def _save_model(self):
+        epoch = self._current_epoch
+        if faults.armed("mid_backup", epoch):  # tests: die between the weights and the epoch count
+            self.model.save_weights = faults.after(self.model.save_weights, "mid_backup", epoch)
+        super()._save_model()
 
 
 class EpochHistory(keras.callbacks.Callback):
@@ -133,6 +142,7 @@ class EpochHistory(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(float(value))
         write_json(self.workdir.history_file, self.history)
         self.workdir.prune_best()
+        faults.point("after_commit", epoch + 1)
 
 
 def early_stop_epoch(values: list[float], patience: int) -> int | None:

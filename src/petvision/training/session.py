@@ -29,7 +29,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from petvision import atomic, search, tracking
+from petvision import atomic, faults, search, tracking
 from petvision.config import Config, TrainConfig
 from petvision.data import digest, npy_dataset
 from petvision.errors import TrainingError
@@ -132,6 +132,7 @@ class TrainingSession:
         self.workdir.save_fingerprint(fingerprint)
         shutil.rmtree(self.reports_dir, ignore_errors=True)  # what a killed run left half-staged
         if self.rt.is_chief:
+            atomic.remove_stale_tmp(self.cfg.paths.model_file(self.task))  # a SIGKILL leftover
             self.workdir.save_run_id(self.run.run_id)
             self._log_inputs(digests)
             if self.run.resumed:
@@ -254,6 +255,7 @@ class TrainingSession:
             final_dir.mkdir(parents=True, exist_ok=True)
             for path in staged:
                 os.replace(path, final_dir / path.name)
+                faults.point("mid_outputs")
         metrics_file, history_file = final_dir / "metrics.json", final_dir / "history.csv"
         pictures = [final_dir / path.name for path in staged[3:]]
 
