@@ -192,6 +192,15 @@ def isolated_env(monkeypatch):
     os.environ.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def float32_keras_policy():
+    """A stage run in-process sets Keras's global dtype policy (mixed_bfloat16 where the CPU has
+    native bfloat16): put float32 back, so a later test's model is not built in bfloat16."""
+    yield
+    if "keras" in sys.modules:
+        sys.modules["keras"].config.set_dtype_policy("float32")
+
+
 @pytest.fixture(scope="module")
 def shared_store(tmp_path_factory) -> Path:
     """The folder of one SQLite store (``mlflow.db``) for the tests of a module that do not care
