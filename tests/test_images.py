@@ -168,7 +168,8 @@ def test_resize_mask_never_invents_labels(size):
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
 def test_matches_the_seeds_keras_loader(tmp_path, interpolation):
     """load_rgb + resize_image give exactly what the seed's ``keras.utils.load_img`` gives."""
-    keras_utils = pytest.importorskip("keras.utils")
+    from keras import utils as keras_utils  # a pinned dependency: no skip
+
     for quirk in ("jpeg", "rgba", "gif_as_jpg", "cmyk", "grayscale"):
         path = tmp_path / f"{quirk}.jpg"
         write_quirk(path, quirk)
