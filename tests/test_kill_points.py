@@ -1,6 +1,6 @@
 """A real SIGKILL at every point of the epoch commit protocol, through the real command line.
 
-``PETVISION_KILL_AT=<point>:<epoch>`` (petvision.faults) makes ``python -m
+``PETVISION_KILL_AT=<point>:<epoch>`` (petvision.training.faults) makes ``python -m
 petvision.train_segmentation`` kill itself with SIGKILL at that point, so no ``except``, no
 ``finally`` and no Keras callback runs after it. The same command is then run again without the
 switch, killed again at the next point, and so on, once at each point; the run that finally
@@ -33,7 +33,7 @@ from conftest import ROOT, VENV_BIN, path_overrides, write_npy
 from mlflow import MlflowClient
 from PIL import Image
 
-from petvision import faults
+from petvision.training import faults
 from petvision.training.workdir import Workdir, _backup_epoch
 
 EPOCHS, KILL_EPOCH, TRAIN_COUNT = 3, 2, 16

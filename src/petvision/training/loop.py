@@ -29,11 +29,10 @@ from pathlib import Path
 
 import keras
 
-from petvision import faults
 from petvision.atomic import atomic_file, write_json
 from petvision.config import TrainConfig
 from petvision.errors import TrainingError
-from petvision.training import schedules
+from petvision.training import faults, schedules
 from petvision.training.workdir import Workdir
 
 log = logging.getLogger(__name__)

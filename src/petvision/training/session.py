@@ -29,12 +29,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from petvision import atomic, faults, search, tracking
+from petvision import atomic, search, tracking
 from petvision.config import Config, TrainConfig
 from petvision.data import digest, npy_dataset
 from petvision.errors import TrainingError
 from petvision.tracking import registry
-from petvision.training import loop, workdir
+from petvision.training import faults, loop, workdir
 from petvision.training.runtime import Runtime
 from petvision.util.hashing import json_digest
 from petvision.util.nested import flatten, numbers
