@@ -240,6 +240,7 @@ class Run:
             result = _retry_locked(call)
         except Exception as exc:
             self.lost.append(f"{what}: {type(exc).__name__}: {_first_line(exc, 200)}")
+            log.debug("MLflow call %s failed", what, exc_info=True)  # the traceback, for -v runs
             if not self._degraded:
                 log.warning(
                     "MLflow logging to %s failed (%s: %s); training goes on, and later failures "

@@ -259,8 +259,8 @@ class TrainingSession:
         metrics_file, history_file = final_dir / "metrics.json", final_dir / "history.csv"
         pictures = [final_dir / path.name for path in staged[3:]]
 
-        best = {split: summary.get(split, {}) for split in ("train", "val", "test")}
-        flat = numbers(flatten(best, "best."))
+        best_values = {split: summary.get(split, {}) for split in ("train", "val", "test")}
+        flat = numbers(flatten(best_values, "best."))
         self.run.log_metrics({"best_epoch": result.best_epoch, **flat})
         for path in [metrics_file, history_file, *pictures]:
             self.run.log_artifact(path, artifact_path="reports")
