@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED ?= 1
 PYTEST_ARGS ?=
 MLFLOW_PORT ?= 5000
 
-.PHONY: help install run lint test test-fast params lock bench mlflow-ui clean-venv
+.PHONY: help install run lint quality-gate test test-fast params lock bench mlflow-ui clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ lint: install ## ruff (lint, format check) and mypy, configured in pyproject.tom
 
 test: lint ## lint, then the whole test suite (slow tests included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+quality-gate: install ## train the quick preset for real and check both quality bars (slow)
+	$(BIN)/python -m pytest -m quality $(PYTEST_ARGS)
 
 test-fast: install ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

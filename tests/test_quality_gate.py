@@ -18,6 +18,7 @@ BARS = {"segmentation": ("val", "pet_iou", 0.80), "classification": ("test", "ac
 
 
 @pytest.mark.slow
+@pytest.mark.quality
 @pytest.mark.timeout(3600)
 def test_the_quick_preset_reaches_both_bars(tmp_path):
     quick = yaml.safe_load((ROOT / "conf" / "experiment" / "quick.yaml").read_text())
