@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 # make install GPU=1: TensorFlow with CUDA instead of the CPU wheel.
 GPU ?=
 FLAVOUR := $(if $(GPU),gpu,cpu)
+# Two installs, each stamped: what `make run` needs (requirements-run.lock, cut from the lock), and
+# the whole lock on top of it (tests, lint, bench): a newcomer's `make run` skips the test tools.
+RUN_STAMP := $(VENV)/.installed-run-$(FLAVOUR)
 STAMP := $(VENV)/.installed-$(FLAVOUR)
 # Stage commands in dvc.yaml call `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -16,7 +19,7 @@ export PYTHONUNBUFFERED ?= 1
 PYTEST_ARGS ?=
 MLFLOW_PORT ?= 5000
 
-.PHONY: help install run lint quality-gate test test-fast params lock bench mlflow-ui clean-venv
+.PHONY: help install install-run run lint quality-gate test test-fast params lock bench mlflow-ui clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -27,21 +30,26 @@ help: ## list the targets
 UV_PIN := $(shell grep -m1 '^uv==' requirements.lock)
 UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
 
-$(STAMP): pyproject.toml requirements.lock
+# GPU=1 asks for TensorFlow with CUDA as well, the rest held to the lock's pins.
+TF_GPU := $(if $(GPU),-c requirements.lock "tensorflow[and-cuda]==2.21.0")
+
+$(RUN_STAMP): pyproject.toml requirements-run.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(UV_PIN)"
-ifeq ($(FLAVOUR),cpu)
-	$(UV) -r requirements.lock
-else
-	$(UV) -c requirements.lock "tensorflow[and-cuda]==2.21.0" -r requirements.lock
-endif
+	$(UV) $(TF_GPU) -r requirements-run.lock
 	$(UV) --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-install: $(STAMP) ## create .venv with the pinned dependencies (GPU=1 for CUDA)
+$(STAMP): $(RUN_STAMP) requirements.lock
+	$(UV) $(TF_GPU) -r requirements.lock
+	touch $@
 
-run: install ## run the whole pipeline on the default configuration (dvc repro)
+install: $(STAMP) ## create .venv with all the pinned dependencies, test tools included (GPU=1 for CUDA)
+
+install-run: $(RUN_STAMP) ## create .venv with only what `make run` needs (GPU=1 for CUDA)
+
+run: install-run ## run the whole pipeline on the default configuration (dvc repro)
 	$(BIN)/dvc repro
 
 lint: install ## ruff (lint, format check) and mypy, configured in pyproject.toml
@@ -58,20 +66,21 @@ quality-gate: install ## train the quick preset for real and check both quality 
 test-fast: install ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-params: install ## recompose params.yaml from conf/ (what dvc exp run -S does)
+params: install-run ## recompose params.yaml from conf/ (what dvc exp run -S does)
 	$(BIN)/python scripts/compose_params.py
 
-lock: ## re-resolve the pinned versions in pyproject.toml into requirements.lock
+lock: ## re-resolve the pinned versions in pyproject.toml into requirements.lock and requirements-run.lock
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet -e ".[cpu,test]"
-	{ echo "# The whole dependency tree, pinned (CPU machines, Python 3.11). Rebuild with: make lock"; \
+	{ echo "# The whole dependency tree, pinned (CPU machines; made on Python 3.11, installs on 3.11-3.13). Rebuild with: make lock"; \
 	  .lock-venv/bin/pip freeze --exclude-editable | grep -vi '^petvision'; } > requirements.lock
+	.lock-venv/bin/python scripts/runtime_lock.py requirements.lock > requirements-run.lock
 	rm -rf .lock-venv
 
 bench: install ## measure the project against the seed's way (writes docs/benchmarks.md)
 	$(BIN)/python bench/run_all.py
 
-mlflow-ui: install ## the MLflow UI on the project's store at http://127.0.0.1:5000 (MLFLOW_PORT=... to move it)
+mlflow-ui: install-run ## the MLflow UI on the project's store at http://127.0.0.1:5000 (MLFLOW_PORT=... to move it)
 	@echo "runs table of an experiment: http://127.0.0.1:$(MLFLOW_PORT)/#/experiments/<id>/runs?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns --host 127.0.0.1 --port $(MLFLOW_PORT)
 

@@ -1,0 +1,99 @@
+"""The two installs: requirements-run.lock (what `make run` installs) is the runtime part of
+requirements.lock, and the Makefile installs each one where it should, once."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _runtime_lock_module():
+    spec = importlib.util.spec_from_file_location("runtime_lock", ROOT / "scripts/runtime_lock.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+runtime_lock = _runtime_lock_module()
+FULL = (ROOT / "requirements.lock").read_text()
+RUN = (ROOT / "requirements-run.lock").read_text()
+
+
+def test_the_runtime_lock_pins_what_the_full_lock_pins():
+    full, run = runtime_lock.pins(FULL), runtime_lock.pins(RUN)
+    assert run, "requirements-run.lock pins nothing"
+    assert {name: full.get(name) for name in run} == run
+    assert {"keras", "tensorflow-cpu", "mlflow", "dvc", "hydra-core"} <= run.keys()
+
+
+def test_the_runtime_lock_leaves_out_the_test_and_dev_tools():
+    run = runtime_lock.pins(RUN)
+    for tool in ("jax", "jaxlib", "moto", "cfn-lint", "sympy", "mypy", "ruff", "pytest", "dvc-s3"):
+        assert tool in runtime_lock.pins(FULL), f"{tool} is not in the full lock any more"
+        assert tool not in run, f"{tool} is in requirements-run.lock"
+
+
+@pytest.mark.skipif(
+    sys.version_info[:2] != (3, 11),
+    reason="the lock is made on Python 3.11: some dependencies hold only below 3.12",
+)
+def test_the_runtime_lock_is_what_petvision_cpu_needs_here():
+    # This environment holds the whole lock: walking its metadata from petvision[cpu] must give
+    # the committed file, or pyproject.toml changed without `make lock`.
+    assert runtime_lock.runtime_lock(FULL) == RUN
+
+
+@pytest.fixture
+def makefile_copy(tmp_path):
+    for name in ("Makefile", "pyproject.toml", "requirements.lock", "requirements-run.lock"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def _dry_run(cwd: Path, *args: str) -> str:
+    # make -n prints the commands without running them: nothing is installed.
+    done = subprocess.run(
+        ["make", "-n", *args], cwd=cwd, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+@pytest.mark.parametrize("flavour", [[], ["GPU=1"]])
+def test_make_run_installs_the_runtime_and_the_test_targets_the_whole_lock(makefile_copy, flavour):
+    run = _dry_run(makefile_copy, "run", *flavour)
+    assert "-r requirements-run.lock" in run and "-r requirements.lock" not in run
+    assert "dvc repro" in run
+    for target in ("install", "test", "test-fast", "lint", "quality-gate", "bench"):
+        out = _dry_run(makefile_copy, target, *flavour)
+        assert "-r requirements-run.lock" in out and "-r requirements.lock" in out, target
+    gpu = _dry_run(makefile_copy, "install", *flavour)
+    assert ('"tensorflow[and-cuda]==2.21.0"' in gpu) == bool(flavour)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_a_second_make_installs_nothing(makefile_copy):
+    venv = makefile_copy / ".venv"
+    venv.mkdir()
+
+    def up_to_date(target: str) -> bool:
+        done = subprocess.run(["make", "-q", target], cwd=makefile_copy, check=False)
+        return done.returncode == 0
+
+    assert not up_to_date("install-run") and not up_to_date("install")
+    # The stamps the recipes touch, in the order they touch them.
+    (venv / ".installed-run-cpu").touch()
+    assert up_to_date("install-run") and not up_to_date("install")
+    (venv / ".installed-cpu").touch()
+    assert up_to_date("install-run") and up_to_date("install")
+    # A newer lock reinstalls what it feeds.
+    (makefile_copy / "requirements.lock").touch()
+    assert up_to_date("install-run") and not up_to_date("install")
