@@ -258,6 +258,16 @@ def matmul_rate(dtype: str, n: int = 2048, repeats: int = 10) -> float:
     return flops / statistics.median(times) / 1e9
 
 
+MATMUL_ROW = "TensorFlow matmul 2048³, float32 / bfloat16 (GFLOP/s)"
+
+
+def matmul_speed() -> str:
+    """This machine's matrix-multiply rate, float32 / bfloat16 GFLOP/s, for the table beside a
+    wall time: machines of one CPU class differ (two 2-core AVX-512-BF16 VMs measured 471 / 794
+    and 213 / 415), so a time is comparable only beside the rate it was measured at."""
+    return f"{matmul_rate('float32'):.0f} / {matmul_rate('bfloat16'):.0f}"
+
+
 # --------------------------------------------------------------------------- timing fit
 
 

@@ -27,11 +27,13 @@ from pathlib import Path
 
 from common import (
     CLASS_NAMES,
+    MATMUL_ROW,
     ROOT,
     cpu_class,
     fmt,
     machine_info,
     machine_markdown,
+    matmul_speed,
     table,
     write_section,
 )
@@ -135,6 +137,7 @@ def main() -> None:
     args = parser.parse_args()
 
     info = machine_info()
+    info[MATMUL_ROW] = matmul_speed()
     klass = cpu_class()
     budget, section = BUDGETS[klass], f"pipeline_time_{klass}"
     commit = subprocess.run(

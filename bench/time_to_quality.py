@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     args = parser.parse_args(argv)
     info = common.machine_info()  # first: the load average before this run adds to it
+    info[common.MATMUL_ROW] = common.matmul_speed()
     started = time.perf_counter()
     with common.work_folder(args.folder, "bench-ttq-") as folder:
         cfg = prepare(folder, args.overrides)
