@@ -24,6 +24,40 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 
+# Every oddity of the real dataset that write_quirky_image can write.
+QUIRKS = (
+    "jpeg",
+    "png_as_jpg",
+    "gif_as_jpg",
+    "rgba",
+    "cmyk",
+    "grayscale",
+    "palette",
+    "extraneous_bytes",
+)
+
+# dvc.yaml's outs, metrics and plots of each training stage (paths relative to the project).
+STAGE_OUTPUTS = {
+    "segmentation": [
+        "models/segmentation.keras",
+        "reports/segmentation/metrics.json",
+        "reports/segmentation/mlflow_run.json",
+        "reports/segmentation/history.csv",
+        "reports/segmentation/learning_curves.png",
+        "reports/segmentation/samples.png",
+    ],
+    "classification": [
+        "models/classifier.keras",
+        "reports/classification/metrics.json",
+        "reports/classification/mlflow_run.json",
+        "reports/classification/history.csv",
+        "reports/classification/learning_curves.png",
+        "reports/classification/confusion_matrix.png",
+        "reports/classification/misclassified.png",
+    ],
+}
+
+
 def write_quirky_image(path: Path, rgb, quirk: str) -> None:
     """Save ``rgb`` under ``path`` (a .jpg name) as one of the real set's oddities."""
     import io
@@ -107,18 +141,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real ``mlflow server`` (SQLite backend, proxied artifacts) on a free local port; yields
-    ``(uri, kill)`` where ``kill()`` stops it at once (SIGKILL), as a crashed server would."""
+def start_server(
+    args: list[str], health_url: str, log: Path, *, wait_s: float, env: dict | None = None
+):
+    """Start a real server in its own process group, its output in ``log``, and wait until
+    ``health_url`` answers 200; returns ``(process, kill)``, where ``kill()`` stops the server and
+    the workers it forked at once (SIGKILL), as a crash would. A server that exits or is not up
+    within ``wait_s`` fails the test with the end of its log."""
     import signal
     import time
 
     import requests
 
-    port = free_port()
-    log_file = (tmp_path / "server.log").open("w")
+    log_file = log.open("w")
     process = subprocess.Popen(
+        args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+    def kill() -> None:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        log_file.close()
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if requests.get(health_url, timeout=2).status_code == 200:
+                return process, kill
+        except requests.RequestException:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            kill()
+            pytest.fail(f"{Path(args[0]).name} {args[1]} did not start: {log.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` (SQLite backend, proxied artifacts) on a free local port; yields
+    ``(uri, kill)`` where ``kill()`` stops it at once (SIGKILL), as a crashed server would."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    _, kill = start_server(
         [
             str(VENV_BIN / "mlflow"),
             "server",
@@ -133,36 +198,14 @@ def mlflow_server(tmp_path):
             "--artifacts-destination",
             str(tmp_path / "server-artifacts"),
         ],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        f"{uri}/health",
+        tmp_path / "server.log",
+        # Minutes, not seconds: on a busy 2-core machine its first start (creating the tables)
+        # is slow.
+        wait_s=300,
     )
-    uri = f"http://127.0.0.1:{port}"
-
-    def kill() -> None:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)  # the server and its uvicorn workers
-            process.wait(timeout=30)
-
-    # Minutes, not seconds: on a busy 2-core machine its first start (creating the tables) is slow.
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if requests.get(f"{uri}/health", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            kill()
-            log_file.close()
-            pytest.fail(
-                f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}"
-            )
-        time.sleep(0.3)
-
     yield uri, kill
     kill()
-    log_file.close()
 
 
 # --------------------------------------------------------------------------- shared by several test files

@@ -29,7 +29,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, VENV_BIN, path_overrides, write_npy
+from conftest import ROOT, STAGE_OUTPUTS, VENV_BIN, path_overrides, write_npy
 from mlflow import MlflowClient
 from PIL import Image
 
@@ -37,14 +37,7 @@ from petvision.training import faults
 from petvision.training.workdir import Workdir, _backup_epoch
 
 EPOCHS, KILL_EPOCH, TRAIN_COUNT = 3, 2, 16
-OUTPUTS = [
-    "models/segmentation.keras",
-    "reports/segmentation/metrics.json",
-    "reports/segmentation/mlflow_run.json",
-    "reports/segmentation/history.csv",
-    "reports/segmentation/learning_curves.png",
-    "reports/segmentation/samples.png",
-]
+OUTPUTS = STAGE_OUTPUTS["segmentation"]
 # point -> the epoch the kill names (None: after training)
 POINTS = {
     "after_best_saved": KILL_EPOCH,

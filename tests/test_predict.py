@@ -8,21 +8,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_module, write_quirky_image
+from conftest import QUIRKS, run_module, write_quirky_image
 from PIL import Image
 from project_copy import tiny_overrides
 
 SIZE = 32
-QUIRKS = (
-    "jpeg",
-    "extraneous_bytes",
-    "png_as_jpg",
-    "gif_as_jpg",
-    "rgba",
-    "cmyk",
-    "grayscale",
-    "palette",
-)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_quirky_image
+from conftest import QUIRKS, write_quirky_image
 from PIL import Image
 
 from petvision import preprocess
@@ -65,16 +65,6 @@ def read_mask_id(row: np.ndarray) -> int:
     return sum(int(v == layout.TRIMAP_PET - 1) << i for i, v in enumerate(centres[:BITS]))
 
 
-QUIRKS = (
-    "jpeg",
-    "png_as_jpg",
-    "gif_as_jpg",
-    "rgba",
-    "cmyk",
-    "grayscale",
-    "palette",
-    "extraneous_bytes",
-)
 SIDES = ((64, 64), (96, 64), (64, 128), (128, 96))
 
 

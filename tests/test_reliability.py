@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from conftest import (
     ROOT,
+    STAGE_OUTPUTS,
     VENV_BIN,
     free_port,
     path_overrides,
@@ -417,25 +418,6 @@ def test_out_of_memory_names_the_key_to_change(tmp_path):
 
 # --------------------------------------------------------------------------- atomic outputs
 
-OUTPUTS = {  # dvc.yaml's outs, metrics and plots of each training stage
-    "segmentation": [
-        "models/segmentation.keras",
-        "reports/segmentation/metrics.json",
-        "reports/segmentation/mlflow_run.json",
-        "reports/segmentation/history.csv",
-        "reports/segmentation/learning_curves.png",
-        "reports/segmentation/samples.png",
-    ],
-    "classification": [
-        "models/classifier.keras",
-        "reports/classification/metrics.json",
-        "reports/classification/mlflow_run.json",
-        "reports/classification/history.csv",
-        "reports/classification/learning_curves.png",
-        "reports/classification/confusion_matrix.png",
-        "reports/classification/misclassified.png",
-    ],
-}
 STAGES = {
     "segmentation": (run_train_segmentation, SEG, "segmentation_samples"),
     "classification": (run_train_xception, CLS, "image_grid"),
@@ -513,7 +495,7 @@ def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(
     monkeypatch.setattr(loop, "fit", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
     outputs = [
         (disk.models if name.startswith("models/") else tmp_path) / name.removeprefix("models/")
-        for name in OUTPUTS[task]
+        for name in STAGE_OUTPUTS[task]
     ]
     folders = (disk.models, tmp_path / "reports")
     overrides = (*overrides, store_uri, f"paths.models={disk.models}")

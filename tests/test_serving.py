@@ -7,13 +7,10 @@ import base64
 import dataclasses
 import io
 import os
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
-from conftest import VENV_BIN, free_port, write_quirky_image
+from conftest import VENV_BIN, free_port, start_server, write_quirky_image
 from PIL import Image
 from project_copy import tiny_overrides
 
@@ -133,8 +130,8 @@ def test_mlflow_models_serve_answers_a_posted_jpeg_like_predict(logged, tmp_path
         "MLFLOW_TRACKING_URI": tracking.tracking_uri(cfg.tracking),
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
     }
-    log_file = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen(
+    url = f"http://127.0.0.1:{port}"
+    _, stop = start_server(
         [
             str(VENV_BIN / "mlflow"),
             "models",
@@ -148,25 +145,12 @@ def test_mlflow_models_serve_answers_a_posted_jpeg_like_predict(logged, tmp_path
             "--port",
             str(port),
         ],
+        f"{url}/ping",
+        tmp_path / "serve.log",
+        wait_s=180,
         env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (
-                tmp_path / "serve.log"
-            ).read_text()[-3000:]
-            time.sleep(0.5)
-
         body = {"dataframe_split": {"columns": ["image"], "data": [[_b64(photo)]]}}
         answer = requests.post(f"{url}/invocations", json=body, timeout=60)
         assert answer.status_code == 200, answer.text
@@ -183,14 +167,7 @@ def test_mlflow_models_serve_answers_a_posted_jpeg_like_predict(logged, tmp_path
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"][0][0] == pytest.approx(expected["p_dog"], abs=1e-6)
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=30)
-        log_file.close()
+        stop()
 
 
 def test_an_rgba_png_is_read_like_the_loader_reads_it(tmp_path):
