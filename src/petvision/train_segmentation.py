@@ -35,15 +35,11 @@ def run_train_segmentation(cfg: Config) -> dict:
     val = npy_dataset.load_split(npy, TASK, "val")
     npy_dataset.check_image_size(train, data.image_size, "data.segmentation.image_size")
 
-    train_ds = inputs.batches(
-        train.images,
-        train.require("masks"),
-        train_cfg.batch_size,
-        shuffle=True,
-        seed=cfg.trainer.seed,
-    )
-    val_ds = inputs.batches(
-        val.images, val.require("masks"), train_cfg.batch_size, shuffle=False, seed=cfg.trainer.seed
+    train_ds, val_ds = (
+        inputs.split_batches(
+            split, "masks", train_cfg.batch_size, seed=cfg.trainer.seed, shuffle=split is train
+        )
+        for split in (train, val)
     )
 
     with TrainingSession(

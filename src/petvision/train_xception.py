@@ -43,26 +43,11 @@ def run_train_xception(cfg: Config) -> dict:
     train, val, test = (npy_dataset.load_split(npy, TASK, s) for s in ("train", "val", "test"))
     npy_dataset.check_image_size(train, data.image_size, "data.classification.image_size")
 
-    train_ds = inputs.batches(
-        train.images,
-        train.require("labels"),
-        train_cfg.batch_size,
-        shuffle=True,
-        seed=cfg.trainer.seed,
-    )
-    val_ds = inputs.batches(
-        val.images,
-        val.require("labels"),
-        train_cfg.batch_size,
-        shuffle=False,
-        seed=cfg.trainer.seed,
-    )
-    test_ds = inputs.batches(
-        test.images,
-        test.require("labels"),
-        train_cfg.batch_size,
-        shuffle=False,
-        seed=cfg.trainer.seed,
+    train_ds, val_ds, test_ds = (
+        inputs.split_batches(
+            split, "labels", train_cfg.batch_size, seed=cfg.trainer.seed, shuffle=split is train
+        )
+        for split in (train, val, test)
     )
 
     model_name = cfg.classification.model.name

@@ -15,9 +15,13 @@ rules, so the stages run unchanged there.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
+
+if TYPE_CHECKING:
+    from petvision.data.npy_dataset import Split
 
 
 def batches(
@@ -40,6 +44,11 @@ def batches(
     return ArrayBatches(
         images, targets, batch_size, shuffle=shuffle, seed=seed, drop_remainder=drop_remainder
     )
+
+
+def split_batches(split: Split, target: str, batch_size: int, *, seed: int, shuffle: bool):
+    """:func:`batches` of one split's images and its ``target`` (``"masks"`` or ``"labels"``)."""
+    return batches(split.images, split.require(target), batch_size, shuffle=shuffle, seed=seed)
 
 
 def _gather(array: np.ndarray, index: np.ndarray) -> np.ndarray:
