@@ -4,7 +4,6 @@ budget is spent. Each trial is one job of Hydra's launcher, run in this process.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
@@ -258,16 +257,13 @@ class _Search:
         if not run_ids:
             return
         trial.set_user_attr(search_study.RUN_ATTR, run_ids[0])
-        client = self.parent._client
-
-        def mark(run_id: str) -> None:
-            client.set_tag(run_id, "optuna.trial.state", state)
-            client.set_tag(run_id, "mlflow.runName", f"trial {trial.number} ({state.lower()})")
-            client.set_terminated(run_id, status)
-
+        tags = {
+            "optuna.trial.state": state,
+            "mlflow.runName": f"trial {trial.number} ({state.lower()})",
+        }
         for run_id in run_ids:
             # The search's run logs it: a lost call is recorded there, never fails the search.
-            self.parent._safe(f"trial {trial.number} state", functools.partial(mark, run_id))
+            self.parent.close_other_run(run_id, tags, status, f"trial {trial.number} state")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

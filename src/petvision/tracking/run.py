@@ -254,6 +254,18 @@ class Run:
         self._degraded = False
         return result
 
+    def close_other_run(self, run_id: str, tags: dict[str, str], status: str, what: str) -> None:
+        """Tag and end another run of the same store (a search's trial, which the stage opened
+        in a child process) through this run's client. Like every log call here, a failure is
+        recorded on this run and never raised."""
+
+        def close() -> None:
+            for key, value in tags.items():
+                self._client.set_tag(run_id, key, value)
+            self._client.set_terminated(run_id, status)
+
+        self._safe(what, close)
+
     # ------------------------------------------------------------------ logging
     def set_tags(self, tags: dict[str, str]) -> None:
         self._safe(f"tags {sorted(tags)}", lambda: self._set_tags_now(tags))
