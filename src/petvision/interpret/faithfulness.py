@@ -26,8 +26,8 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, H, W, 3) -> P(d
 
 def classifier_scores(model: keras.Model, batch_size: int = 64) -> ScoreFn:
     """P(dog) of a sigmoid classifier, in inference mode, batch by batch. ``predict_on_batch``
-    runs Keras's compiled predict step: on a CPU a third faster than calling the model eagerly,
-    which matters for the thousands of variants the curves score."""
+    runs Keras's compiled predict step instead of the model eagerly, op by op: the curves score
+    thousands of variants."""
 
     def score(images: np.ndarray) -> np.ndarray:
         out = [
