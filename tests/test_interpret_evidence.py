@@ -115,6 +115,54 @@ def test_localization_scores_on_hand_made_maps():
     assert s["pointing_game"] == 0.5 and s["pet_area"] == 0.25
 
 
+def test_outline_distance_by_hand():
+    pet = np.zeros((8, 8), bool)
+    pet[2:6, 2:6] = True  # a 4x4 square
+    d = localization.outline_distance(pet, limit=2)
+    assert d[2, 2] == d[2, 4] == -1 and d[3, 3] == d[4, 4] == -2  # its edge, then its core
+    assert d[1, 1] == d[6, 3] == 1 and d[0, 0] == d[7, 7] == 2  # one ring out, two rings out
+    cut = np.zeros((8, 8), bool)
+    cut[:, :4] = True  # a pet cut by the image's left edge has no outline there: column 0
+    # is the farthest from it (beyond the limit: -(3 + 1)), not an edge pixel (-1)
+    assert list(localization.outline_distance(cut, limit=3)[4]) == [-4, -3, -2, -1, 1, 2, 3, 4]
+
+
+def test_heat_by_distance_to_the_outline_on_hand_made_maps():
+    masks = np.ones((3, 64, 64, 1), np.uint8)
+    masks[:, 16:48, 16:48] = 0  # a 32x32 pet in the middle: a quarter of the image
+    distance = localization.outline_distance(masks[0, ..., 0] == 0, limit=12)
+    core = (distance < -12).astype(np.float32)  # 8x8 deep inside
+    band = (np.abs(distance) <= 4).astype(np.float32)  # the outline, 4 px either side
+    blank = np.zeros((64, 64), np.float32)
+    out = localization.by_outline_distance(np.stack([core, band, blank]), masks)
+    bands = out["bands"]
+    assert list(bands) == [
+        "inside_over_12",
+        "inside_9_to_12",
+        "inside_5_to_8",
+        "inside_1_to_4",
+        "outside_1_to_4",
+        "outside_5_to_8",
+        "outside_9_to_12",
+        "outside_over_12",
+    ]
+    # The blank map adds to no heat share; the core puts all of its own deep inside, the band
+    # 448 of its 1,024 pixels (32^2 - 24^2) inside and 576 (40^2 - 32^2) outside.
+    assert bands["inside_over_12"]["heat"] == pytest.approx((1 + 0) / 2)
+    assert bands["inside_1_to_4"]["heat"] == pytest.approx(448 / 1024 / 2)
+    assert bands["outside_1_to_4"]["heat"] == pytest.approx(576 / 1024 / 2)
+    assert bands["inside_over_12"]["area"] == pytest.approx(64 / 4096)
+    assert bands["outside_over_12"]["area"] == pytest.approx(1 - 56**2 / 4096)
+    assert sum(b["area"] for b in bands.values()) == pytest.approx(1)
+    assert sum(b["heat"] for b in bands.values()) == pytest.approx(1)
+    # A map that is only the outline: 448/1024 of its heat on a pet of a quarter of the image.
+    assert out["outline_band_px"] == 4
+    assert out["outline_band_ratio"] == pytest.approx(448 / 1024 / 0.25)  # 1.75: below 2x
+    assert localization.scores(band[None], masks[:1])["heat_ratio"] == pytest.approx(1.75)
+    html = report_tables.by_outline_distance({"localization": {"outline": out}})
+    assert "by distance to the outline of the pet" in html and "1.750x" in html
+
+
 def test_fusing_takes_the_larger_evidence_of_each_layer_at_the_image_size():
     coarse = np.array([[[1.0, 0.0], [0.0, 0.0]]], np.float32)  # top-left quarter
     fine = np.zeros((1, 4, 4), np.float32)

@@ -128,6 +128,7 @@ def test_visualize_writes_every_picture_and_the_metrics_and_links_the_mlflow_run
     for heading in (
         "Where the classifier looks",
         "Localization of every block",
+        "by distance to the outline of the pet",
         "Deletion and insertion",
         "Occlusion by the trimaps",
         "Sanity check",
@@ -151,6 +152,10 @@ def test_visualize_writes_every_picture_and_the_metrics_and_links_the_mlflow_run
     assert loc["method"] == "hirescam" and loc["layers"] == "block3_add"
     assert loc["images"] == TEST_IMAGES and loc["pet_area"] == pytest.approx(0.25)
     assert loc["per_layer_images"] == TEST_IMAGES  # visualize.localization.layer_images: 100
+    # The pets are 32x32 squares: a 4 px band either side of the outline is 448 px on the pet
+    # (32^2 - 24^2) and 576 off it (40^2 - 32^2).
+    assert loc["outline"]["outline_band_ratio"] == pytest.approx(448 / 1024 / 0.25)
+    assert sum(b["area"] for b in loc["outline"]["bands"].values()) == pytest.approx(1)
     assert list(written["layers"]) == list(BLOCKS)
     assert [row["map_size"] for row in written["layers"].values()] == [30, 15, 8, 4, 2]
     f = written["faithfulness"]
@@ -179,6 +184,9 @@ def test_visualize_writes_every_picture_and_the_metrics_and_links_the_mlflow_run
     assert interpretation.info.run_id in explained["interpretation_url"]
     assert training_run.run_id in interpretation.data.tags["mlflow.note.content"]
     assert interpretation.data.metrics["gradcam.pet_area"] == pytest.approx(0.25)
+    assert interpretation.data.metrics["localization.outline.outline_band_ratio"] == pytest.approx(
+        1.75
+    )
     logged = {
         a.path
         for folder in ("activations", "filters", "gradcam", "segmentation")

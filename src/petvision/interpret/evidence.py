@@ -86,6 +86,7 @@ def explain_where(
     # Every block by every recipe costs a pass per block: on fewer images than the headline.
     m = n if loc.layer_images == 0 else min(loc.layer_images, n)
     summary.update(method=loc.method, layers="+".join(fused), per_layer_images=m)
+    summary["outline"] = localization.by_outline_distance(default, masks[:n])
     log.info(
         "%s at %s on %d images: %.2f of the heat on the pet (%.2fx its area %.2f), "
         "peak on the pet in %.2f",
@@ -96,6 +97,15 @@ def explain_where(
         summary["heat_ratio"],
         summary["pet_area"],
         summary["pointing_game"],
+    )
+    outline = summary["outline"]
+    near = [f"{name} {b['heat']:.2f}" for name, b in outline["bands"].items()]
+    log.info(
+        "the same maps' heat by distance to the pet's outline: %s; a map that were only the "
+        "outline (%d px either side) would put %.2fx the pet's area on the pet",
+        ", ".join(near),
+        outline["outline_band_px"],
+        outline["outline_band_ratio"],
     )
 
     found = cams.layer_maps(model, blocks, images[:m], methods=methods, classes=head.classes[:m])

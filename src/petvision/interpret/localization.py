@@ -11,6 +11,10 @@ upsampled to the image and fused by the element-wise maximum, as LayerCAM does (
 
 The measures, per image and averaged: the share of the map's mass on the pet (chance: the pet's
 share of the image) and the pointing game (whether the map's peak is on the pet).
+
+Where the heat lies relative to the pet's outline (:func:`by_outline_distance`) says what the
+heat-on-pet ratio can reach: a map whose evidence is the outline itself (on the generated pets
+only shape tells the species apart, so it is) puts about half its heat on either side of it.
 """
 
 from __future__ import annotations
@@ -123,3 +127,91 @@ def layer_rows(table: Mapping[str, Mapping], methods: Sequence[str]) -> list[dic
                 flat[f"{method}_{key}"] = value
         rows.append(flat)
     return rows
+
+
+# ------------------------------------------------------------------ heat by distance to the outline
+
+OUTLINE_EDGES = (4, 8, 12)  # pixels from the outline; the trimap's border band is a few wide
+OUTLINE_BAND = OUTLINE_EDGES[0]
+
+
+def _neighbourhood(region: np.ndarray, combine: np.ufunc) -> np.ndarray:
+    """``combine`` (or: grow, and: shrink) over each pixel's 3x3 neighbourhood. The image edge
+    repeats its pixels, so a pet cut by the edge gets no outline there."""
+    h, w = region.shape
+    padded = np.pad(region, 1, mode="edge")
+    return combine.reduce([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)])
+
+
+def outline_distance(region: np.ndarray, limit: int) -> np.ndarray:
+    """Signed distance of every pixel to the outline of ``region`` (boolean, the pet), in pixels
+    (chessboard): -1 for the pet's own edge pixels, -2 one further in, ...; 1 for background
+    pixels touching the pet, 2 one further out, ...; beyond ``limit`` -(limit + 1) inside and
+    limit + 1 outside."""
+    region = np.asarray(region, dtype=bool)
+    distance = np.where(region, -(limit + 1), limit + 1).astype(np.int32)
+    grown, kept = region, region
+    for k in range(1, limit + 1):
+        more, less = _neighbourhood(grown, np.logical_or), _neighbourhood(kept, np.logical_and)
+        distance[more & ~grown] = k
+        distance[kept & ~less] = -k
+        grown, kept = more, less
+    return distance
+
+
+def outline_bands(edges: Sequence[int] = OUTLINE_EDGES) -> list[tuple[str, int, int]]:
+    """The bands ``(name, lowest, highest)`` of signed distance, deep inside to far outside."""
+    bounds = [0, *edges]
+    inner = [(f"inside_{a + 1}_to_{b}", -b, -(a + 1)) for a, b in zip(bounds, bounds[1:])]
+    outer = [(f"outside_{a + 1}_to_{b}", a + 1, b) for a, b in zip(bounds, bounds[1:])]
+    far = edges[-1]
+    return [
+        (f"inside_over_{far}", -(far + 1), -(far + 1)),
+        *reversed(inner),
+        *outer,
+        (f"outside_over_{far}", far + 1, far + 1),
+    ]
+
+
+def by_outline_distance(
+    maps: np.ndarray, masks: np.ndarray, edges: Sequence[int] = OUTLINE_EDGES
+) -> dict:
+    """Maps at the image size against the trimaps: per band of distance to the pet's outline
+    (:func:`outline_bands`), the mean share of each map's heat and of the image's area in it;
+    and ``outline_band_ratio``, the heat-on-pet ratio (as :func:`scores`) that a map which were
+    exactly the band of ``OUTLINE_BAND`` pixels either side of the outline would reach. Blank
+    maps are left out of the heat shares."""
+    bands = outline_bands(edges)
+    heat = np.zeros(len(bands))
+    area = np.zeros(len(bands))
+    band_share, pet_area, counted = [], [], 0
+    for one, mask in zip(np.asarray(maps, dtype=np.float64), masks):
+        region = gradcam.pet_region(mask)
+        if one.shape != region.shape:
+            raise ValueError(f"map {one.shape} and trimap {region.shape} differ in size")
+        distance = outline_distance(region, edges[-1])
+        inside = [(distance >= lo) & (distance <= hi) for _, lo, hi in bands]
+        area += [b.mean() for b in inside]
+        total = one.sum()
+        if total > 0:
+            heat += [one[b].sum() / total for b in inside]
+            counted += 1
+        band = (np.abs(distance) <= OUTLINE_BAND).astype(np.float64)
+        band_share.append(gradcam.heat_on_pet(band, region))
+        pet_area.append(region.mean())
+    n = len(band_share)
+    pet = float(np.mean(pet_area)) if n else float("nan")
+    share = (
+        float(np.nanmean(band_share)) if n and not np.all(np.isnan(band_share)) else float("nan")
+    )
+    return {
+        "bands": {
+            name: {
+                "heat": float(heat[i] / counted) if counted else float("nan"),
+                "area": float(area[i] / n) if n else float("nan"),
+            }
+            for i, (name, _, _) in enumerate(bands)
+        },
+        "outline_band_px": OUTLINE_BAND,
+        "outline_band_ratio": share / pet if pet > 0 else float("nan"),
+    }

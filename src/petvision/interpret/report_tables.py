@@ -48,6 +48,35 @@ def where_the_classifier_looks(metrics: Mapping) -> str:
     )
 
 
+def by_outline_distance(metrics: Mapping) -> str:
+    """The default maps' heat, band by band from deep inside the pet to far outside it."""
+    outline = metrics["localization"].get("outline")
+    if not outline:
+        return ""
+    rows = [
+        [
+            name.replace("_", " "),
+            b["heat"],
+            b["area"],
+            b["heat"] / b["area"] if b["area"] > 0 else float("nan"),
+        ]
+        for name, b in outline["bands"].items()
+    ]
+    note = (
+        f"<p>A map that were exactly the outline, {outline['outline_band_px']} pixels either "
+        f"side of it, would put {_cell(outline['outline_band_ratio'])}x the pet's area share of "
+        "its heat on the pet.</p>"
+    )
+    return (
+        table(
+            ["pixels from the pet's outline", "share of the heat", "share of the image", "ratio"],
+            rows,
+            "Heat of the default map by distance to the outline of the pet",
+        )
+        + note
+    )
+
+
 def per_layer(metrics: Mapping) -> str:
     layers = metrics["layers"]
     methods = (
@@ -159,6 +188,7 @@ def visualize_section(metrics: Mapping) -> str:
     return (
         sanity_warnings(metrics)
         + where_the_classifier_looks(metrics)
+        + by_outline_distance(metrics)
         + per_layer(metrics)
         + faithfulness(metrics)
         + sanity_check(metrics)
