@@ -15,6 +15,7 @@ from petvision.errors import ConfigError
 from petvision.interpret import (
     cams,
     faithfulness,
+    figures,
     gradcam,
     localization,
     report_tables,
@@ -161,6 +162,16 @@ def test_heat_by_distance_to_the_outline_on_hand_made_maps():
     assert localization.scores(band[None], masks[:1])["heat_ratio"] == pytest.approx(1.75)
     html = report_tables.by_outline_distance({"localization": {"outline": out}})
     assert "by distance to the outline of the pet" in html and "1.750x" in html
+
+
+def test_the_outline_picture_is_drawn(tmp_path):
+    masks = np.ones((1, 32, 32, 1), np.uint8)
+    masks[:, 8:24, 8:24] = 0
+    maps = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    path = figures.heat_by_outline_distance(
+        localization.by_outline_distance(maps, masks), tmp_path / "outline.png"
+    )
+    assert path.read_bytes().startswith(b"\x89PNG")
 
 
 def test_fusing_takes_the_larger_evidence_of_each_layer_at_the_image_size():

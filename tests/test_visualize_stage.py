@@ -121,6 +121,7 @@ def test_visualize_writes_every_picture_and_the_metrics_and_links_the_mlflow_run
     assert "activations/classifier_01_stem_conv.png" in links and "gradcam/gradcam.jpg" in links
     assert {
         "layers/per_layer.jpg",
+        "layers/outline.png",
         "faithfulness/deletion_insertion.png",
         "sanity/cascade.jpg",
         "segmentation/failure_modes.jpg",
@@ -202,6 +203,7 @@ def test_visualize_writes_every_picture_and_the_metrics_and_links_the_mlflow_run
     }
     assert {
         "visualize/layers/per_layer.jpg",
+        "visualize/layers/outline.png",
         "visualize/faithfulness/deletion_insertion.png",
         "visualize/sanity/cascade.jpg",
         "visualize/segmentation/failure_modes.jpg",

@@ -116,6 +116,7 @@ def explain_where(
     figures.localization_by_depth(
         rows, methods, summary["pet_area"], folder / "layers" / "localization_by_depth.png"
     )
+    figures.heat_by_outline_distance(summary["outline"], folder / "layers" / "outline.png")
     k = min(PICTURE_IMAGES, m)
     columns: dict[str, dict[str, np.ndarray]] = {}
     for method in dict.fromkeys(["gradcam", loc.method]):

@@ -76,6 +76,28 @@ def localization_by_depth(
     return plots.save(fig, path)
 
 
+def heat_by_outline_distance(outline: Mapping, path: Path) -> Path:
+    """The default map's share of heat beside the image's share of area, band by band from deep
+    inside the pet to far outside, the outline marked between the two middle bands."""
+    names = list(outline["bands"])
+    heat = [outline["bands"][n]["heat"] for n in names]
+    area = [outline["bands"][n]["area"] for n in names]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
+    ax.bar(x - 0.2, heat, 0.4, label="share of the heat")
+    ax.bar(x + 0.2, area, 0.4, color="lightgrey", label="share of the image")
+    ax.axvline(len(names) / 2 - 0.5, color="black", lw=1, ls="--", label="the pet's outline")
+    ax.set_xticks(x, [n.replace("_", " ") + " px" for n in names], fontsize=7, rotation=20)
+    ax.set_ylabel("share")
+    ax.legend(fontsize=7)
+    ax.set_title(
+        "Where the default map's heat lies: inside the pet (left) to outside (right); a map of "
+        f"the outline alone scores {outline['outline_band_ratio']:.2f}x the pet's area",
+        fontsize=8,
+    )
+    return plots.save(fig, path)
+
+
 def deletion_insertion(curves: Mapping[str, np.ndarray], metrics: Mapping, path: Path) -> Path:
     """Mean deletion and insertion curves per map, the random order dashed, AUCs in the legend."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
