@@ -314,7 +314,7 @@ def start(project: Path, command: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         command,
         cwd=project,
-        env=env(PYTHONPATH="src"),
+        env=env(PYTHONPATH="src", PYTHONUNBUFFERED="1"),
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         text=True,
@@ -434,10 +434,12 @@ def test_an_interrupted_search_started_again_continues_its_study(searched):
     log = project.parent / "interrupted.log"
     process = start(project, search_command(project, "tiny", 5), log)
     deadline = time.monotonic() + 600
-    # Interrupted (Ctrl-C) once trial 3 has its run, i.e. while it trains.
-    while not mlflow_runs(project, "tags.`optuna.trial.number` = '3'"):
+    # Interrupted (Ctrl-C) once trial 3 has its run, i.e. while it trains. A tiny trial lasts a
+    # few seconds: watched in the search's own (unbuffered) log, not by polling MLflow, whose
+    # queries took long enough under load to miss the whole trial.
+    while not re.search(r"/trial-3\n.*MLflow run '[^']*' \(\w+\) started", log.read_text(), re.S):
         assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(1)
+        time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     process.wait(timeout=300)
     states = [t.state.name for t in load(project, "tiny").trials]

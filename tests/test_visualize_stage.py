@@ -101,6 +101,7 @@ def test_visualize_writes_every_picture_and_the_metrics_and_links_the_mlflow_run
     ]
     assert sorted(p.name for p in (out / "layers").iterdir()) == [
         "localization_by_depth.png",
+        "outline.png",
         "per_layer.jpg",
     ]
     assert [p.name for p in (out / "faithfulness").iterdir()] == ["deletion_insertion.png"]
