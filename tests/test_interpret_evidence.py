@@ -162,6 +162,14 @@ def test_heat_by_distance_to_the_outline_on_hand_made_maps():
     assert localization.scores(band[None], masks[:1])["heat_ratio"] == pytest.approx(1.75)
     html = report_tables.by_outline_distance({"localization": {"outline": out}})
     assert "by distance to the outline of the pet" in html and "1.750x" in html
+    # Read back from metrics.json, the heat of all-blank maps is null: shown as n/a.
+    blank_only = {
+        "bands": {"inside_1_to_4": {"heat": None, "area": 0.5}},
+        **{k: out[k] for k in ("outline_band_px", "outline_band_ratio")},
+    }
+    assert "<td>n/a</td><td>0.500</td><td>n/a</td>" in report_tables.by_outline_distance(
+        {"localization": {"outline": blank_only}}
+    )
 
 
 def test_the_outline_picture_is_drawn(tmp_path):

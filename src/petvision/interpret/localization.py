@@ -131,7 +131,7 @@ def layer_rows(table: Mapping[str, Mapping], methods: Sequence[str]) -> list[dic
 
 # ------------------------------------------------------------------ heat by distance to the outline
 
-OUTLINE_EDGES = (4, 8, 12)  # pixels from the outline; the trimap's border band is a few wide
+OUTLINE_EDGES = (4, 8, 12)  # pixels from the outline, at the size the maps are scored at
 OUTLINE_BAND = OUTLINE_EDGES[0]
 
 

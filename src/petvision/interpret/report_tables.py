@@ -17,6 +17,13 @@ def _cell(value: object) -> str:
     return "n/a" if value is None else html.escape(str(value))
 
 
+def _ratio(a: object, b: object) -> float | None:
+    """a / b, or None (n/a) where either is missing (NaN is written as null) or b is 0."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0:
+        return a / b
+    return None
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
@@ -58,7 +65,7 @@ def by_outline_distance(metrics: Mapping) -> str:
             name.replace("_", " "),
             b["heat"],
             b["area"],
-            b["heat"] / b["area"] if b["area"] > 0 else float("nan"),
+            _ratio(b["heat"], b["area"]),
         ]
         for name, b in outline["bands"].items()
     ]
