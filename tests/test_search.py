@@ -318,7 +318,16 @@ def start(project: Path, command: list[str], log: Path) -> subprocess.Popen:
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_interruptible,
     )
+
+
+def _interruptible() -> None:
+    """A shell starts its background jobs (`make test &`) with SIGINT ignored, and children
+    inherit it: the search would never see the Ctrl-C the interruption test sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(process: subprocess.Popen, log: Path, timeout: float = 900) -> str:
@@ -434,9 +443,8 @@ def test_an_interrupted_search_started_again_continues_its_study(searched):
     log = project.parent / "interrupted.log"
     process = start(project, search_command(project, "tiny", 5), log)
     deadline = time.monotonic() + 600
-    # Interrupted (Ctrl-C) once trial 3 has its run, i.e. while it trains. A tiny trial lasts a
-    # few seconds: watched in the search's own (unbuffered) log, not by polling MLflow, whose
-    # queries took long enough under load to miss the whole trial.
+    # Interrupted (Ctrl-C) once trial 3 has its run, i.e. while it trains: a tiny trial lasts a
+    # few seconds, so watched in the search's own (unbuffered) log.
     while not re.search(r"/trial-3\n.*MLflow run '[^']*' \(\w+\) started", log.read_text(), re.S):
         assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
