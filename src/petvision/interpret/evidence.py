@@ -99,11 +99,11 @@ def explain_where(
         summary["pointing_game"],
     )
     outline = summary["outline"]
-    near = [f"{name} {b['heat']:.2f}" for name, b in outline["bands"].items()]
+    shares = [f"{name} {b['heat']:.2f}" for name, b in outline["bands"].items()]
     log.info(
         "the same maps' heat by distance to the pet's outline: %s; a map that were only the "
         "outline (%d px either side) would put %.2fx the pet's area on the pet",
-        ", ".join(near),
+        ", ".join(shares),
         outline["outline_band_px"],
         outline["outline_band_ratio"],
     )

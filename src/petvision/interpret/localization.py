@@ -184,7 +184,7 @@ def by_outline_distance(
     bands = outline_bands(edges)
     heat = np.zeros(len(bands))
     area = np.zeros(len(bands))
-    band_share, pet_area, counted = [], [], 0
+    outlines, counted = [], 0
     for one, mask in zip(np.asarray(maps, dtype=np.float64), masks):
         region = gradcam.pet_region(mask)
         if one.shape != region.shape:
@@ -196,14 +196,8 @@ def by_outline_distance(
         if total > 0:
             heat += [one[b].sum() / total for b in inside]
             counted += 1
-        band = (np.abs(distance) <= OUTLINE_BAND).astype(np.float64)
-        band_share.append(gradcam.heat_on_pet(band, region))
-        pet_area.append(region.mean())
-    n = len(band_share)
-    pet = float(np.mean(pet_area)) if n else float("nan")
-    share = (
-        float(np.nanmean(band_share)) if n and not np.all(np.isnan(band_share)) else float("nan")
-    )
+        outlines.append((np.abs(distance) <= OUTLINE_BAND).astype(np.float32))
+    n = len(outlines)
     return {
         "bands": {
             name: {
@@ -213,5 +207,7 @@ def by_outline_distance(
             for i, (name, _, _) in enumerate(bands)
         },
         "outline_band_px": OUTLINE_BAND,
-        "outline_band_ratio": share / pet if pet > 0 else float("nan"),
+        "outline_band_ratio": scores(np.stack(outlines), masks)["heat_ratio"]
+        if n
+        else float("nan"),
     }
