@@ -93,32 +93,66 @@ ON_JAX = textwrap.dedent("""
     ]
     report = {"xla": rt.xla, "precision": rt.precision, "models": {}}
     for task, model, size in cases:
-        x = rng.integers(0, 256, (6, size, size, 3), dtype=np.uint8)
-        y = rng.integers(0, 3, (6, size, size, 1), dtype=np.uint8) if task == "segmentation" \\
-            else rng.integers(0, 2, (6,), dtype=np.uint8)
-        train_ds = inputs.batches(x[:4], y[:4], 4, shuffle=True, seed=1)
-        val_ds = inputs.batches(x[4:], y[4:], 4, shuffle=False, seed=1)
+        x = rng.integers(0, 256, (18, size, size, 3), dtype=np.uint8)
+        y = rng.integers(0, 3, (18, size, size, 1), dtype=np.uint8) if task == "segmentation" \\
+            else rng.integers(0, 2, (18,), dtype=np.uint8)
+        train_ds = inputs.batches(x[:16], y[:16], 4, shuffle=True, seed=1)
+        val_ds = inputs.batches(x[16:], y[16:], 4, shuffle=False, seed=1)
         segmentation = task == "segmentation"
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
+        train_cfg = TrainConfig(optimizer="adam", learning_rate=1e-3, batch_size=4, epochs=1,
+                                early_stopping_patience=0)
+        loop.compile_model(
+            model, rt, train_cfg, len(train_ds),
             loss="sparse_categorical_crossentropy" if segmentation else "binary_crossentropy",
             metrics=(
                 metrics.segmentation_metrics(3) if segmentation
                 else metrics.classification_metrics()
             ),
-            jit_compile=rt.xla,
+            config_key=task,
         )
-        train_cfg = TrainConfig(optimizer="adam", learning_rate=1e-3, batch_size=4, epochs=1,
-                                early_stopping_patience=0)
+        # A compiled step runs the Python of train_step only while JAX traces it (once for the
+        # one batch shape here); op by op it runs at every one of the 4 steps.
+        traced = []
+        step = model.train_step
+        model.train_step = lambda *a, step=step: traced.append(1) or step(*a)
+        seeds = [v for v in model.non_trainable_variables if "seed_generator" in v.path]
+        before = [np.asarray(v.value).copy() for v in seeds]
         result = loop.fit(model, train_ds, val_ds, train_cfg, workdir.Workdir(work / model.name),
                           config_key=task, verbose=0)
         best = keras.saving.load_model(result.best_model, safe_mode=True)
         report["models"][model.name] = {
             "input_kind": type(train_ds).__name__,
             "jit_compile": bool(model.jit_compile),
+            "train_step_python_runs": len(traced),
+            "steps": len(train_ds),
+            # Each seed generator's counter: how many times the compiled steps drew from it.
+            "seed_draws": [int(np.asarray(v.value)[1] - b[1]) for v, b in zip(seeds, before)],
             "history": sorted(result.history),
             "prediction_shape": list(np.asarray(best.predict(x[:2], verbose=0)).shape),
         }
+
+    # The book's augmentation, compiled as the training step compiles it: the seed state goes in
+    # and comes out advanced, so two steps draw two transformations; inference passes images through.
+    import jax
+    from petvision.models import xla
+    from petvision.models.classification import data_augmentation
+
+    augment = xla.allow(data_augmentation(augmentation))
+    augment.build((None, 32, 32, 3))
+    image = np.asarray(rng.integers(0, 256, (2, 32, 32, 3)), np.float32)
+    @jax.jit
+    def augmented(state, images):
+        return augment.stateless_call([], state, images, training=True)
+    state = [v.value for v in augment.non_trainable_variables]
+    first, state = augmented(state, image)
+    second, state = augmented(state, image)
+    inference = augment(image, training=False)
+    report["augmentation"] = {
+        "blockers": xla.blockers(augment),
+        "steps_differ": bool(np.abs(np.asarray(first) - np.asarray(second)).max() > 1.0),
+        "changes_images": bool(np.abs(np.asarray(first) - image).max() > 1.0),
+        "inference_is_identity": bool(np.array_equal(np.asarray(inference), image)),
+    }
     from petvision.interpret import gradients
 
     square = lambda v: keras.ops.sum(v * v)
@@ -152,7 +186,7 @@ def run_on_jax(tmp_path, precision: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.timeout(1000)
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
-def test_every_model_builds_and_trains_one_step_on_jax_without_tensorflow(tmp_path, precision):
+def test_every_model_trains_compiled_on_jax_without_tensorflow(tmp_path, precision):
     report = run_on_jax(tmp_path, precision)
     assert report["xla"] is True  # JAX runs a step compiled only through XLA (runtime.setup)
     assert report["precision"] == precision
@@ -170,7 +204,20 @@ def test_every_model_builds_and_trains_one_step_on_jax_without_tensorflow(tmp_pa
     assert models["book_segmentation"]["prediction_shape"] == [2, 16, 16, 3]
     assert models["unet_segmentation"]["prediction_shape"] == [2, 16, 16, 3]
     assert models["mini_xception"]["prediction_shape"] == [2, 1]
-    # The models without random rotation/zoom layers train compiled.
-    assert models["book_segmentation"]["jit_compile"] and models["residual_convnet"]["jit_compile"]
+    for name, seen in models.items():
+        # Compiled: train_step's Python ran once, while JAX traced it, not once per step (Keras
+        # runs a model holding RandomRotation/RandomZoom op by op unless models.xla allows them).
+        assert seen["jit_compile"], name
+        assert seen["steps"] == 4 and seen["train_step_python_runs"] == 1, (name, seen)
+    # The augmentation inside the compiled steps drew a new transformation at each of the 4 steps
+    # (flip, rotation, zoom and the dropout: one seed generator each).
+    for name in ("mini_xception", "simple_convnet"):
+        assert models[name]["seed_draws"] == [4, 4, 4, 4], (name, models[name]["seed_draws"])
+    assert report["augmentation"] == {
+        "blockers": [],
+        "steps_differ": True,
+        "changes_images": True,
+        "inference_is_identity": True,
+    }
     # interpret/gradients.py's JAX branch: d/dx sum(x^2) = 2x, traced op by op and compiled.
     assert report["gradient"] == [5.0, [2.0, 4.0], [6.0]]

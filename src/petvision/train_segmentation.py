@@ -46,14 +46,14 @@ def run_train_segmentation(cfg: Config) -> dict:
         cfg, TASK, "train_segmentation", cfg.segmentation.model.name, rt, [train, val]
     ) as session:
         with rt.strategy.scope():
-            model = build_segmentation_model(cfg.segmentation.model, data.image_size)
-            model.compile(
-                optimizer=loop.make_optimizer(
-                    train_cfg, schedules.steps_per_epoch(len(train), train_cfg.batch_size)
-                ),
+            model = loop.compile_model(
+                build_segmentation_model(cfg.segmentation.model, data.image_size),
+                rt,
+                train_cfg,
+                schedules.steps_per_epoch(len(train), train_cfg.batch_size),
                 loss="sparse_categorical_crossentropy",
                 metrics=metrics.segmentation_metrics(cfg.segmentation.model.num_classes),
-                jit_compile=rt.xla,
+                config_key=TASK,
             )
         result = session.fit(model, train_ds, val_ds, train_cfg)
         best = session.load_best()

@@ -55,14 +55,14 @@ def run_train_xception(cfg: Config) -> dict:
         cfg, TASK, "train_xception", model_name, rt, [train, val, test]
     ) as session:
         with rt.strategy.scope():
-            model = build_classifier(cfg.classification.model, data.image_size)
-            model.compile(
-                optimizer=loop.make_optimizer(
-                    train_cfg, schedules.steps_per_epoch(len(train), train_cfg.batch_size)
-                ),
+            model = loop.compile_model(
+                build_classifier(cfg.classification.model, data.image_size),
+                rt,
+                train_cfg,
+                schedules.steps_per_epoch(len(train), train_cfg.batch_size),
                 loss="binary_crossentropy",
                 metrics=metrics.classification_metrics(),
-                jit_compile=rt.xla,
+                config_key=TASK,
             )
         result = session.fit(model, train_ds, val_ds, train_cfg)
         best = session.load_best()

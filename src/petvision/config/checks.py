@@ -66,6 +66,7 @@ def _check_ranges(cfg: Config) -> None:
         "visualize.faithfulness.steps",
         "visualize.localization.min_stride",
         "predict.batch_size",
+        "trainer.steps_per_execution",
     ]
     for key in positive:
         value = _get(cfg, key)

@@ -232,6 +232,7 @@ class TrainerConfig:
     seed: int = MISSING
     deterministic: bool = MISSING
     resume: bool = MISSING
+    steps_per_execution: int = 1  # training steps per compiled call (GPU lever; 1 on CPUs)
 
 
 @dataclass

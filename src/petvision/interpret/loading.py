@@ -26,6 +26,7 @@ import requests
 
 from petvision.atomic import atomic_file
 from petvision.errors import DataError, DownloadError
+from petvision.models import xla
 from petvision.util import http
 from petvision.util.hashing import file_digest
 
@@ -75,13 +76,14 @@ def _to_float32_policies(tree: Any) -> Any:
 
 
 def float32_copy(model: keras.Model) -> keras.Model:
-    """``model`` itself if it computes in float32, else the same network and weights in float32."""
+    """``model`` itself if it computes in float32, else the same network and weights in float32;
+    compilable where the backend allows (:func:`petvision.models.xla.allow`)."""
     if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(model)):
-        return model
+        return xla.allow(model)
     config = _to_float32_policies(keras.saving.serialize_keras_object(model))
     copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
     copy.set_weights(model.get_weights())
-    return copy
+    return xla.allow(copy)
 
 
 def _all_layers(model: keras.Model):

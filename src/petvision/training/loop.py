@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,9 @@ import keras
 from petvision.atomic import atomic_file, write_json
 from petvision.config import TrainConfig
 from petvision.errors import TrainingError
+from petvision.models import xla
 from petvision.training import faults, schedules
+from petvision.training.runtime import Runtime
 from petvision.training.workdir import Workdir
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,49 @@ def make_optimizer(
     rate = schedules.learning_rate(train, steps_per_epoch)
     spec = {"class_name": str(train.optimizer), "config": {"learning_rate": rate}}
     return keras.optimizers.get(spec)
+
+
+def compile_model(
+    model: keras.Model,
+    rt: Runtime,
+    train: TrainConfig,
+    steps_per_epoch: int,
+    *,
+    loss: str,
+    metrics: list,
+    config_key: str,
+) -> keras.Model:
+    """Compile ``model`` as both training stages do: the configured optimizer and schedule, XLA
+    as :func:`petvision.training.runtime.setup` chose (always on JAX), ``trainer.steps_per_execution``
+    steps per call. Where the backend cannot compile the model's layers the step runs without
+    XLA, and the log says which layers and why (TensorFlow and the book's augmentation)."""
+    xla.allow(model)
+    blockers = xla.blockers(model) if rt.xla else []
+    with warnings.catch_warnings():
+        # Keras's own warning names no layer; the one below does.
+        warnings.filterwarnings("ignore", message="Model doesn't support `jit_compile=True`")
+        model.compile(
+            optimizer=make_optimizer(train, steps_per_epoch),
+            loss=loss,
+            metrics=metrics,
+            jit_compile=rt.xla,
+            steps_per_execution=rt.steps_per_execution,
+        )
+    if blockers:
+        log.warning(
+            "%s: trainer.xla=true, but %s trains without XLA: %s cannot be compiled on the %s "
+            "backend (%s). Training goes on uncompiled; %s.model.augmentation.enabled=false or "
+            "KERAS_BACKEND=jax would compile it",
+            config_key,
+            model.name,
+            ", ".join(blockers),
+            keras.backend.backend(),
+            xla.WHY_NOT_ON_TENSORFLOW
+            if keras.backend.backend() == "tensorflow"
+            else "Keras marks them so",
+            config_key,
+        )
+    return model
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

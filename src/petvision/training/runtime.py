@@ -49,6 +49,7 @@ class Runtime:
     deterministic: bool = False
     bf16_native: bool = False
     accelerator: str = ""  # the CPU model or the GPU name(s), for the record
+    steps_per_execution: int = 1  # for the caller's compile(steps_per_execution=...)
 
     def describe(self) -> dict[str, str]:
         """The choices as MLflow tags/params (string values, ``runtime.`` keys)."""
@@ -65,6 +66,7 @@ class Runtime:
             "runtime.seed": str(self.seed),
             "runtime.deterministic": str(self.deterministic).lower(),
             "runtime.keras_backend": keras.backend.backend(),
+            "runtime.steps_per_execution": str(self.steps_per_execution),
         }
 
 
@@ -255,6 +257,7 @@ def setup(cfg: TrainerConfig) -> Runtime:
         deterministic=bool(cfg.deterministic),
         bf16_native=native,
         accelerator=accelerator,
+        steps_per_execution=cfg.steps_per_execution,
     )
     why = (
         f"auto: bfloat16 {'native' if native else 'not native'} on this {device.upper()}"
@@ -263,7 +266,7 @@ def setup(cfg: TrainerConfig) -> Runtime:
     )
     log.info(
         "runtime: device=%s (%s), precision=%s (%s), xla=%s, strategy=%s with %d replica(s)%s, "
-        "seed=%d, deterministic=%s",
+        "seed=%d, deterministic=%s, steps_per_execution=%d",
         device,
         accelerator,
         precision,
@@ -274,6 +277,7 @@ def setup(cfg: TrainerConfig) -> Runtime:
         "" if rt.is_chief else f", worker {worker_index} (not chief)",
         cfg.seed,
         rt.deterministic,
+        rt.steps_per_execution,
     )
     if rt.xla and device == "cpu" and _uses_tensorflow():
         log.info("runtime: trainer.xla=true on a CPU is often slower than without")

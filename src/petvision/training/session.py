@@ -33,6 +33,7 @@ from petvision import atomic, search, tracking
 from petvision.config import Config, TrainConfig
 from petvision.data import digest, npy_dataset
 from petvision.errors import TrainingError
+from petvision.models import xla
 from petvision.tracking import registry
 from petvision.training import faults, loop, workdir
 from petvision.training.runtime import Runtime
@@ -206,7 +207,7 @@ class TrainingSession:
         best = self.workdir.best_model()
         if best is None:
             raise TrainingError(f"{self.workdir.root}: no best model saved; train first")
-        return keras.saving.load_model(best, safe_mode=True)
+        return xla.allow(keras.saving.load_model(best, safe_mode=True))
 
     # ------------------------------------------------------------------ outputs
     def finish(

@@ -1,0 +1,47 @@
+"""Whether a model's training and inference steps can be compiled (XLA) on this Keras backend.
+
+Keras 3 marks ``RandomRotation`` and ``RandomZoom`` ``supports_jit = False`` on every backend,
+and a model holding one layer so marked is never compiled: ``compile(jit_compile=True)`` falls
+back to ``False`` with a warning. The reason is TensorFlow's: its XLA has no kernel for the
+``ImageProjectiveTransformV3`` op those layers use there (tensorflow/tensorflow#100865). On JAX
+the same layers are plain ``jax.numpy`` code (``keras.ops.image.affine_transform``) that
+compiles, but the flag still makes Keras run the whole training step op by op, hours instead of
+minutes on a GPU (keras-team/keras#23229). The book's augmentation holds both layers, so the
+mini-Xception and the simple convnet are affected.
+
+:func:`allow` lifts the flag where the backend can compile the layers. Their randomness stays:
+each layer's seed generator state is a non-trainable variable that the compiled step threads
+through and advances, and outside training (``training=False``) they pass images through.
+Call it on every model this project builds or loads; it is idempotent.
+"""
+
+from __future__ import annotations
+
+import keras
+
+# Layers that Keras marks not compilable on every backend but that compile on JAX.
+_COMPILE_ON_JAX = ("RandomRotation", "RandomZoom")
+
+WHY_NOT_ON_TENSORFLOW = (
+    "TensorFlow's XLA has no kernel for ImageProjectiveTransformV3, the op of RandomRotation and "
+    "RandomZoom (tensorflow/tensorflow#100865)"
+)
+
+
+def _layers(model: keras.Model):
+    return model._flatten_layers(include_self=False)
+
+
+def allow(model: keras.Model) -> keras.Model:
+    """Mark ``model``'s augmentation layers compilable where the backend compiles them (JAX);
+    elsewhere leave the model as it is. Returns ``model``."""
+    if keras.backend.backend() == "jax":
+        for layer in _layers(model):
+            if type(layer).__name__ in _COMPILE_ON_JAX:
+                layer.supports_jit = True
+    return model
+
+
+def blockers(model: keras.Model) -> list[str]:
+    """The names of the layers that keep ``model`` from being compiled on this backend."""
+    return [layer.name for layer in _layers(model) if not layer.supports_jit]
