@@ -30,19 +30,30 @@ help: ## list the targets
 UV_PIN := $(shell grep -m1 '^uv==' requirements.lock)
 UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
 
-# GPU=1 asks for TensorFlow with CUDA as well, the rest held to the lock's pins.
+# GPU=1 asks for TensorFlow with CUDA instead of tensorflow-cpu, the rest held to the lock's pins.
+# tensorflow-cpu is another build of the same `tensorflow` package: installed beside it, it would
+# overwrite files of the CUDA build, so its pin is left out of what is installed.
 TF_GPU := $(if $(GPU),-c requirements.lock "tensorflow[and-cuda]==2.21.0")
+WITHOUT_TF_CPU := grep -v -i -E '^tensorflow[-_]cpu=='
+RUN_REQS := $(if $(GPU),$(VENV)/requirements-run-gpu.lock,requirements-run.lock)
+ALL_REQS := $(if $(GPU),$(VENV)/requirements-gpu.lock,requirements.lock)
 
-$(RUN_STAMP): pyproject.toml requirements-run.lock
+$(VENV)/requirements-run-gpu.lock: requirements-run.lock
+	mkdir -p $(VENV) && $(WITHOUT_TF_CPU) $< > $@
+
+$(VENV)/requirements-gpu.lock: requirements.lock
+	mkdir -p $(VENV) && $(WITHOUT_TF_CPU) $< > $@
+
+$(RUN_STAMP): pyproject.toml requirements-run.lock $(if $(GPU),$(RUN_REQS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(UV_PIN)"
-	$(UV) $(TF_GPU) -r requirements-run.lock
+	$(UV) $(TF_GPU) -r $(RUN_REQS)
 	$(UV) --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-$(STAMP): $(RUN_STAMP) requirements.lock
-	$(UV) $(TF_GPU) -r requirements.lock
+$(STAMP): $(RUN_STAMP) requirements.lock $(if $(GPU),$(ALL_REQS))
+	$(UV) $(TF_GPU) -r $(ALL_REQS)
 	touch $@
 
 install: $(STAMP) ## create .venv with all the pinned dependencies, test tools included (GPU=1 for CUDA)

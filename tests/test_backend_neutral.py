@@ -69,6 +69,7 @@ ON_JAX = textwrap.dedent("""
     from petvision.config import (AugmentationConfig, ClassificationModelConfig, SegmentationModelConfig,
                                   TrainConfig, TrainerConfig)
     from petvision.models.classification import build_classifier
+    from petvision.models import xla
     from petvision.models.segmentation import build_segmentation_model
 
     assert keras.backend.backend() == "jax", keras.backend.backend()
@@ -119,8 +120,11 @@ ON_JAX = textwrap.dedent("""
         before = [np.asarray(v.value).copy() for v in seeds]
         result = loop.fit(model, train_ds, val_ds, train_cfg, workdir.Workdir(work / model.name),
                           config_key=task, verbose=0)
-        best = keras.saving.load_model(result.best_model, safe_mode=True)
+        with xla.loading():
+            best = xla.allow(keras.saving.load_model(result.best_model, safe_mode=True))
         report["models"][model.name] = {
+            # A loaded model predicts compiled too (Keras decides before xla.allow can run).
+            "loaded_jit_compile": bool(best.jit_compile),
             "input_kind": type(train_ds).__name__,
             "jit_compile": bool(model.jit_compile),
             "train_step_python_runs": len(traced),
@@ -134,7 +138,6 @@ ON_JAX = textwrap.dedent("""
     # The book's augmentation, compiled as the training step compiles it: the seed state goes in
     # and comes out advanced, so two steps draw two transformations; inference passes images through.
     import jax
-    from petvision.models import xla
     from petvision.models.classification import data_augmentation
 
     augment = xla.allow(data_augmentation(augmentation))
@@ -207,7 +210,7 @@ def test_every_model_trains_compiled_on_jax_without_tensorflow(tmp_path, precisi
     for name, seen in models.items():
         # Compiled: train_step's Python ran once, while JAX traced it, not once per step (Keras
         # runs a model holding RandomRotation/RandomZoom op by op unless models.xla allows them).
-        assert seen["jit_compile"], name
+        assert seen["jit_compile"] and seen["loaded_jit_compile"], name
         assert seen["steps"] == 4 and seen["train_step_python_runs"] == 1, (name, seen)
     # The augmentation inside the compiled steps drew a new transformation at each of the 4 steps
     # (flip, rotation, zoom and the dropout: one seed generator each).

@@ -69,14 +69,57 @@ def _dry_run(cwd: Path, *args: str) -> str:
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 @pytest.mark.parametrize("flavour", [[], ["GPU=1"]])
 def test_make_run_installs_the_runtime_and_the_test_targets_the_whole_lock(makefile_copy, flavour):
+    # GPU=1 installs the locks without their tensorflow-cpu pin (copies made in .venv).
+    run_lock, lock = (
+        (".venv/requirements-run-gpu.lock", ".venv/requirements-gpu.lock")
+        if flavour
+        else ("requirements-run.lock", "requirements.lock")
+    )
     run = _dry_run(makefile_copy, "run", *flavour)
-    assert "-r requirements-run.lock" in run and "-r requirements.lock" not in run
+    assert f"-r {run_lock}" in run and f"-r {lock}" not in run
     assert "dvc repro" in run
     for target in ("install", "test", "test-fast", "lint", "quality-gate", "bench"):
         out = _dry_run(makefile_copy, target, *flavour)
-        assert "-r requirements-run.lock" in out and "-r requirements.lock" in out, target
+        assert f"-r {run_lock}" in out and f"-r {lock}" in out, target
     gpu = _dry_run(makefile_copy, "install", *flavour)
     assert ('"tensorflow[and-cuda]==2.21.0"' in gpu) == bool(flavour)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(
+    shutil.which("make") is None or not (Path(sys.executable).parent / "uv").exists(),
+    reason="needs make and the lock's uv",
+)
+def test_make_install_gpu_resolves_to_the_cuda_build_alone(makefile_copy):
+    """What `make install GPU=1` would install, resolved by uv for an empty environment of this
+    Python (metadata only: nothing is downloaded or installed): TensorFlow's CUDA build with its
+    CUDA libraries and the rest of the lock, and no tensorflow-cpu beside it."""
+    uv = str(Path(sys.executable).parent / "uv")
+    empty = makefile_copy / "empty"
+    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(empty)], check=True)
+    resolved = []
+    for line in _dry_run(makefile_copy, "install", "GPU=1").splitlines():
+        if line.startswith(("mkdir", "grep")):  # the filtered locks: written for real
+            subprocess.run(["bash", "-c", line], cwd=makefile_copy, check=True)
+        elif "uv pip install " in line and " -e ." not in line:
+            args = line.split("uv pip install ", 1)[1]
+            args = args.replace("--quiet ", "").replace("--python .venv/bin/python", "")
+            done = subprocess.run(
+                f"{uv} pip install --dry-run --python {empty}/bin/python {args}",
+                shell=True,
+                cwd=makefile_copy,
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+            resolved.append(done.stdout + done.stderr)
+    assert len(resolved) == 2  # install-run's, then the whole lock's
+    for out in resolved:
+        assert "tensorflow==2.21.0" in out
+        assert "nvidia-cudnn" in out  # the [and-cuda] extra
+        assert "tensorflow-cpu" not in out.replace("_", "-")
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")

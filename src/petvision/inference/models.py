@@ -93,13 +93,15 @@ def _load_from_mlflow(cfg: Config, task: str, uri: str) -> tuple[Any, str | None
 
     from petvision import tracking
     from petvision.interpret import loading
+    from petvision.models import xla
 
     store = tracking.tracking_uri(cfg.tracking)
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(store)
     try:
         try:
-            model = mlflow.keras.load_model(uri)
+            with xla.loading():
+                model = mlflow.keras.load_model(uri)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(

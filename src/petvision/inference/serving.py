@@ -47,13 +47,15 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Photo
     import mlflow.keras
 
     from petvision.interpret import loading
+    from petvision.models import xla
 
     settings = (model_config or {}).get(FLAVOR_CONFIG_KEY) or {}
     if settings.get("task") not in inference.TASKS:
         raise DataError(
             f"{path}: no petvision task in the model's python_function config: {model_config}"
         )
-    model = loading.float32_copy(mlflow.keras.load_model(path))
+    with xla.loading():
+        model = loading.float32_copy(mlflow.keras.load_model(path))
     loaded = inference.LoadedModel(
         settings["task"],
         model,

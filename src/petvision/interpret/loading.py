@@ -48,7 +48,8 @@ def load_trained(path: Path, what: str) -> keras.Model:
     if not path.is_file():
         raise DataError(f"{path}: missing; run the {what} stage first (dvc repro {what})")
     try:
-        model = keras.saving.load_model(path, safe_mode=True)
+        with xla.loading():
+            model = keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:
         raise DataError(
             f"{path}: cannot be loaded as a Keras model ({type(exc).__name__}: {exc}); rerun {what}"

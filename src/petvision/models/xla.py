@@ -17,6 +17,9 @@ Call it on every model this project builds or loads; it is idempotent.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import keras
 
 # Layers that Keras marks not compilable on every backend but that compile on JAX.
@@ -34,12 +37,34 @@ def _layers(model: keras.Model):
 
 def allow(model: keras.Model) -> keras.Model:
     """Mark ``model``'s augmentation layers compilable where the backend compiles them (JAX);
-    elsewhere leave the model as it is. Returns ``model``."""
-    if keras.backend.backend() == "jax":
-        for layer in _layers(model):
-            if type(layer).__name__ in _COMPILE_ON_JAX:
-                layer.supports_jit = True
+    elsewhere leave the model as it is. Returns ``model``.
+
+    A saved model is compiled as it is loaded, before this can run: Keras then turns the
+    ``jit_compile=True`` it was saved with into False. That choice is made again here, or every
+    ``predict`` of a loaded classifier would run op by op."""
+    if keras.backend.backend() != "jax":
+        return model
+    lifted = False
+    for layer in _layers(model):
+        if type(layer).__name__ in _COMPILE_ON_JAX and not layer.supports_jit:
+            layer.supports_jit = lifted = True
+    saved_with_xla = model.compiled and model.get_compile_config().get("jit_compile") in (
+        True,
+        "auto",
+    )
+    if lifted and saved_with_xla and not model.jit_compile:
+        model.jit_compile = True
+        model.train_function = model.test_function = model.predict_function = None
     return model
+
+
+@contextlib.contextmanager
+def loading():
+    """Around ``load_model``: Keras's warning that a model with these layers cannot be compiled
+    is untrue on JAX once :func:`allow` has run, and names no layer on TensorFlow."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Model doesn't support `jit_compile=True`")
+        yield
 
 
 def blockers(model: keras.Model) -> list[str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +66,7 @@ def compile_model(
     XLA, and the log says which layers and why (TensorFlow and the book's augmentation)."""
     xla.allow(model)
     blockers = xla.blockers(model) if rt.xla else []
-    with warnings.catch_warnings():
-        # Keras's own warning names no layer; the one below does.
-        warnings.filterwarnings("ignore", message="Model doesn't support `jit_compile=True`")
+    with xla.loading():  # Keras's own warning names no layer; the one below does
         model.compile(
             optimizer=make_optimizer(train, steps_per_epoch),
             loss=loss,

@@ -152,9 +152,13 @@ class TrainingSession:
         }
 
     def _fingerprint(self, digests: dict[str, str]) -> str:
-        """What the saved training state depends on: the stage's params in dvc.yaml (trainer.resume
-        aside) and the data."""
-        trainer = {k: v for k, v in dataclasses.asdict(self.cfg.trainer).items() if k != "resume"}
+        """What the saved training state depends on: the stage's params in dvc.yaml and the data.
+        Not trainer.resume, nor trainer.steps_per_execution (how many of the same steps one call
+        runs)."""
+        unrelated = {"resume", "steps_per_execution"}
+        trainer = {
+            k: v for k, v in dataclasses.asdict(self.cfg.trainer).items() if k not in unrelated
+        }
         made_of = {
             "image_size": getattr(self.cfg.data, self.task).image_size,
             self.task: dataclasses.asdict(getattr(self.cfg, self.task)),
@@ -207,7 +211,8 @@ class TrainingSession:
         best = self.workdir.best_model()
         if best is None:
             raise TrainingError(f"{self.workdir.root}: no best model saved; train first")
-        return xla.allow(keras.saving.load_model(best, safe_mode=True))
+        with xla.loading():
+            return xla.allow(keras.saving.load_model(best, safe_mode=True))
 
     # ------------------------------------------------------------------ outputs
     def finish(
