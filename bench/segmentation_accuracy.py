@@ -39,8 +39,8 @@ def prepare(folder: Path, images: int, size: int):
 def train(cfg, precision: str, epochs: int, seed: int, xla: bool = False) -> dict:
     import keras
 
-    from petvision import metrics
     from petvision.data import inputs, npy_dataset
+    from petvision.evaluation import metrics
     from petvision.models.segmentation import build_segmentation_model
     from petvision.training import loop
 

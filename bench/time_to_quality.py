@@ -77,7 +77,7 @@ def _targets(task: str, split) -> np.ndarray:
 def build(cfg, task: str, precision: str, optimizer, seed: int):
     import keras
 
-    from petvision import metrics
+    from petvision.evaluation import metrics
     from petvision.models.classification import build_classifier
     from petvision.models.segmentation import build_segmentation_model
 

@@ -98,7 +98,7 @@ class Task:
         )
 
     def metrics(self):
-        from petvision import metrics
+        from petvision.evaluation import metrics
 
         return (
             metrics.segmentation_metrics(3)

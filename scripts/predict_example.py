@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from PIL import Image
 
-from petvision import paths
+from petvision.core import paths
 from petvision.data import images, layout
 
 # (file name suffix, PIL format, mode, scale of the original size)

@@ -21,8 +21,9 @@ import matplotlib.pyplot as plt
 from matplotlib.colors import ListedColormap
 from PIL import Image
 
-from petvision import config, paths
+from petvision import config
 from petvision.config import SyntheticConfig
+from petvision.core import paths
 from petvision.data import layout, synthetic
 
 # trimap 1 = pet, 2 = background, 3 = border

@@ -63,7 +63,7 @@ ON_JAX = textwrap.dedent("""
     sys.meta_path.insert(0, NoTensorFlow())
     from pathlib import Path
     import keras, numpy as np
-    from petvision import metrics
+    from petvision.evaluation import metrics
     from petvision.data import inputs
     from petvision.training import loop, runtime, workdir
     from petvision.config import (AugmentationConfig, ClassificationModelConfig, SegmentationModelConfig,

@@ -5,7 +5,7 @@ import yaml
 from conftest import ROOT
 
 from petvision import config
-from petvision.errors import ConfigError
+from petvision.core.errors import ConfigError
 
 
 def test_committed_params_yaml_is_the_composition_of_conf(tmp_path):

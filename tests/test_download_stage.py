@@ -15,9 +15,9 @@ import pytest
 from test_fetch import PetServer, oxford_archives, pet_server  # noqa: F401  (pet_server is a fixture)
 
 from petvision import config
+from petvision.core.errors import DataError, DownloadError
 from petvision.data import layout
 from petvision.download import run_download
-from petvision.errors import DataError, DownloadError
 
 
 def _archive_override(archives: dict[str, bytes]) -> str:

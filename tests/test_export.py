@@ -15,7 +15,7 @@ SIZE = 32
 def test_savedmodels_take_uint8_images_and_match_keras(make_config, tmp_path):
     import tensorflow as tf
 
-    from petvision.errors import ConfigError
+    from petvision.core.errors import ConfigError
     from petvision.export import run_export
     from petvision.models.classification import build_classifier
     from petvision.models.segmentation import build_segmentation_model

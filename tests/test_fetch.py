@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from petvision.core.errors import DataError, DownloadError
 from petvision.data import archives, fetch
 from petvision.data.fetch import Archive, RetryPolicy
-from petvision.errors import DataError, DownloadError
 
 FAST = RetryPolicy(retries=2, backoff_s=0.01, timeout_s=5.0)
 

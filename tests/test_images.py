@@ -9,8 +9,8 @@ import pytest
 from conftest import write_quirky_image
 from PIL import Image
 
+from petvision.core.errors import DataError
 from petvision.data import images
-from petvision.errors import DataError
 
 # A picture whose content is easy to check after any lossy step: 16-px blocks, dark or light.
 BLOCKS = np.array([[0, 1, 1, 0], [1, 0, 0, 1], [1, 1, 0, 0], [0, 0, 1, 1]], dtype=bool)

@@ -14,7 +14,7 @@ import pytest
 from conftest import free_port
 from keras import layers
 
-from petvision.errors import ConfigError, DownloadError
+from petvision.core.errors import ConfigError, DownloadError
 from petvision.interpret import activations, filters, gradcam, loading, segmentation_views
 from petvision.models.classification import mini_xception
 from petvision.models.segmentation import book_model, unet_model

@@ -11,7 +11,7 @@ import pytest
 from keras import layers
 
 from petvision import config
-from petvision.errors import ConfigError
+from petvision.core.errors import ConfigError
 from petvision.interpret import (
     cams,
     faithfulness,

@@ -81,8 +81,8 @@ def test_an_extracted_copy_with_the_real_sets_quirks_is_used_as_it_is(
 
 
 def test_archives_are_verified_before_they_are_extracted(make_config, tmp_path, no_network):
+    from petvision.core.errors import DataError
     from petvision.download import run_download
-    from petvision.errors import DataError
     from petvision.preprocess import run_preprocess
 
     extracted = tmp_path / "extracted"
@@ -122,8 +122,8 @@ def test_archives_are_verified_before_they_are_extracted(make_config, tmp_path, 
 
 
 def test_a_folder_that_is_not_the_dataset_is_named_with_what_is_missing(make_config, tmp_path):
+    from petvision.core.errors import ConfigError, DataError
     from petvision.download import run_download
-    from petvision.errors import ConfigError, DataError
 
     folder = tmp_path / "half"
     (folder / "images").mkdir(parents=True)

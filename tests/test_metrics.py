@@ -1,4 +1,4 @@
-"""petvision.metrics against computations that share none of its code: confusion matrices and
+"""petvision.evaluation.metrics against computations that share none of its code: confusion matrices and
 IoUs worked out by hand, ROC AUC as the share of (positive, negative) pairs ranked right, and the
 Keras metrics of every epoch against the NumPy scores."""
 
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from petvision import metrics
+from petvision.evaluation import metrics
 
 # --------------------------------------------------------------------------- confusion and IoU
 

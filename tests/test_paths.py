@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import run_module
 
-from petvision import paths
-from petvision.errors import ConfigError
+from petvision.core import paths
+from petvision.core.errors import ConfigError
 
 
 def test_a_petvision_root_that_is_not_a_project_is_a_config_error_naming_it(tmp_path, monkeypatch):

@@ -140,7 +140,7 @@ def test_names_stay_distinct_when_stems_collide(tmp_path):
 
 
 def test_bad_inputs_are_named_and_leave_no_output(trained_dir, tmp_path):
-    from petvision.errors import ConfigError, DataError
+    from petvision.core.errors import ConfigError, DataError
     from petvision.inference import run_predict
 
     out = tmp_path / "out"

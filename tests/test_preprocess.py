@@ -19,8 +19,8 @@ from conftest import QUIRKS, write_quirky_image
 from PIL import Image
 
 from petvision import preprocess
+from petvision.core.errors import ConfigError, DataError
 from petvision.data import checks, images, layout, npy_dataset, splits
-from petvision.errors import ConfigError, DataError
 
 BITS = 15  # blocks 0..14 carry the identity; block 15 is the trimap's border class
 

@@ -39,11 +39,11 @@ from conftest import (
 from mlflow import MlflowClient
 from test_fetch import FAST, pet_server, served  # noqa: F401  (fixtures)
 
-from petvision import plots
 from petvision.config import TrainConfig
+from petvision.core.errors import DataError, TrackingError, TrainingError
 from petvision.data import inputs, npy_dataset
-from petvision.errors import DataError, TrackingError, TrainingError
 from petvision.interpret import loading
+from petvision.render import plots
 from petvision.train_segmentation import run_train_segmentation
 from petvision.train_xception import run_train_xception
 from petvision.training import loop, session

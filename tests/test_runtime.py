@@ -12,7 +12,7 @@ import keras
 import pytest
 
 from petvision.config import TrainerConfig
-from petvision.errors import ConfigError, TrainingError
+from petvision.core.errors import ConfigError, TrainingError
 from petvision.training import distribute, runtime
 
 HAS_GPU = bool(runtime._gpus())

@@ -11,7 +11,7 @@ import pytest
 
 from petvision import config
 from petvision.config import TrainConfig
-from petvision.errors import ConfigError
+from petvision.core.errors import ConfigError
 from petvision.training import loop, schedules
 
 

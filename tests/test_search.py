@@ -27,7 +27,7 @@ from project_copy import (
 )
 
 from petvision import search, tracking
-from petvision.errors import ConfigError
+from petvision.core.errors import ConfigError
 from petvision.search import report as search_report
 from petvision.search import study as search_study
 

@@ -69,8 +69,8 @@ def test_the_pyfunc_answers_encoded_photos_as_predict_does_and_still_takes_array
     import pandas as pd
 
     from petvision import tracking
+    from petvision.core.errors import DataError
     from petvision.data import images
-    from petvision.errors import DataError
     from petvision.inference.serving import decode_mask
 
     cfg, uris = logged

@@ -16,7 +16,7 @@ from conftest import ROOT, VENV_BIN, path_overrides, write_npy
 from mlflow import MlflowClient
 from test_reliability import SEG, Killed
 
-from petvision.errors import ConfigError
+from petvision.core.errors import ConfigError
 from petvision.models.classification import simple_convnet
 from petvision.train_segmentation import run_train_segmentation
 from petvision.training import faults, loop

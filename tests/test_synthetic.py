@@ -13,8 +13,8 @@ from PIL import Image, ImageFilter
 
 from petvision import config
 from petvision.config import SyntheticConfig
+from petvision.core.errors import ConfigError, DataError
 from petvision.data import layout, synthetic
-from petvision.errors import ConfigError, DataError
 
 NUM_IMAGES = 300
 

@@ -23,8 +23,8 @@ from mlflow import MlflowClient
 
 from petvision import config as config_lib
 from petvision import tracking
+from petvision.core.errors import DataError, TrackingError
 from petvision.data import digest
-from petvision.errors import DataError, TrackingError
 
 # The tracking layer sets variables in os.environ: every test gets a clean copy.
 pytestmark = pytest.mark.usefixtures("isolated_env")

@@ -12,9 +12,10 @@ import mlflow
 import pytest
 from conftest import free_port, path_overrides, run_module, write_npy
 
-from petvision import atomic, tracking
+from petvision import tracking
+from petvision.core import atomic
+from petvision.core.errors import ConfigError, DownloadError
 from petvision.data import npy_dataset
-from petvision.errors import ConfigError, DownloadError
 from petvision.models import registry
 from petvision.models.classification import mini_xception
 from petvision.models.segmentation import book_model

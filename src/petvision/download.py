@@ -16,13 +16,13 @@ import json
 import logging
 from pathlib import Path
 
-from petvision import paths as project_paths
-from petvision import stage
-from petvision.atomic import atomic_dir
+from petvision.cli import stage
 from petvision.config import Config
+from petvision.core import paths as project_paths
+from petvision.core.atomic import atomic_dir
+from petvision.core.errors import DataError
 from petvision.data import fetch, layout
 from petvision.data.archives import safe_extract
-from petvision.errors import DataError
 
 # Named, not __name__: run as `python -m petvision.download` this module is __main__.
 log = logging.getLogger("petvision.download")

@@ -19,9 +19,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from petvision import atomic, inference, stage
+from petvision import inference
+from petvision.cli import stage
 from petvision.config import Config
-from petvision.errors import ConfigError
+from petvision.core import atomic
+from petvision.core.errors import ConfigError
 
 log = logging.getLogger("petvision.export")  # not __name__: that is "__main__" under python -m
 

@@ -11,7 +11,7 @@ the table of all of them (predictions.csv, predictions.json). See :mod:`petvisio
 
 from __future__ import annotations
 
-from petvision import stage
+from petvision.cli import stage
 from petvision.inference import run_predict
 
 if __name__ == "__main__":

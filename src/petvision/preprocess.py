@@ -29,8 +29,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from petvision import atomic, stage
+from petvision.cli import stage
 from petvision.config import Config
+from petvision.core import atomic
 from petvision.data import conversion
 
 log = logging.getLogger("petvision.preprocess")  # not __name__: that is "__main__" under python -m

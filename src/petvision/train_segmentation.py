@@ -14,10 +14,12 @@ import logging
 
 import numpy as np
 
-from petvision import metrics, plots, stage
+from petvision.cli import stage
 from petvision.config import Config
 from petvision.data import inputs, npy_dataset
+from petvision.evaluation import metrics
 from petvision.models.segmentation import build_segmentation_model
+from petvision.render import plots
 from petvision.training import loop, runtime, schedules
 from petvision.training.session import TrainingSession
 

@@ -13,10 +13,12 @@ import logging
 
 import numpy as np
 
-from petvision import metrics, plots, stage
+from petvision.cli import stage
 from petvision.config import Config
 from petvision.data import inputs, layout, npy_dataset
+from petvision.evaluation import metrics
 from petvision.models.classification import build_classifier
+from petvision.render import plots
 from petvision.training import loop, runtime, schedules
 from petvision.training.session import TrainingSession
 

@@ -34,10 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from petvision import atomic, stage, tracking
+from petvision import tracking
+from petvision.cli import stage
 from petvision.config import Config
+from petvision.core import atomic
+from petvision.core.errors import ConfigError, DataError
 from petvision.data import layout, npy_dataset
-from petvision.errors import ConfigError, DataError
 from petvision.interpret import (
     activations,
     evidence,

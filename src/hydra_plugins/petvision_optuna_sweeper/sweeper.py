@@ -65,7 +65,7 @@ class PetvisionOptunaSweeper(Sweeper):
         assert self.config is not None
         space = search_study.parse_space(self.params, arguments)
         if not space.distributions:
-            from petvision.errors import ConfigError
+            from petvision.core.errors import ConfigError
 
             raise ConfigError(
                 "hydra.sweeper.params: nothing to search (no choice, range or interval)"
@@ -73,7 +73,7 @@ class PetvisionOptunaSweeper(Sweeper):
         return _Search(self, space).run()
 
     def _check(self) -> None:
-        from petvision.errors import ConfigError
+        from petvision.core.errors import ConfigError
 
         if self.direction not in ("maximize", "minimize"):
             raise ConfigError(
@@ -114,7 +114,7 @@ class _Search:
 
         from petvision import config as config_lib
         from petvision import tracking
-        from petvision.errors import ConfigError
+        from petvision.core.errors import ConfigError
         from petvision.search import report as search_report
         from petvision.search import study as search_study
         from petvision.tracking.run import TASKS

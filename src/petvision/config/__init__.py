@@ -18,7 +18,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from petvision import paths as project_paths
 from petvision.config.checks import check_split_sizes, validate
 from petvision.config.schema import (
     MODEL_FILES,
@@ -64,7 +63,8 @@ from petvision.config.schema import (
     VisualizeConfig,
     VisualizedModel,
 )
-from petvision.errors import ConfigError
+from petvision.core import paths as project_paths
+from petvision.core.errors import ConfigError
 
 __all__ = [
     "ActivationsConfig",

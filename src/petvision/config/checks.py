@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from petvision.config.schema import Config, VisualizeConfig
-from petvision.errors import ConfigError
+from petvision.core.errors import ConfigError
 
 # --------------------------------------------------------------------------- validation
 

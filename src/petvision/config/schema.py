@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from petvision import paths as project_paths
+from petvision.core import paths as project_paths
 
 # --------------------------------------------------------------------------- schema
 

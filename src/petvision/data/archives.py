@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from petvision.errors import DataError, DownloadError
+from petvision.core.errors import DataError, DownloadError
 from petvision.util.hashing import file_digest
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from petvision.core.errors import DataError
 from petvision.data import images, layout
 from petvision.data.splits import ClassificationSplit
-from petvision.errors import DataError
 
 log = logging.getLogger("petvision.preprocess")
 

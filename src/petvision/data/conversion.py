@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from petvision import atomic
 from petvision.config import Config, check_split_sizes
+from petvision.core import atomic
+from petvision.core.errors import DataError
 from petvision.data import images, layout, npy_dataset
 from petvision.data.checks import Checked, check_pair, log_skipped, make_report, skipped_files
 from petvision.data.splits import classification_split, segmentation_split
-from petvision.errors import DataError
 from petvision.util import parallel
 
 log = logging.getLogger("petvision.preprocess")

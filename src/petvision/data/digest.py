@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from petvision.errors import DataError
+from petvision.core.errors import DataError
 from petvision.util.hashing import update_with_file
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import requests
 
+from petvision.core.errors import DownloadError
 from petvision.data.archives import Archive, verify_file
-from petvision.errors import DownloadError
 from petvision.util import http
 from petvision.util.retry import with_retries
 

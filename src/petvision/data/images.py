@@ -19,7 +19,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from petvision.errors import DataError
+from petvision.core.errors import DataError
 
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,

@@ -20,9 +20,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from petvision.core.errors import DataError, DownloadError
 from petvision.data import layout
 from petvision.data.archives import Archive, safe_extract, verify_file
-from petvision.errors import DataError, DownloadError
 
 log = logging.getLogger(__name__)
 

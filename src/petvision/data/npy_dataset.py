@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from petvision.errors import DataError
+from petvision.core.errors import DataError
 
 SEGMENTATION, CLASSIFICATION = "segmentation", "classification"
 SPLITS = {SEGMENTATION: ("train", "val"), CLASSIFICATION: ("train", "val", "test")}

@@ -25,8 +25,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from petvision.core.errors import ConfigError
 from petvision.data import layout
-from petvision.errors import ConfigError
 
 CLS_KEYS = {"train": "train_count", "val": "val_count", "test": "test_count"}
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from petvision.config import Config
-from petvision.errors import ConfigError, DataError
+from petvision.core.errors import ConfigError, DataError
 from petvision.inference.models import (
     LoadedModel,
     dog_probabilities,
@@ -83,7 +83,7 @@ def run_predict(cfg: Config) -> dict[str, Any]:
 
     from tqdm import tqdm
 
-    from petvision import atomic
+    from petvision.core import atomic
 
     p = cfg.predict
     found = collect_inputs(p.input)

@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 
 from petvision.config import Config
+from petvision.core.errors import DataError
 from petvision.data import images
-from petvision.errors import DataError
 
 log = logging.getLogger("petvision.inference")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from petvision.core.errors import ConfigError
 from petvision.data import images
-from petvision.errors import ConfigError
 
 log = logging.getLogger("petvision.inference")
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from petvision.errors import DataError
+from petvision.core.errors import DataError
 from petvision.inference import models as inference
 from petvision.inference.photos import read_photo
 from petvision.tracking.flavor import FLAVOR_CONFIG_KEY

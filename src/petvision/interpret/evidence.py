@@ -26,8 +26,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from petvision.atomic import write_text
 from petvision.config import FaithfulnessConfig, LocalizationConfig, SanityConfig
+from petvision.core.atomic import write_text
 from petvision.interpret import (
     cams,
     faithfulness,

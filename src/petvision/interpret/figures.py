@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from petvision import plots
 from petvision.interpret import gradcam, segmentation_breakdown, segmentation_views
 from petvision.interpret.pictures import Panel, Row, panel_grid
+from petvision.render import plots
 
 plt = plots.plt
 

@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 from tqdm import tqdm
 
-from petvision.errors import ConfigError
+from petvision.core.errors import ConfigError
 from petvision.interpret.activations import CONVOLUTIONS
 from petvision.interpret.gradients import value_and_grad
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from petvision.atomic import write_text
+from petvision.core.atomic import write_text
 from petvision.util.nested import flatten
 
 PICTURES = (".png", ".jpg", ".jpeg", ".svg", ".gif")

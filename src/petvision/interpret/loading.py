@@ -24,8 +24,8 @@ import keras
 import numpy as np
 import requests
 
-from petvision.atomic import atomic_file
-from petvision.errors import DataError, DownloadError
+from petvision.core.atomic import atomic_file
+from petvision.core.errors import DataError, DownloadError
 from petvision.models import xla
 from petvision.util import http
 from petvision.util.hashing import file_digest

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
-from petvision.errors import ConfigError
+from petvision.core.errors import ConfigError
 from petvision.interpret import gradcam
 from petvision.interpret.cams import LayerMaps
 

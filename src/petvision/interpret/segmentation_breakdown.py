@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from petvision.metrics import (
+from petvision.evaluation.metrics import (
     PET,
     SEGMENTATION_CLASSES,
     confusion,

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from petvision.metrics import PET, per_image_iou
+from petvision.evaluation.metrics import PET, per_image_iou
 
 # Overlay colours per mask value: pet, background (left as it is), border.
 MASK_COLOURS = {0: (255, 140, 0), 2: (255, 255, 0)}

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from petvision.errors import ConfigError
+from petvision.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from petvision import paths
-from petvision.errors import ConfigError
+from petvision.core import paths
+from petvision.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from petvision import paths
 from petvision.config import Config
+from petvision.core import paths
 from petvision.tracking import flavor
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _context_tags(cfg: Config, task: str, stage: str) -> dict[str, str]:
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     tags = {
         "petvision.task": task,
-        "petvision.stage": stage,
+        "petvision.cli.stage": stage,
         "preset": cfg.preset,
         "git.commit": commit or "unknown",
         "git.dirty": "unknown" if status is None else str(bool(status)).lower(),

@@ -32,7 +32,7 @@ import numpy as np
 
 from petvision import config as config_lib
 from petvision.config import Config
-from petvision.errors import TrackingError
+from petvision.core.errors import TrackingError
 from petvision.tracking import flavor, scope
 from petvision.tracking.context import (
     _context_tags,

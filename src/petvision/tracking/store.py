@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
-from petvision import paths
 from petvision.config import TrackingConfig
-from petvision.errors import TrackingError
+from petvision.core import paths
+from petvision.core.errors import TrackingError
 from petvision.util.retry import with_retries
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-from petvision.errors import ConfigError, TrainingError
+from petvision.core.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import keras
 
-from petvision.atomic import atomic_file, write_json
 from petvision.config import TrainConfig
-from petvision.errors import TrainingError
+from petvision.core.atomic import atomic_file, write_json
+from petvision.core.errors import TrainingError
 from petvision.models import xla
 from petvision.training import faults, schedules
 from petvision.training.runtime import Runtime

@@ -25,7 +25,7 @@ from typing import Any
 import keras
 
 from petvision.config import TrainerConfig
-from petvision.errors import ConfigError, TrainingError
+from petvision.core.errors import ConfigError, TrainingError
 from petvision.training import distribute
 
 log = logging.getLogger(__name__)

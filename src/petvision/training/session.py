@@ -29,10 +29,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from petvision import atomic, search, tracking
+from petvision import search, tracking
 from petvision.config import Config, TrainConfig
+from petvision.core import atomic
+from petvision.core.errors import TrainingError
 from petvision.data import digest, npy_dataset
-from petvision.errors import TrainingError
 from petvision.models import xla
 from petvision.tracking import registry
 from petvision.training import faults, loop, workdir

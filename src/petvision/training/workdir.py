@@ -13,8 +13,8 @@ from pathlib import Path
 
 import keras
 
-from petvision.atomic import write_json, write_text
-from petvision.errors import TrainingError
+from petvision.core.atomic import write_json, write_text
+from petvision.core.errors import TrainingError
 
 log = logging.getLogger(__name__)
 

@@ -43,10 +43,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from petvision.config import SyntheticConfig
+from petvision.core.errors import ConfigError, DataError
 from petvision.data import layout
 from petvision.data.synthetic.breeds import BREEDS, Breed
 from petvision.data.synthetic.render import Sample, render
-from petvision.errors import ConfigError, DataError
 from petvision.util.parallel import process_map, usable_cores
 
 __all__ = ["BREEDS", "Breed", "GenerateSummary", "Sample", "generate", "plan", "render"]

@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from petvision.errors import ConfigError
+from petvision.core.errors import ConfigError
 
 ROOT_ENV = "PETVISION_ROOT"
-_SOURCE_CHECKOUT = Path(__file__).resolve().parents[2]
+_SOURCE_CHECKOUT = Path(__file__).resolve().parents[3]  # src/petvision/core/paths.py
 
 
 def _is_project(folder: Path) -> bool:

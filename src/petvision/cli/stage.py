@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from petvision import config as config_lib
-from petvision import paths as project_paths
 from petvision import search
-from petvision.errors import PetvisionError
+from petvision.core import paths as project_paths
+from petvision.core.errors import PetvisionError
 
 log = logging.getLogger("petvision")
 

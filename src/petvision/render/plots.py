@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from petvision.atomic import atomic_file
+from petvision.core.atomic import atomic_file
 
 
 def save(fig: plt.Figure, path: Path, dpi: int = 100) -> Path:

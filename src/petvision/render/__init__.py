@@ -1,0 +1,1 @@
+"""Pictures: :mod:`.plots` draws the matplotlib figures the stages write."""
