@@ -1,6 +1,6 @@
 """Pictures of where the classifier looks and how faithful its maps are, and of the segmentation
 model's failures: per-layer map grids, localization by depth, deletion and insertion curves, the
-randomization cascade, the errors by kind. Each saved atomically, like :mod:`pictures`."""
+randomization cascade, the errors by kind. Each saved atomically, like :mod:`.pictures`."""
 
 from __future__ import annotations
 
@@ -9,19 +9,20 @@ from pathlib import Path
 
 import numpy as np
 
-from petvision.interpret import gradcam, segmentation_breakdown, segmentation_views
-from petvision.interpret.pictures import Panel, Row, panel_grid
+from petvision.interpret.methods import localization, segmentation
 from petvision.render import plots
+from petvision.render.images import error_picture, jet_overlay, mask_overlay
+from petvision.render.pictures import Panel, Row, panel_grid
 
 plt = plots.plt
 
 
 def _where(heat: np.ndarray, mask: np.ndarray) -> str:
-    region = gradcam.pet_region(mask)
-    share = gradcam.heat_on_pet(heat, region)
+    region = localization.pet_region(mask)
+    share = localization.heat_on_pet(heat, region)
     if np.isnan(share):
         return "blank"
-    return f"{share:.0%} on pet, peak {'on' if gradcam.pointing_hit(heat, region) == 1 else 'off'}"
+    return f"{share:.0%} on pet, peak {'on' if localization.pointing_hit(heat, region) == 1 else 'off'}"
 
 
 def map_grid(
@@ -44,7 +45,7 @@ def map_grid(
             for name, maps in by_column.items():
                 panels.append(
                     Panel(
-                        gradcam.jet_overlay(images[i], maps[i], alpha),
+                        jet_overlay(images[i], maps[i], alpha),
                         f"{name}\n{_where(maps[i], masks[i])}",
                     )
                 )
@@ -141,7 +142,7 @@ def cascade_grid(
         for method, stages in kept.items():
             panels = [Panel(np.asarray(images[i]), method, outline=np.asarray(masks[i]))]
             for name, maps in zip(["trained", *steps], stages, strict=True):
-                panels.append(Panel(gradcam.jet_overlay(images[i], maps[i], alpha), name))
+                panels.append(Panel(jet_overlay(images[i], maps[i], alpha), name))
             rows.append(Row(panels))
     return panel_grid(
         rows,
@@ -164,17 +165,15 @@ def failure_modes(
     border confused)."""
     rows = []
     for i in indices:
-        shares = segmentation_breakdown.error_shares(true_masks[i], pred_masks[i])
+        shares = segmentation.error_shares(true_masks[i], pred_masks[i])
         text = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in shares.items())
         rows.append(
             Row(
                 [
                     Panel(np.asarray(images[i]), f"{stems[i]}: pet IoU {ious[i]:.2f}"),
-                    Panel(segmentation_views.mask_overlay(images[i], true_masks[i]), "true mask"),
+                    Panel(mask_overlay(images[i], true_masks[i]), "true mask"),
                     Panel(
-                        segmentation_breakdown.error_picture(
-                            images[i], true_masks[i], pred_masks[i]
-                        ),
+                        error_picture(images[i], true_masks[i], pred_masks[i]),
                         text.replace(", b", "\nb"),
                     ),
                 ]

@@ -1,6 +1,6 @@
 """The visualize stage's pictures, each saved atomically: activation grids as small palette PNGs,
 filter grids and panels of photographs (Grad-CAM, segmentation) as JPEGs, to keep the stage's
-output a few MB. Drawn with :mod:`petvision.render.plots`' headless matplotlib and with PIL."""
+output a few MB. Drawn with :mod:`.plots`' headless matplotlib and with PIL."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from petvision.core.atomic import atomic_file
-from petvision.interpret.gradcam import pet_region
+from petvision.interpret.methods.localization import pet_region
 from petvision.render import plots
 
 plt = plots.plt
