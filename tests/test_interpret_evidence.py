@@ -487,7 +487,8 @@ def test_segmentation_iou_by_class_and_pet_size_by_hand():
 def test_error_picture_colours_each_kind():
     true = np.array([[0, 1], [2, 1]], np.uint8)
     pred = np.array([[1, 0], [0, 1]], np.uint8)  # pet missed, pet invented, border confused, right
-    picture = pixels.error_picture(np.full((2, 2, 3), 100, np.uint8), true, pred)
+    kinds = segmentation.error_kinds(true, pred)
+    picture = pixels.error_picture(np.full((2, 2, 3), 100, np.uint8), kinds)
     colours = pixels.ERROR_COLOURS
     assert (
         tuple(picture[0, 0]) == colours["pet_missed"]

@@ -5,17 +5,15 @@ out; :mod:`.pictures` saves them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from petvision.interpret.methods import segmentation
-
 # Overlay colours per mask value: pet, background (left as it is), border.
 MASK_COLOURS = {0: (255, 140, 0), 2: (255, 255, 0)}
-# The segmentation model's errors by kind (interpret.methods.segmentation.error_kinds).
+# The segmentation model's errors by kind (petvision.interpret.methods.segmentation.error_kinds).
 ERROR_COLOURS = {
     "pet_missed": (230, 30, 30),
     "pet_invented": (40, 90, 255),
@@ -138,11 +136,12 @@ def mask_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def error_picture(image: np.ndarray, true_mask: np.ndarray, pred_mask: np.ndarray) -> np.ndarray:
-    """The image dimmed to grey where the prediction is right, each error in its colour."""
+def error_picture(image: np.ndarray, kinds: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The image dimmed to grey where the prediction is right, each kind of error (boolean maps
+    by name, :func:`petvision.interpret.methods.segmentation.error_kinds`) in its colour."""
     image = np.asarray(image, dtype=np.float32)
     grey = image.mean(axis=-1, keepdims=True) * 0.6 + 40
     out = np.repeat(grey, 3, axis=-1)
-    for name, where in segmentation.error_kinds(true_mask, pred_mask).items():
+    for name, where in kinds.items():
         out[where] = ERROR_COLOURS[name]
     return np.clip(out, 0, 255).astype(np.uint8)

@@ -30,6 +30,7 @@ import numpy as np
 from petvision.config import FaithfulnessConfig, LocalizationConfig, SanityConfig
 from petvision.core.atomic import write_text
 from petvision.interpret.methods import faithfulness, gradcam, localization, sanity, segmentation
+from petvision.interpret.pipeline import panels
 from petvision.render import figures
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def explain_where(
                 maps, size
             )
     columns[loc.method]["default (fused)"] = default[:k]
-    figures.map_grid(
+    panels.map_grid(
         images[:k],
         masks[:k],
         stems[:k],
@@ -272,7 +273,7 @@ def _sanity(
         ],
     )
     (folder / "sanity").mkdir(parents=True, exist_ok=True)
-    figures.cascade_grid(
+    panels.cascade_grid(
         images[:keep],
         masks[:keep],
         kept,
@@ -317,7 +318,7 @@ def explain_segmentation_failures(
     errors = segmentation.error_shares(masks, predicted)
     if worst:
         worst_first = [int(i) for i in segmentation.worst_cases(ious, worst)]
-        figures.failure_modes(
+        panels.failure_modes(
             images, masks, predicted, ious, stems, worst_first, folder / "failure_modes.jpg"
         )
     figures.iou_breakdown(by_class, by_size, folder / "iou_breakdown.png")

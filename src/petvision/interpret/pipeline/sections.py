@@ -134,7 +134,7 @@ def explain_classifier(
         truth = f", true {class_names[int(labels[i])]}" if labels is not None else ""
         row = Row(
             [
-                Panel(np.asarray(images[i]), f"{stems[i]}{truth}", outline=np.asarray(masks[i])),
+                Panel(np.asarray(images[i]), f"{stems[i]}{truth}", outline=region),
                 Panel(
                     result.heatmaps[i],
                     f"heatmap {result.heatmaps.shape[1]}x{result.heatmaps.shape[2]}",
