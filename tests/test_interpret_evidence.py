@@ -103,6 +103,21 @@ def test_layer_maps_gradcam_is_the_books_gradcam():
     assert found.maps["block3_add"]["layercam"].shape == (3, 6, 6)
 
 
+def test_the_other_recipes_are_options_of_the_one_heatmap_call():
+    # heatmaps(method=...) at one layer gives what layer_maps gives for that recipe there (layer_maps
+    # works in float64, heatmaps in the network's float32), and names an unknown recipe.
+    model = mini_xception(image_size=48, augmentation=None, dropout=0.0)
+    images = np.random.default_rng(1).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    cam = gradcam.split_model(model, "block3_add", "dog_probability")
+    found = gradcam.layer_maps(model, ["block3_add"], images, methods=["hirescam", "gradcam_pp"])
+    for method in ("hirescam", "gradcam_pp"):
+        result = gradcam.heatmaps(cam, images, method=method)
+        np.testing.assert_allclose(result.heatmaps, found.maps["block3_add"][method], atol=1e-5)
+        np.testing.assert_array_equal(result.classes, found.classes)
+    with pytest.raises(ValueError, match="scorecam"):
+        gradcam.heatmaps(cam, images, method="scorecam")
+
+
 # --------------------------------------------------------------------------- localization scores
 
 
