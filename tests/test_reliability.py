@@ -42,7 +42,7 @@ from test_fetch import FAST, pet_server, served  # noqa: F401  (fixtures)
 from petvision.config import TrainConfig
 from petvision.core.errors import DataError, TrackingError, TrainingError
 from petvision.data import inputs, npy_dataset
-from petvision.interpret import loading
+from petvision.models import loading
 from petvision.render import plots
 from petvision.train_segmentation import run_train_segmentation
 from petvision.train_xception import run_train_xception
@@ -726,7 +726,7 @@ class Payload:
 
 def test_models_with_code_in_them_are_refused(tmp_path):
     """A .keras file whose Lambda layer would run Python code on loading: refused by the training
-    stages' load path (session.load_best) and by visualize's (interpret.loading.load_trained)."""
+    stages' load path (session.load_best) and by visualize's (models.loading.load_trained)."""
     marker = str(tmp_path / "ran")
     x_in = keras.Input((4,))
     out = keras.layers.Lambda(lambda x: (open(marker, "w").close(), x * 2)[1], output_shape=(4,))(

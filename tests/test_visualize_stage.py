@@ -289,8 +289,8 @@ def test_the_imagenet_xception_option_draws_the_books_views(trained, tmp_path):
     block14_sepconv2_act on 299x299 inputs in [-1, 1], named by the top ImageNet class."""
     import keras
 
-    from petvision.interpret import loading
-    from petvision.visualize import draw_everything
+    from petvision.interpret.pipeline import draw
+    from petvision.models import loading
 
     cfg, _ = trained
     cfg.visualize.model = "imagenet_xception"
@@ -305,7 +305,7 @@ def test_the_imagenet_xception_option_draws_the_books_views(trained, tmp_path):
     test = npy_dataset.load_split(npy, "classification", "test")
     val = npy_dataset.load_split(npy, "segmentation", "val")
 
-    metrics = draw_everything(
+    metrics = draw.everything(
         cfg, classifier, segmenter, (xception, names), test, val, tmp_path / "out"
     )
     assert metrics["model"] == "imagenet_xception"

@@ -77,7 +77,7 @@ class VisualizedModel(StrEnum):
     imagenet_xception = "imagenet_xception"
 
 
-class CamMethod(StrEnum):  # the recipes of petvision.interpret.cams
+class CamMethod(StrEnum):  # the recipes of petvision.interpret.methods.gradcam
     gradcam = "gradcam"
     gradcam_pp = "gradcam_pp"
     hirescam = "hirescam"

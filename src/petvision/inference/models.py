@@ -59,7 +59,7 @@ def is_mlflow_uri(spec: str) -> bool:
 def load_model(cfg: Config, task: str, spec: str = "") -> LoadedModel:
     """The model for ``task`` named by ``spec``: "" for the pipeline's own file under
     ``paths.models``, a ``.keras`` path, or an MLflow model URI."""
-    from petvision.interpret import loading
+    from petvision.models import loading
 
     interpolation = getattr(cfg.data, task).interpolation
     if is_mlflow_uri(spec):
@@ -92,8 +92,7 @@ def _load_from_mlflow(cfg: Config, task: str, uri: str) -> tuple[Any, str | None
     import mlflow.keras
 
     from petvision import tracking
-    from petvision.interpret import loading
-    from petvision.models import xla
+    from petvision.models import loading, xla
 
     store = tracking.tracking_uri(cfg.tracking)
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
@@ -175,7 +174,7 @@ def trimaps(segmenter: LoadedModel, photos: Sequence[np.ndarray]) -> list[np.nda
 
 def mask_overlay(photo: np.ndarray, trimap: np.ndarray, alpha: float) -> np.ndarray:
     """The photo with the pet in orange and the border in yellow (the visualize stage's colours)."""
-    from petvision.interpret.segmentation_views import mask_overlay as overlay
+    from petvision.render.images import mask_overlay as overlay
 
     return overlay(photo, np.asarray(trimap) - 1, alpha)
 
@@ -199,9 +198,10 @@ def gradcam_overlays(
     classifier: LoadedModel, photos: Sequence[np.ndarray], alpha: float
 ) -> list[np.ndarray]:
     """The book's Grad-CAM picture for the predicted class of each photo, at the photo's size."""
-    from petvision.interpret import gradcam
+    from petvision.interpret.methods import gradcam
+    from petvision.render.images import jet_overlay
 
     cam = gradcam.split_model(classifier.model, gradcam_layer(classifier), OUTPUT_LAYER)
     batch = np.stack([classifier.prepare(p) for p in photos])
     result = gradcam.heatmaps(cam, batch)
-    return [gradcam.jet_overlay(photo, heat, alpha) for photo, heat in zip(photos, result.heatmaps)]
+    return [jet_overlay(photo, heat, alpha) for photo, heat in zip(photos, result.heatmaps)]

@@ -46,8 +46,7 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Photo
     """MLflow's entry point (``loader_module``): the model folder -> :class:`PhotoModel`."""
     import mlflow.keras
 
-    from petvision.interpret import loading
-    from petvision.models import xla
+    from petvision.models import loading, xla
 
     settings = (model_config or {}).get(FLAVOR_CONFIG_KEY) or {}
     if settings.get("task") not in inference.TASKS:
