@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from project_copy import tiny_overrides
 
+from petvision.core.tasks import Task
+
 SIZE = 32
 
 
@@ -21,13 +23,13 @@ def test_savedmodels_take_uint8_images_and_match_keras(make_config, tmp_path):
     from petvision.models.segmentation import build_segmentation_model
 
     cfg = make_config(*tiny_overrides())
-    cfg.paths.model_file("classification").parent.mkdir(parents=True)
+    cfg.task(Task.classification).model_file.parent.mkdir(parents=True)
     models = {
         "classifier": build_classifier(cfg.classification.model, SIZE),
         "segmentation": build_segmentation_model(cfg.segmentation.model, SIZE),
     }
-    models["classifier"].save(cfg.paths.model_file("classification"))
-    models["segmentation"].save(cfg.paths.model_file("segmentation"))
+    models["classifier"].save(cfg.task(Task.classification).model_file)
+    models["segmentation"].save(cfg.task(Task.segmentation).model_file)
     out = tmp_path / "exported"
     summary = run_export(
         dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, output=str(out)))

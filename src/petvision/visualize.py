@@ -36,7 +36,7 @@ import numpy as np
 
 from petvision import tracking
 from petvision.cli import stage
-from petvision.config import Config
+from petvision.config import Config, Task, TaskConfig, architectures
 from petvision.core import atomic
 from petvision.core.errors import ConfigError, DataError
 from petvision.data import layout, npy_dataset
@@ -50,12 +50,10 @@ from petvision.interpret import (
     report_tables,
     sections,
 )
-from petvision.models import registry
 from petvision.util.nested import flatten, numbers
 
 log = logging.getLogger("petvision.visualize")  # not __name__: that is "__main__" under python -m
 
-TRAINING_STAGES = {"classification": "train_xception", "segmentation": "train_segmentation"}
 FOLDERS = ("activations", "filters", "gradcam", "layers", "faithfulness", "sanity", "segmentation")
 TABLES = ("localization_by_layer.csv", "deletion_insertion.csv", "sanity_cascade.csv")
 
@@ -72,23 +70,23 @@ def run_visualize(cfg: Config) -> dict:
         imagenet = loading.load_imagenet_xception(
             vis.imagenet.weights_url, vis.imagenet.class_index_url, vis.imagenet.timeout_s
         )
-    classifier = loading.load_trained(
-        cfg.paths.model_file("classification"), TRAINING_STAGES["classification"]
-    )
-    segmenter = loading.load_trained(
-        cfg.paths.model_file("segmentation"), TRAINING_STAGES["segmentation"]
-    )
+    trained = (cfg.task(Task.classification), cfg.task(Task.segmentation))
+    classifier, segmenter = (loading.load_trained(t.model_file, t.stage) for t in trained)
     npy = cfg.paths.resolve("npy")
-    test = npy_dataset.load_split(npy, "classification", "test")
-    val = npy_dataset.load_split(npy, "segmentation", "val")
+    test = npy_dataset.load_split(npy, Task.classification, "test")
+    val = npy_dataset.load_split(npy, Task.segmentation, "val")
     check_inputs(cfg, classifier, segmenter, test, val)
-    model_runs = {task: read_model_run(cfg, task) for task in TRAINING_STAGES}
+    model_runs = {t.task: read_model_run(t) for t in trained}
 
     architecture = cfg.classification.model.name
     shown = vis.model if imagenet else architecture
     run_name = f"visualize {shown} {cfg.preset} {datetime.now():%m-%d %H:%M}"
     with tracking.Run(
-        cfg, "interpretation", "visualize", run_name=run_name, tags=explained_tags(cfg, model_runs)
+        cfg,
+        "visualize",
+        experiment=cfg.tracking.experiments.interpretation,
+        run_name=run_name,
+        tags={tracking.TASK_TAG: "interpretation", **explained_tags(cfg, model_runs)},
     ) as run:
         out = output_dir(cfg)
         with atomic.atomic_dir(out) as tmp:
@@ -118,16 +116,14 @@ def check_inputs(
     cfg: Config, classifier, segmenter, test: npy_dataset.Split, val: npy_dataset.Split
 ) -> None:
     """The arrays must fit the models, and the configured image must exist, before any work."""
-    for split, model, key in (
-        (test, classifier, "classification"),
-        (val, segmenter, "segmentation"),
-    ):
+    for split, model in ((test, classifier), (val, segmenter)):
         size, expected = split.images.shape[1], loading.input_size(model)
         if size != expected:
+            t = cfg.task(split.task)
             raise DataError(
-                f"{npy_dataset.array_path(cfg.paths.resolve('npy'), key, split.name, 'images')} holds "
-                f"{size}x{size} images but {cfg.paths.model_file(key)} takes {expected}x{expected}; "
-                f"rerun preprocess and {TRAINING_STAGES[key]} with the same data.{key}.image_size"
+                f"{npy_dataset.array_path(cfg.paths.resolve('npy'), t.task, split.name, 'images')} holds "
+                f"{size}x{size} images but {t.model_file} takes {expected}x{expected}; "
+                f"rerun preprocess and {t.stage} with the same data.{t.task}.image_size"
             )
     index = cfg.visualize.activations.image_index
     smallest = min(len(test), len(val))
@@ -136,13 +132,14 @@ def check_inputs(
             f"visualize.activations.image_index={index}: the classification test split has "
             f"{len(test)} images and the segmentation validation split {len(val)}"
         )
-    architecture = cfg.classification.model.name
-    blocks = registry.lookup("classification", architecture).block_outputs
+    classification = cfg.task(Task.classification)
+    architecture = classification.model.name
+    blocks = classification.architecture.block_outputs
     names = {lay.name for lay in classifier.layers}
-    missing = [n for n in (registry.last_conv_layer(architecture), *blocks) if n not in names]
+    missing = [n for n in (architectures.last_conv_layer(architecture), *blocks) if n not in names]
     if missing:
         raise DataError(
-            f"{cfg.paths.model_file('classification')} has no layer {missing[0]!r}, a Grad-CAM layer of "
+            f"{classification.model_file} has no layer {missing[0]!r}, a Grad-CAM layer of "
             f"classification.model.name={architecture}: it was trained with another "
             f"architecture ({classifier.name}); rerun train_xception"
         )
@@ -188,7 +185,7 @@ def draw_everything(
             255.0,
         )  # the model divides by 255 inside: see filters.filter_patterns
         cam = gradcam.split_model(
-            classifier, registry.last_conv_layer(architecture), "dog_probability"
+            classifier, architectures.last_conv_layer(architecture), "dog_probability"
         )
         class_names, labels = layout.SPECIES_NAMES, np.asarray(test.require("labels"))
     else:
@@ -258,8 +255,8 @@ def draw_everything(
         return {"model": architecture, "gradcam": explained, "segmentation": seg}
     where = evidence.explain_where(
         classifier,
-        registry.lookup("classification", architecture).block_outputs,
-        registry.last_conv_layer(architecture),
+        architectures.lookup(Task.classification, architecture).block_outputs,
+        architectures.last_conv_layer(architecture),
         test.images,
         test.require("masks"),
         np.asarray(test.require("labels")),
@@ -287,9 +284,9 @@ def without_nan(tree):
 # --------------------------------------------------------------------------- MLflow links
 
 
-def read_model_run(cfg: Config, task: str) -> dict | None:
+def read_model_run(task: TaskConfig) -> dict | None:
     """``reports/<task>/mlflow_run.json`` (written by the training stage), or None with a warning."""
-    path = cfg.paths.task_reports(task) / "mlflow_run.json"
+    path = task.reports / "mlflow_run.json"
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(info, dict) or not info.get("run_id"):
@@ -299,14 +296,14 @@ def read_model_run(cfg: Config, task: str) -> dict | None:
             "%s: cannot tell which MLflow run trained the %s model (%s); the pictures will not be "
             "linked to it",
             path,
-            task,
+            task.task,
             exc,
         )
         return None
     return info
 
 
-def explained_tags(cfg: Config, model_runs: dict[str, dict | None]) -> dict[str, str]:
+def explained_tags(cfg: Config, model_runs: dict[Task, dict | None]) -> dict[str, str]:
     tags = {
         "explains.classification.model": cfg.classification.model.name,
         "explains.segmentation.model": cfg.segmentation.model.name,
@@ -325,7 +322,7 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def link_model_runs(run: tracking.Run, model_runs: dict[str, dict | None]) -> None:
+def link_model_runs(run: tracking.Run, model_runs: dict[Task, dict | None]) -> None:
     """Tag each training run with this run's id and address, and describe this run with links
     to them: one click between a model and the pictures that explain it. A run in another store
     (a teammate's, via ``dvc pull``) or no longer there is warned about and skipped."""

@@ -6,11 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from omegaconf import MISSING
 
 from petvision.core import paths as project_paths
+from petvision.core.tasks import Task
+
+if TYPE_CHECKING:
+    from petvision.config.tasks import ClassificationTask, SegmentationTask, TaskConfig
 
 # --------------------------------------------------------------------------- schema
 
@@ -84,9 +88,6 @@ class CamMethod(StrEnum):  # the recipes of petvision.interpret.cams
     layercam = "layercam"
 
 
-MODEL_FILES = {"segmentation": "segmentation.keras", "classification": "classifier.keras"}
-
-
 @dataclass
 class PathsConfig:
     raw: str = MISSING
@@ -103,14 +104,6 @@ class PathsConfig:
         if name == "downloads":
             return project_paths.resolve(getattr(self, name), root=project_paths.tracking_root())
         return project_paths.resolve(getattr(self, name))
-
-    def model_file(self, task: str) -> Path:
-        """Where a training stage keeps its best model (a DVC output)."""
-        return self.resolve("models") / MODEL_FILES[task]
-
-    def task_reports(self, task: str) -> Path:
-        """A stage's report folder: metrics, history and pictures (DVC outputs)."""
-        return self.resolve("reports") / task
 
 
 @dataclass
@@ -365,3 +358,18 @@ class Config:
     visualize: VisualizeConfig = field(default_factory=VisualizeConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+    @overload
+    def task(self, task: Literal[Task.segmentation]) -> SegmentationTask: ...
+    @overload
+    def task(self, task: Literal[Task.classification]) -> ClassificationTask: ...
+    @overload
+    def task(self, task: Task) -> TaskConfig: ...
+    def task(self, task: Task) -> TaskConfig:
+        """One task's configuration, typed (:class:`petvision.config.tasks.TaskConfig`); read
+        when called, so a sweep job's redirected paths are the ones it holds."""
+        from petvision.config import tasks
+
+        if Task(task) is Task.segmentation:
+            return tasks.segmentation(self)
+        return tasks.classification(self)
