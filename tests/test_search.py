@@ -28,6 +28,7 @@ from project_copy import (
 
 from petvision import search, tracking
 from petvision import study as search_study
+from petvision.config import task_config
 from petvision.core.errors import ConfigError
 from petvision.core.tasks import Task
 from petvision.study import report as search_report
@@ -219,15 +220,19 @@ def test_a_trial_returns_its_objective_and_names_a_missing_one():
 def test_runs_started_in_a_trial_are_children_of_the_search_run(make_config):
     cfg = make_config()
     with tracking.Run(
-        cfg, "search", task=cfg.task(Task.classification), run_name="parent"
+        cfg, "search", task=task_config(cfg, Task.classification), run_name="parent"
     ) as parent:
         tags = {"mlflow.parentRunId": parent.run_id, "optuna.trial.number": "0"}
         with (
             tracking.runs_tagged(tags) as started,
-            tracking.Run(cfg, "train_xception", task=cfg.task(Task.classification)) as child,
+            tracking.Run(
+                cfg, "train_xception", task=task_config(cfg, Task.classification)
+            ) as child,
         ):
             pass
-        with tracking.Run(cfg, "train_xception", task=cfg.task(Task.classification)) as outside:
+        with tracking.Run(
+            cfg, "train_xception", task=task_config(cfg, Task.classification)
+        ) as outside:
             pass
     client = parent._client
     assert started == [child.run_id]

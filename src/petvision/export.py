@@ -21,7 +21,7 @@ from typing import Any
 
 from petvision import inference
 from petvision.cli import stage
-from petvision.config import Config, Task
+from petvision.config import Config, Task, task_config
 from petvision.core import atomic
 from petvision.core.errors import ConfigError
 
@@ -64,7 +64,7 @@ def run_export(cfg: Config) -> dict[str, Any]:
             "replaced whole: choose another folder or empty it"
         )
     models = {
-        task: inference.load_model(cfg.task(task), spec, cfg.tracking)
+        task: inference.load_model(task_config(cfg, task), spec, cfg.tracking)
         for task, spec in ((Task.classification, e.classifier), (Task.segmentation, e.segmenter))
     }
     summary: dict[str, Any] = {}

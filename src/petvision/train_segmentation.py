@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from petvision.cli import stage
-from petvision.config import Config, Task
+from petvision.config import Config, Task, task_config
 from petvision.data import inputs, npy_dataset
 from petvision.evaluation import metrics
 from petvision.models.segmentation import build_segmentation_model
@@ -30,7 +30,7 @@ NUM_SAMPLES = 4
 
 def run_train_segmentation(cfg: Config) -> dict:
     rt = runtime.setup(cfg.trainer)
-    task = cfg.task(Task.segmentation)
+    task = task_config(cfg, Task.segmentation)
     npy = cfg.paths.resolve("npy")
     train = npy_dataset.load_split(npy, task.task, "train")
     val = npy_dataset.load_split(npy, task.task, "val")

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from petvision.cli import stage
-from petvision.config import Config, Task
+from petvision.config import Config, Task, task_config
 from petvision.data import inputs, layout, npy_dataset
 from petvision.evaluation import metrics
 from petvision.models.classification import build_classifier
@@ -39,7 +39,7 @@ def most_confident_mistakes(
 
 def run_train_xception(cfg: Config) -> dict:
     rt = runtime.setup(cfg.trainer)
-    task = cfg.task(Task.classification)
+    task = task_config(cfg, Task.classification)
     npy = cfg.paths.resolve("npy")
     train, val, test = (npy_dataset.load_split(npy, task.task, s) for s in ("train", "val", "test"))
     npy_dataset.check_image_size(train, task.data.image_size, f"data.{task.task}.image_size")

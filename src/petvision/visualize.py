@@ -36,7 +36,7 @@ import numpy as np
 
 from petvision import tracking
 from petvision.cli import stage
-from petvision.config import Config, Task, TaskConfig, architectures
+from petvision.config import Config, Task, TaskConfig, architectures, task_config
 from petvision.core import atomic
 from petvision.core.errors import ConfigError, DataError
 from petvision.data import layout, npy_dataset
@@ -70,7 +70,7 @@ def run_visualize(cfg: Config) -> dict:
         imagenet = loading.load_imagenet_xception(
             vis.imagenet.weights_url, vis.imagenet.class_index_url, vis.imagenet.timeout_s
         )
-    trained = (cfg.task(Task.classification), cfg.task(Task.segmentation))
+    trained = (task_config(cfg, Task.classification), task_config(cfg, Task.segmentation))
     classifier, segmenter = (loading.load_trained(t.model_file, t.stage) for t in trained)
     npy = cfg.paths.resolve("npy")
     test = npy_dataset.load_split(npy, Task.classification, "test")
@@ -119,7 +119,7 @@ def check_inputs(
     for split, model in ((test, classifier), (val, segmenter)):
         size, expected = split.images.shape[1], loading.input_size(model)
         if size != expected:
-            t = cfg.task(split.task)
+            t = task_config(cfg, split.task)
             raise DataError(
                 f"{npy_dataset.array_path(cfg.paths.resolve('npy'), t.task, split.name, 'images')} holds "
                 f"{size}x{size} images but {t.model_file} takes {expected}x{expected}; "
@@ -132,7 +132,7 @@ def check_inputs(
             f"visualize.activations.image_index={index}: the classification test split has "
             f"{len(test)} images and the segmentation validation split {len(val)}"
         )
-    classification = cfg.task(Task.classification)
+    classification = task_config(cfg, Task.classification)
     architecture = classification.model.name
     blocks = classification.architecture.block_outputs
     names = {lay.name for lay in classifier.layers}

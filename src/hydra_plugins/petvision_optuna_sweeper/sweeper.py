@@ -120,13 +120,13 @@ class _Search:
 
         sw = self.sweeper
         assert sw.config is not None
-        task_config = OmegaConf.masked_copy(sw.config, [str(k) for k in sw.config if k != "hydra"])
-        cfg = config_lib.load(task_config)
+        job_config = OmegaConf.masked_copy(sw.config, [str(k) for k in sw.config if k != "hydra"])
+        cfg = config_lib.load(job_config)
         if sw.task not in tuple(config_lib.Task):
             raise ConfigError(
                 f"hydra.sweeper.task={sw.task}: must be one of {', '.join(config_lib.Task)}"
             )
-        task = cfg.task(config_lib.Task(sw.task))
+        task = config_lib.task_config(cfg, config_lib.Task(sw.task))
 
         url = search_study.storage_url(sw.storage)
         storage = search_study.make_storage(url, sw.heartbeat_interval)

@@ -62,7 +62,7 @@ from petvision.config.schema import (
     VisualizeConfig,
     VisualizedModel,
 )
-from petvision.config.tasks import TaskConfig
+from petvision.config.tasks import TaskConfig, task_config
 from petvision.core import paths as project_paths
 from petvision.core.errors import ConfigError
 from petvision.core.tasks import Task
@@ -115,6 +115,7 @@ __all__ = [
     "check_split_sizes",
     "compose",
     "load",
+    "task_config",
     "to_dict",
     "to_yaml",
     "validate",

@@ -7,6 +7,7 @@ from typing import Any
 
 from petvision.config import architectures
 from petvision.config.schema import Config, VisualizeConfig
+from petvision.config.tasks import task_config
 from petvision.core.errors import ConfigError
 from petvision.core.tasks import Task
 
@@ -35,7 +36,7 @@ def validate(cfg: Config) -> None:
 def _check_choices(cfg: Config) -> None:
     """Model names come from the architectures table (the other choices are Enums in the schema)."""
     for task in Task:
-        value = cfg.task(task).model.name
+        value = task_config(cfg, task).model.name
         if value not in architectures.names(task):
             raise _fail(
                 f"{task}.model.name",
@@ -104,7 +105,7 @@ def _check_ranges(cfg: Config) -> None:
             raise _fail(key, _get(cfg, key), "must not be negative")
 
     for task in Task:
-        train = cfg.task(task).train
+        train = task_config(cfg, task).train
         if not 0 <= train.warmup_epochs < train.epochs:
             raise _fail(
                 f"{task}.train.warmup_epochs",

@@ -6,15 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any
 
 from omegaconf import MISSING
 
 from petvision.core import paths as project_paths
-from petvision.core.tasks import Task
-
-if TYPE_CHECKING:
-    from petvision.config.tasks import ClassificationTask, SegmentationTask, TaskConfig
 
 # --------------------------------------------------------------------------- schema
 
@@ -358,18 +354,3 @@ class Config:
     visualize: VisualizeConfig = field(default_factory=VisualizeConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
-
-    @overload
-    def task(self, task: Literal[Task.segmentation]) -> SegmentationTask: ...
-    @overload
-    def task(self, task: Literal[Task.classification]) -> ClassificationTask: ...
-    @overload
-    def task(self, task: Task) -> TaskConfig: ...
-    def task(self, task: Task) -> TaskConfig:
-        """One task's configuration, typed (:class:`petvision.config.tasks.TaskConfig`); read
-        when called, so a sweep job's redirected paths are the ones it holds."""
-        from petvision.config import tasks
-
-        if Task(task) is Task.segmentation:
-            return tasks.segmentation(self)
-        return tasks.classification(self)

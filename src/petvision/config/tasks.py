@@ -1,5 +1,5 @@
 """One task's slice of the configuration, typed: :class:`TaskConfig`, what training, tracking,
-inference, export and visualize know about a task, built by ``cfg.task(Task.<task>)``.
+inference, export and visualize know about a task, built by ``task_config(cfg, Task.<task>)``.
 
 This is the one table of what differs between the two tasks and is not a configuration key:
 which stage trains a task and the file its model is kept in. Everything else comes from the
@@ -11,21 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, Literal, TypeVar, overload
 
 from petvision.config.architectures import Architecture, lookup
 from petvision.config.schema import (
     ClassificationDataConfig,
     ClassificationModelConfig,
+    Config,
     PathsConfig,
     SegmentationDataConfig,
     SegmentationModelConfig,
     TrainConfig,
 )
 from petvision.core.tasks import Task
-
-if TYPE_CHECKING:
-    from petvision.config.schema import Config
 
 # The stage (python -m petvision.<stage>, a dvc.yaml stage) that trains each task ...
 TRAINING_STAGES = {Task.segmentation: "train_segmentation", Task.classification: "train_xception"}
@@ -73,19 +71,25 @@ SegmentationTask = TaskConfig[SegmentationDataConfig, SegmentationModelConfig]
 ClassificationTask = TaskConfig[ClassificationDataConfig, ClassificationModelConfig]
 
 
-def segmentation(cfg: Config) -> SegmentationTask:
-    return TaskConfig(
-        Task.segmentation,
-        cfg.data.segmentation,
-        cfg.segmentation.model,
-        cfg.segmentation.train,
-        cfg.tracking.experiments.segmentation,
-        cfg.tracking.registered_models.segmentation,
-        cfg.paths,
-    )
-
-
-def classification(cfg: Config) -> ClassificationTask:
+@overload
+def task_config(cfg: Config, task: Literal[Task.segmentation]) -> SegmentationTask: ...
+@overload
+def task_config(cfg: Config, task: Literal[Task.classification]) -> ClassificationTask: ...
+@overload
+def task_config(cfg: Config, task: Task) -> TaskConfig: ...
+def task_config(cfg: Config, task: Task) -> TaskConfig:
+    """``task``'s configuration. It holds the config's own sections, not copies: a sweep job's
+    redirected paths (:mod:`petvision.cli.stage`) are the ones it resolves."""
+    if Task(task) is Task.segmentation:
+        return TaskConfig(
+            Task.segmentation,
+            cfg.data.segmentation,
+            cfg.segmentation.model,
+            cfg.segmentation.train,
+            cfg.tracking.experiments.segmentation,
+            cfg.tracking.registered_models.segmentation,
+            cfg.paths,
+        )
     return TaskConfig(
         Task.classification,
         cfg.data.classification,

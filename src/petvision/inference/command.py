@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from petvision.config import Config
+from petvision.config import Config, task_config
 from petvision.core.errors import ConfigError, DataError
 from petvision.core.tasks import Task
 from petvision.inference.models import (
@@ -90,8 +90,8 @@ def run_predict(cfg: Config) -> dict[str, Any]:
     found = collect_inputs(p.input)
     out = Path(p.output).expanduser().absolute()
     _check_output(out, found)
-    classifier = load_model(cfg.task(Task.classification), p.classifier, cfg.tracking)
-    segmenter = load_model(cfg.task(Task.segmentation), p.segmenter, cfg.tracking)
+    classifier = load_model(task_config(cfg, Task.classification), p.classifier, cfg.tracking)
+    segmenter = load_model(task_config(cfg, Task.segmentation), p.segmenter, cfg.tracking)
     log.info(
         "classifier %s (%d px, %s), segmentation model %s (%d px, %s)",
         classifier.source,

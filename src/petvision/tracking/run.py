@@ -3,7 +3,7 @@
 A stage opens a :class:`Run` around its work: in its task's experiment when it has a task
 (:class:`petvision.config.TaskConfig`), else in the experiment it names::
 
-    task = cfg.task(Task.segmentation)
+    task = task_config(cfg, Task.segmentation)
     with tracking.Run(cfg, task.stage, task=task) as run:
         model.fit(..., callbacks=[run.keras_callback()])
         run.log_keras_model(model, example_batch)
