@@ -52,7 +52,7 @@ SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "testing"}
 def staging_dir(task: TaskConfig) -> Path:
     """Where a run's report files are written before they replace the old ones together (beside
     the final folder, so the renames stay on one file system; not a DVC output)."""
-    return task.reports.with_name(f".{task.task}.partial")
+    return task.reports.parent / f".{task.task}.partial"
 
 
 def history_csv(history: dict[str, list[float]]) -> str:
@@ -170,7 +170,7 @@ class TrainingSession:
         t = self.task
         made_of = {
             "image_size": t.data.image_size,
-            # as <task> in params.yaml: the model, then the train section
+            # params.yaml's <task> section whole (saved state from earlier versions still matches)
             t.task: {"model": dataclasses.asdict(t.model), "train": dataclasses.asdict(t.train)},
             "trainer": trainer,
             "data": digests,
