@@ -433,8 +433,7 @@ def test_imagenet_inputs_are_299_pixels_in_minus_one_to_one():
 @pytest.mark.parametrize("architecture", ["mini_xception", "simple_convnet", "residual_convnet"])
 def test_every_classifier_architecture_can_be_explained_with_the_default_settings(architecture):
     from petvision import config
-    from petvision.config import ClassificationModelConfig
-    from petvision.models import registry
+    from petvision.config import ClassificationModelConfig, architectures
     from petvision.models.classification import build_classifier
 
     cfg = config.load(config.compose([f"classification/model={architecture}"]))
@@ -449,7 +448,7 @@ def test_every_classifier_architecture_can_be_explained_with_the_default_setting
     assert len(chosen) == 3
     images = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
     result = gradcam.heatmaps(
-        gradcam.split_model(model, registry.last_conv_layer(architecture), "dog_probability"),
+        gradcam.split_model(model, architectures.last_conv_layer(architecture), "dog_probability"),
         images,
     )
     assert (

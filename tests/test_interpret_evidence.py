@@ -11,7 +11,9 @@ import pytest
 from keras import layers
 
 from petvision import config
+from petvision.config import architectures
 from petvision.core.errors import ConfigError
+from petvision.core.tasks import Task
 from petvision.interpret.methods import (
     faithfulness,
     gradcam,
@@ -19,7 +21,6 @@ from petvision.interpret.methods import (
     sanity,
     segmentation,
 )
-from petvision.models import registry
 from petvision.models.classification import mini_xception, residual_convnet, simple_convnet
 from petvision.render import figures, report_tables
 from petvision.render import images as pixels
@@ -27,7 +28,7 @@ from petvision.render import images as pixels
 # --------------------------------------------------------------------------- the layer registry
 
 BLOCK_OUTPUTS = {
-    name: registry.lookup("classification", name).block_outputs
+    name: architectures.lookup(Task.classification, name).block_outputs
     for name in ("mini_xception", "simple_convnet", "residual_convnet")
 }
 
@@ -38,7 +39,7 @@ def test_block_outputs_go_shallow_to_deep_and_end_at_the_grad_cam_layer(builder)
     blocks = BLOCK_OUTPUTS[model.name]
     sizes = [model.get_layer(name).output.shape[1] for name in blocks]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
-    assert blocks[-1] == registry.last_conv_layer(model.name)
+    assert blocks[-1] == architectures.last_conv_layer(model.name)
 
 
 def test_the_default_layers_are_chosen_by_stride_whatever_the_input_size():

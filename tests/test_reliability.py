@@ -39,8 +39,9 @@ from conftest import (
 from mlflow import MlflowClient
 from test_fetch import FAST, pet_server, served  # noqa: F401  (fixtures)
 
-from petvision.config import TrainConfig
+from petvision.config import TrainConfig, task_config
 from petvision.core.errors import DataError, TrackingError, TrainingError
+from petvision.core.tasks import Task
 from petvision.data import inputs, npy_dataset
 from petvision.models import loading
 from petvision.render import plots
@@ -565,9 +566,7 @@ def test_saved_state_is_resumed_only_with_the_same_settings_and_data(
         """The fingerprint a stage run with these overrides would save, over the real .npy files."""
         cfg = make_config(*SEG, f"paths.npy={npy}", *overrides)
         splits = [npy_dataset.load_split(npy, "segmentation", name) for name in ("train", "val")]
-        made = session.TrainingSession(
-            cfg, "segmentation", "train_segmentation", "book", chief, splits
-        )
+        made = session.TrainingSession(cfg, task_config(cfg, Task.segmentation), chief, splits)
         return made._fingerprint(made._data_digests())
 
     same = fingerprint()

@@ -14,6 +14,9 @@ from conftest import VENV_BIN, free_port, start_server, write_quirky_image
 from PIL import Image
 from project_copy import tiny_overrides
 
+from petvision.config import task_config
+from petvision.core.tasks import Task
+
 SIZE = 32
 
 
@@ -28,10 +31,10 @@ def logged(make_config, tmp_path):
     cfg = make_config(*tiny_overrides())
     uris = {}
     for task, model in (
-        ("classification", build_classifier(cfg.classification.model, SIZE)),
-        ("segmentation", build_segmentation_model(cfg.segmentation.model, SIZE)),
+        (Task.classification, build_classifier(cfg.classification.model, SIZE)),
+        (Task.segmentation, build_segmentation_model(cfg.segmentation.model, SIZE)),
     ):
-        with tracking.Run(cfg, task, "test") as run:
+        with tracking.Run(cfg, "test", task=task_config(cfg, task)) as run:
             uris[task] = run.log_keras_model(model, np.zeros((1, SIZE, SIZE, 3), np.uint8))
         assert uris[task] and not run.lost, run.lost
     return cfg, uris

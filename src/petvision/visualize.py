@@ -33,7 +33,7 @@ from pathlib import Path
 
 from petvision import tracking
 from petvision.cli import stage
-from petvision.config import Config
+from petvision.config import Config, Task, task_config
 from petvision.core import atomic
 from petvision.data import npy_dataset
 from petvision.interpret.pipeline import draw, links
@@ -56,22 +56,24 @@ def run_visualize(cfg: Config) -> dict:
         imagenet_xception = imagenet.load_xception(
             vis.imagenet.weights_url, vis.imagenet.class_index_url, vis.imagenet.timeout_s
         )
-    classifier = loading.load_trained(
-        cfg.paths.model_file("classification"), draw.TRAINING_STAGES["classification"]
-    )
-    segmenter = loading.load_trained(
-        cfg.paths.model_file("segmentation"), draw.TRAINING_STAGES["segmentation"]
-    )
+    trained = (task_config(cfg, Task.classification), task_config(cfg, Task.segmentation))
+    classifier, segmenter = (loading.load_trained(t.model_file, t.stage) for t in trained)
     npy = cfg.paths.resolve("npy")
-    test = npy_dataset.load_split(npy, "classification", "test")
-    val = npy_dataset.load_split(npy, "segmentation", "val")
+    test = npy_dataset.load_split(npy, Task.classification, "test")
+    val = npy_dataset.load_split(npy, Task.segmentation, "val")
     draw.check_inputs(cfg, classifier, segmenter, test, val)
-    model_runs = {task: links.read_model_run(cfg, task) for task in draw.TRAINING_STAGES}
+    model_runs = {t.task: links.read_model_run(t) for t in trained}
 
     shown = vis.model if imagenet_xception else cfg.classification.model.name
     run_name = f"visualize {shown} {cfg.preset} {datetime.now():%m-%d %H:%M}"
     tags = links.explained_tags(cfg, model_runs)
-    with tracking.Run(cfg, "interpretation", "visualize", run_name=run_name, tags=tags) as run:
+    with tracking.Run(
+        cfg,
+        "visualize",
+        experiment=cfg.tracking.experiments.interpretation,
+        run_name=run_name,
+        tags={tracking.TASK_TAG: "interpretation", **tags},
+    ) as run:
         out = output_dir(cfg)
         with atomic.atomic_dir(out) as tmp:
             metrics = draw.everything(cfg, classifier, segmenter, imagenet_xception, test, val, tmp)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from petvision.core.errors import DataError
+from petvision.core.tasks import Task
 from petvision.inference import models as inference
 from petvision.inference.photos import read_photo
 from petvision.tracking.flavor import FLAVOR_CONFIG_KEY
@@ -49,14 +50,14 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Photo
     from petvision.models import loading, xla
 
     settings = (model_config or {}).get(FLAVOR_CONFIG_KEY) or {}
-    if settings.get("task") not in inference.TASKS:
+    if settings.get("task") not in tuple(Task):
         raise DataError(
             f"{path}: no petvision task in the model's python_function config: {model_config}"
         )
     with xla.loading():
         model = loading.float32_copy(mlflow.keras.load_model(path))
     loaded = inference.LoadedModel(
-        settings["task"],
+        Task(settings["task"]),
         model,
         path,
         loading.input_size(model),
@@ -84,7 +85,7 @@ class PhotoModel:
     def answer(self, photos: list[np.ndarray]) -> Any:
         import pandas as pd
 
-        if self.loaded.task == "classification":
+        if self.loaded.task == Task.classification:
             p_dog = inference.dog_probabilities(self.loaded, photos)
             rows = []
             for p in p_dog:

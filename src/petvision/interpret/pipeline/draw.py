@@ -12,30 +12,26 @@ from pathlib import Path
 
 import numpy as np
 
-from petvision.config import Config
+from petvision.config import Config, Task, architectures, task_config
 from petvision.core.errors import ConfigError, DataError
 from petvision.data import layout, npy_dataset
 from petvision.interpret.methods import activations, filters, gradcam
 from petvision.interpret.pipeline import evidence, sections
-from petvision.models import imagenet, loading, registry
-
-TRAINING_STAGES = {"classification": "train_xception", "segmentation": "train_segmentation"}
+from petvision.models import imagenet, loading
 
 
 def check_inputs(
     cfg: Config, classifier, segmenter, test: npy_dataset.Split, val: npy_dataset.Split
 ) -> None:
     """The arrays must fit the models, and the configured image must exist, before any work."""
-    for split, model, key in (
-        (test, classifier, "classification"),
-        (val, segmenter, "segmentation"),
-    ):
+    for split, model in ((test, classifier), (val, segmenter)):
         size, expected = split.images.shape[1], loading.input_size(model)
         if size != expected:
+            t = task_config(cfg, split.task)
             raise DataError(
-                f"{npy_dataset.array_path(cfg.paths.resolve('npy'), key, split.name, 'images')} holds "
-                f"{size}x{size} images but {cfg.paths.model_file(key)} takes {expected}x{expected}; "
-                f"rerun preprocess and {TRAINING_STAGES[key]} with the same data.{key}.image_size"
+                f"{npy_dataset.array_path(cfg.paths.resolve('npy'), t.task, split.name, 'images')} holds "
+                f"{size}x{size} images but {t.model_file} takes {expected}x{expected}; "
+                f"rerun preprocess and {t.stage} with the same data.{t.task}.image_size"
             )
     index = cfg.visualize.activations.image_index
     smallest = min(len(test), len(val))
@@ -44,13 +40,14 @@ def check_inputs(
             f"visualize.activations.image_index={index}: the classification test split has "
             f"{len(test)} images and the segmentation validation split {len(val)}"
         )
-    architecture = cfg.classification.model.name
-    blocks = registry.lookup("classification", architecture).block_outputs
+    classification = task_config(cfg, Task.classification)
+    architecture = classification.model.name
+    blocks = classification.architecture.block_outputs
     names = {lay.name for lay in classifier.layers}
-    missing = [n for n in (registry.last_conv_layer(architecture), *blocks) if n not in names]
+    missing = [n for n in (architectures.last_conv_layer(architecture), *blocks) if n not in names]
     if missing:
         raise DataError(
-            f"{cfg.paths.model_file('classification')} has no layer {missing[0]!r}, a Grad-CAM layer of "
+            f"{classification.model_file} has no layer {missing[0]!r}, a Grad-CAM layer of "
             f"classification.model.name={architecture}: it was trained with another "
             f"architecture ({classifier.name}); rerun train_xception"
         )
@@ -97,7 +94,7 @@ def everything(
         # The model divides by 255 inside: see filters.filter_patterns.
         probed, scale = classifier, 255.0
         cam = gradcam.split_model(
-            classifier, registry.last_conv_layer(architecture), "dog_probability"
+            classifier, architectures.last_conv_layer(architecture), "dog_probability"
         )
         class_names, labels = layout.SPECIES_NAMES, np.asarray(test.require("labels"))
     else:
@@ -165,8 +162,8 @@ def everything(
         return {"model": architecture, "gradcam": explained, "segmentation": seg}
     where = evidence.explain_where(
         classifier,
-        registry.lookup("classification", architecture).block_outputs,
-        registry.last_conv_layer(architecture),
+        architectures.lookup(Task.classification, architecture).block_outputs,
+        architectures.last_conv_layer(architecture),
         test.images,
         test.require("masks"),
         np.asarray(test.require("labels")),

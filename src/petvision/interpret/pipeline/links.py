@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from petvision import tracking
-from petvision.config import Config
+from petvision.config import Config, Task, TaskConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ def log_outputs(run: tracking.Run, out: Path) -> None:
             run.log_artifact(out / page, artifact_path="visualize")
 
 
-def read_model_run(cfg: Config, task: str) -> dict | None:
+def read_model_run(task: TaskConfig) -> dict | None:
     """``reports/<task>/mlflow_run.json`` (written by the training stage), or None with a warning."""
-    path = cfg.paths.task_reports(task) / "mlflow_run.json"
+    path = task.reports / "mlflow_run.json"
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(info, dict) or not info.get("run_id"):
@@ -48,14 +48,14 @@ def read_model_run(cfg: Config, task: str) -> dict | None:
             "%s: cannot tell which MLflow run trained the %s model (%s); the pictures will not be "
             "linked to it",
             path,
-            task,
+            task.task,
             exc,
         )
         return None
     return info
 
 
-def explained_tags(cfg: Config, model_runs: dict[str, dict | None]) -> dict[str, str]:
+def explained_tags(cfg: Config, model_runs: dict[Task, dict | None]) -> dict[str, str]:
     tags = {
         "explains.classification.model": cfg.classification.model.name,
         "explains.segmentation.model": cfg.segmentation.model.name,
@@ -74,7 +74,7 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def link_model_runs(run: tracking.Run, model_runs: dict[str, dict | None]) -> None:
+def link_model_runs(run: tracking.Run, model_runs: dict[Task, dict | None]) -> None:
     """Tag each training run with this run's id and address, and describe this run with links
     to them: one click between a model and the pictures that explain it. A run in another store
     (a teammate's, via ``dvc pull``) or no longer there is warned about and skipped."""
