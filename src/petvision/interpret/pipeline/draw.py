@@ -84,7 +84,7 @@ def everything(
         activations.encoder_layers(segmenter),
         val.images[index],
         folder / "activations",
-        "segmentation",
+        Task.segmentation,
         vis.activations.images_per_row,
     )
 
@@ -143,7 +143,7 @@ def everything(
         val.images,
         val.require("masks"),
         val.stems,
-        folder / "segmentation",
+        folder / Task.segmentation,
         vis.num_images,
         vis.segmentation.worst,
     )
@@ -153,13 +153,13 @@ def everything(
             val.images,
             val.require("masks"),
             val.stems,
-            folder / "segmentation",
+            folder / Task.segmentation,
             vis.segmentation.worst,
             vis.segmentation.pet_size_edges,
         )
     )
     if imagenet_xception is not None:
-        return {"model": architecture, "gradcam": explained, "segmentation": seg}
+        return {"model": architecture, "gradcam": explained, Task.segmentation: seg}
     where = evidence.explain_where(
         classifier,
         architectures.lookup(Task.classification, architecture).block_outputs,
@@ -176,4 +176,4 @@ def everything(
         g.alpha,
         cfg.trainer.seed,
     )
-    return {"model": architecture, **where, "gradcam": explained, "segmentation": seg}
+    return {"model": architecture, **where, "gradcam": explained, Task.segmentation: seg}

@@ -16,7 +16,15 @@ from petvision.config import Config, Task, TaskConfig
 
 log = logging.getLogger(__name__)
 
-FOLDERS = ("activations", "filters", "gradcam", "layers", "faithfulness", "sanity", "segmentation")
+FOLDERS = (
+    "activations",
+    "filters",
+    "gradcam",
+    "layers",
+    "faithfulness",
+    "sanity",
+    Task.segmentation,
+)
 PAGES = (
     "metrics.json",
     "report.html",
