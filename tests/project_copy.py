@@ -73,6 +73,9 @@ def env(**extra: str) -> dict[str, str]:
     base["PATH"] = f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}"
     base["TF_CPP_MIN_LOG_LEVEL"] = "2"
     base["DVC_NO_ANALYTICS"] = "1"
+    if "PYTHONPATH" in extra and base.get("PYTHONPATH"):
+        # In front of, not instead of, the tests' own (conftest.SUBPROCESS_SITE: warning filters).
+        extra = {**extra, "PYTHONPATH": os.pathsep.join([extra["PYTHONPATH"], base["PYTHONPATH"]])}
     return {**base, **extra}
 
 
