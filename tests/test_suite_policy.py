@@ -11,6 +11,7 @@ import time
 import pytest
 from conftest import ROOT, time_bound
 from project_copy import env as project_env
+from project_copy import make_project
 
 GATE = "test_the_quick_preset_reaches_both_bars"
 
@@ -71,6 +72,21 @@ def test_a_deprecation_raised_from_petvision_fails_a_process_the_tests_start(ext
             assert "went on" not in done.stdout
         else:
             assert done.returncode == 0 and "went on" in done.stdout, done
+
+
+def test_so_it_does_in_a_stage_that_dvc_runs_in_a_project_copy(tmp_path):
+    """dvc.yaml's commands set ``PYTHONPATH=src``, replacing the tests' own: the project copies
+    carry the filters in their src/ (project_copy.make_project)."""
+    project = make_project(tmp_path / "project", commit=False)
+    done = subprocess.run(
+        ["sh", "-c", f"PYTHONPATH=src {sys.executable} -c '{CHILD.format(module='petvision.x')}'"],
+        cwd=project,
+        env=project_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "DeprecationWarning: old API" in done.stderr, done
 
 
 def test_time_bound_fails_a_block_that_runs_too_long():
