@@ -279,7 +279,7 @@ def test_the_switch_refuses_a_point_it_does_not_know(monkeypatch):
 
 
 def test_the_switch_is_checked_and_announced_when_a_stage_starts(monkeypatch, caplog):
-    """stage.main calls faults.announce before anything else (the CLI's side of this is in
+    """runtime.setup, the training stages' first call, calls faults.announce (the CLI's side is in
     test_reliability.py::test_contradictory_settings_fail_at_start_through_the_cli)."""
     monkeypatch.setenv(faults.ENV, "mid_backup:x")
     with pytest.raises(

@@ -18,7 +18,6 @@ from petvision import config as config_lib
 from petvision import search
 from petvision.core import paths as project_paths
 from petvision.core.errors import PetvisionError
-from petvision.training import faults
 
 log = logging.getLogger("petvision")
 
@@ -50,7 +49,6 @@ def main(task: Callable[[config_lib.Config], Any], writes: Sequence[str]) -> Non
     @hydra.main(version_base="1.3", config_path=str(conf), config_name="config")
     def _app(raw: DictConfig) -> float | None:
         try:
-            faults.announce()  # the kill switch of the reliability tests, checked before any work
             cfg = config_lib.load(raw)
             _redirect_for_sweep(cfg, writes)
             # A search trial's objective; None outside a search (petvision.search).

@@ -4,10 +4,11 @@
 with SIGKILL when it reaches that point (of that epoch), so that no ``except``/``finally``, no
 ``atexit`` and no Keras ``on_train_end`` runs: exactly what an out-of-memory killer, a preempted
 machine or ``kill -9`` does. Unset (always, outside the tests), every call is a dictionary
-lookup and nothing else. Every stage checks the switch when it starts (:func:`announce`): a
-malformed value stops it at once, and a set one is logged as a warning, so that a variable
-inherited by accident (an exported shell, a ``dvc queue`` worker) cannot kill a real run without
-a word; the kill itself is logged too.
+lookup and nothing else. Each training stage checks the switch first thing
+(:func:`announce`, from :func:`petvision.training.runtime.setup`): a malformed value stops it at
+once, and a set one is logged as a warning, so that a variable inherited by accident (an exported
+shell, a ``dvc queue`` worker) cannot kill a real run without a word; the kill itself is logged
+too.
 
 The points of a training epoch's end follow the commit protocol of :mod:`petvision.training.loop`:
 
@@ -67,8 +68,8 @@ def _where(target: tuple[str, int | None]) -> str:
 
 
 def announce() -> None:
-    """At a stage's start: a malformed switch is a :class:`ConfigError` now, not when the first
-    point is reached (after a whole epoch); a set one is logged as a warning naming its point."""
+    """At a training stage's start: a malformed switch is a :class:`ConfigError` now, not when the
+    first point is reached (after a whole epoch); a set one is logged as a warning naming its point."""
     target = _target()
     if target is not None:
         log.warning(
