@@ -74,7 +74,7 @@ lint: install ## ruff (lint, format check), mypy, the import layering and dvc.ya
 test: lint ## lint, then the whole test suite (slow tests included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-quality-gate: install ## train the quick preset for real and check both quality bars (slow)
+quality-gate: install ## train the quick preset for real and check both quality bars (slow; .ci/run runs it where it fits)
 	$(BIN)/python -m pytest -m quality $(PYTEST_ARGS)
 
 test-fast: install ## run the tests not marked slow

@@ -18,7 +18,7 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-from conftest import ROOT, free_port, tiny_segmenter
+from conftest import ROOT, free_port, pythonpath, tiny_segmenter
 from mlflow import MlflowClient
 
 from petvision import config as config_lib
@@ -353,7 +353,7 @@ WRITER = textwrap.dedent("""
 def test_two_processes_share_one_sqlite_store_without_losses(tmp_path):
     uri = f"sqlite:///{tmp_path}/shared/mlflow.db"  # fresh: both also race to create it
     steps = 60
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    env = {**os.environ, "PYTHONPATH": pythonpath(ROOT / "tests")}
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, uri, f"writer {i}", str(steps)],
