@@ -16,7 +16,7 @@ from petvision import config
 from petvision.config import SyntheticConfig
 from petvision.core.errors import ConfigError, DataError
 from petvision.data import layout, synthetic
-from petvision.data.synthetic.shapes import _pet_parts
+from petvision.data.synthetic.shapes import pet_parts
 
 NUM_IMAGES = 300
 
@@ -318,7 +318,7 @@ def _face_details(index: int, breed, seed: int) -> list[float]:
     line guard above covers whiskers in the pictures."""
     rng = np.random.default_rng([seed, index])
     pose = "sitting" if index % 3 == 0 else "standing"
-    _, face = _pet_parts(rng, breed, pose)
+    _, face = pet_parts(rng, breed, pose)
     r = face.head_radius
     return [
         face.nose_radius / r,
