@@ -29,6 +29,8 @@ from conftest import path_overrides, time_bound
 from test_synthetic import colour_histogram_accuracy, pixel_colour_iou
 
 from petvision import config
+from petvision.config import task_config
+from petvision.core.tasks import Task
 from petvision.data import npy_dataset
 from petvision.download import run_download
 from petvision.evaluation.metrics import PET
@@ -84,7 +86,8 @@ def test_the_quick_recipe_trains_the_segmentation_model_past_the_colour_rule(qui
     trimaps = np.concatenate([train.require("masks"), val.require("masks")])[..., 0] + 1
     baseline = pixel_colour_iou(images, trimaps, len(train))
 
-    model = keras.saving.load_model(quick.paths.model_file("segmentation"), safe_mode=True)
+    model_file = task_config(quick, Task.segmentation).model_file
+    model = keras.saving.load_model(model_file, safe_mode=True)
     predicted = model.predict(np.asarray(val.images), batch_size=64, verbose=0).argmax(-1)
     truth = np.asarray(val.require("masks"))[..., 0]
     known = truth != BORDER  # as for the colour rule: the band is "not classified"
