@@ -63,15 +63,18 @@ install-run: $(RUN_STAMP) ## create .venv with only what `make run` needs (GPU=1
 run: install-run ## run the whole pipeline on the default configuration (dvc repro)
 	$(BIN)/dvc repro
 
-lint: install ## ruff (lint, format check) and mypy, configured in pyproject.toml
+# The last line checks what the code's structure promises, read from the source in seconds: the
+# import layering of docs/architecture.md, no private names across modules, dvc.yaml's deps.
+lint: install ## ruff (lint, format check), mypy, the import layering and dvc.yaml's deps
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layering.py tests/test_dvc_deps.py
 
 test: lint ## lint, then the whole test suite (slow tests included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-quality-gate: install ## train the quick preset for real and check both quality bars (slow)
+quality-gate: install ## train the quick preset for real and check both quality bars (slow; .ci/run runs it where it fits)
 	$(BIN)/python -m pytest -m quality $(PYTEST_ARGS)
 
 test-fast: install ## run the tests not marked slow

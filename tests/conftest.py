@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,54 @@ for var, value in {
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+# Every Python process the tests start applies pyproject.toml's warning filters (a deprecation
+# raised from petvision's code is an error there too): see subprocess_site/sitecustomize.py.
+SUBPROCESS_SITE = Path(__file__).resolve().parent / "subprocess_site"
+
+
+def pythonpath(*first: str | Path) -> str:
+    """A PYTHONPATH for a child process: ``first``, then what this one passes on (the warning
+    filters' folder). Tests that set their own PYTHONPATH build it with this, not over it."""
+    inherited = os.environ.get("PYTHONPATH", "")
+    return os.pathsep.join([*(str(p) for p in first), *([inherited] if inherited else [])])
+
+
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    dict.fromkeys(
+        [str(SUBPROCESS_SITE), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    )
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The quality gate trains the quick preset for real (minutes to most of an hour): it runs only
+    when the -m expression names its marker (``make quality-gate``: ``-m quality``). Otherwise
+    ``pytest -m slow``, which the README suggests, would select it."""
+    if "quality" in (config.option.markexpr or ""):
+        return
+    gate = [item for item in items if item.get_closest_marker("quality")]
+    if gate:
+        config.hook.pytest_deselected(items=gate)
+        items[:] = [item for item in items if not item.get_closest_marker("quality")]
+
+
+@contextlib.contextmanager
+def time_bound(seconds: float, what: str):
+    """Fail the test if the block takes longer than ``seconds``. pytest-timeout bounds test bodies
+    only (``timeout_func_only``): an in-process fixture that trains or runs a stage wraps its work
+    in this, so that a hang fails there instead of eating CI's limit. Like pytest-timeout's signal
+    method it interrupts Python code between bytecodes, and a native call once it returns."""
+
+    def expired(signum, frame):
+        pytest.fail(f"{what} took more than {seconds:g} s (conftest.time_bound)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # Every oddity of the real dataset that write_quirky_image can write.

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SUBPROCESS_SITE
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -73,6 +74,9 @@ def env(**extra: str) -> dict[str, str]:
     base["PATH"] = f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}"
     base["TF_CPP_MIN_LOG_LEVEL"] = "2"
     base["DVC_NO_ANALYTICS"] = "1"
+    if "PYTHONPATH" in extra and base.get("PYTHONPATH"):
+        # In front of, not instead of, the tests' own (conftest.SUBPROCESS_SITE: warning filters).
+        extra = {**extra, "PYTHONPATH": os.pathsep.join([extra["PYTHONPATH"], base["PYTHONPATH"]])}
     return {**base, **extra}
 
 
@@ -124,6 +128,11 @@ def make_project(dest: Path, overlay: dict | None = None, commit: bool = True) -
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
     set_default_experiment(dest, overlay if overlay is not None else TINY_OVERLAY)
+    # dvc.yaml's commands set PYTHONPATH=src, which drops the tests' own (conftest): a
+    # sitecustomize there gives the stages dvc runs the tests' warning filters all the same.
+    (dest / "src" / "sitecustomize.py").write_text(
+        f"import runpy\n\nrunpy.run_path({str(SUBPROCESS_SITE / 'sitecustomize.py')!r})\n"
+    )
     compose_params(dest)
     git(dest, "init", "--quiet", "--initial-branch=main")
     if commit:

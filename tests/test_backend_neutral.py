@@ -156,7 +156,7 @@ ON_JAX = textwrap.dedent("""
         "changes_images": bool(np.abs(np.asarray(first) - image).max() > 1.0),
         "inference_is_identity": bool(np.array_equal(np.asarray(inference), image)),
     }
-    from petvision.interpret import gradients
+    from petvision.interpret.methods import gradients
 
     square = lambda v: keras.ops.sum(v * v)
     value, grad = gradients.value_and_grad(square)(np.array([1.0, 2.0], np.float32))
@@ -222,5 +222,5 @@ def test_every_model_trains_compiled_on_jax_without_tensorflow(tmp_path, precisi
         "changes_images": True,
         "inference_is_identity": True,
     }
-    # interpret/gradients.py's JAX branch: d/dx sum(x^2) = 2x, traced op by op and compiled.
+    # interpret/methods/gradients.py's JAX branch: d/dx sum(x^2) = 2x, traced op by op and compiled.
     assert report["gradient"] == [5.0, [2.0, 4.0], [6.0]]

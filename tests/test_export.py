@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from project_copy import tiny_overrides
 
+from petvision.config import task_config
+from petvision.core.tasks import Task
+
 SIZE = 32
 
 
@@ -21,13 +24,13 @@ def test_savedmodels_take_uint8_images_and_match_keras(make_config, tmp_path):
     from petvision.models.segmentation import build_segmentation_model
 
     cfg = make_config(*tiny_overrides())
-    cfg.paths.model_file("classification").parent.mkdir(parents=True)
+    task_config(cfg, Task.classification).model_file.parent.mkdir(parents=True)
     models = {
         "classifier": build_classifier(cfg.classification.model, SIZE),
         "segmentation": build_segmentation_model(cfg.segmentation.model, SIZE),
     }
-    models["classifier"].save(cfg.paths.model_file("classification"))
-    models["segmentation"].save(cfg.paths.model_file("segmentation"))
+    models["classifier"].save(task_config(cfg, Task.classification).model_file)
+    models["segmentation"].save(task_config(cfg, Task.segmentation).model_file)
     out = tmp_path / "exported"
     summary = run_export(
         dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, output=str(out)))

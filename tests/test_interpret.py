@@ -15,9 +15,11 @@ from conftest import free_port
 from keras import layers
 
 from petvision.core.errors import ConfigError, DownloadError
-from petvision.interpret import activations, filters, gradcam, loading, segmentation_views
+from petvision.interpret.methods import activations, filters, gradcam, localization, segmentation
+from petvision.models import imagenet, loading
 from petvision.models.classification import mini_xception
 from petvision.models.segmentation import book_model, unet_model
+from petvision.render import images as pixels
 
 # --------------------------------------------------------------------------- activations
 
@@ -25,33 +27,33 @@ from petvision.models.segmentation import book_model, unet_model
 def test_normalize_channel_is_the_books_formula_and_leaves_dead_channels_blank():
     x = np.array([[0.0, 1.0], [2.0, 3.0]])
     expected = np.clip((x - 1.5) / x.std() * 64 + 128, 0, 255).astype(np.uint8)
-    assert np.array_equal(activations.normalize_channel(x), expected)
-    assert not activations.normalize_channel(np.zeros((3, 3))).any()
+    assert np.array_equal(pixels.normalize_channel(x), expected)
+    assert not pixels.normalize_channel(np.zeros((3, 3))).any()
     spike = np.zeros((10, 10))
     spike[0, 0] = 100.0
-    assert activations.normalize_channel(spike)[0, 0] == 255  # clipped, not wrapped around
-    assert (activations.normalize_channel(np.full((2, 2), 7.0)) == 128).all()
+    assert pixels.normalize_channel(spike)[0, 0] == 255  # clipped, not wrapped around
+    assert (pixels.normalize_channel(np.full((2, 2), 7.0)) == 128).all()
 
 
 def test_activation_grid_puts_channel_c_at_row_c_div_16_and_keeps_a_partial_last_row():
     rng = np.random.default_rng(0)
     act = rng.normal(size=(5, 4, 20)).astype(np.float32)
-    grid = activations.activation_grid(act, images_per_row=16)
+    grid = pixels.activation_grid(act, images_per_row=16)
     assert grid.shape == (2 * 6 - 1, 16 * 5 - 1)  # 1-pixel gaps between cells
     for c in (0, 15, 16, 19):
         r, col = divmod(c, 16)
         cell = grid[r * 6 : r * 6 + 5, col * 5 : col * 5 + 4]
-        assert np.array_equal(cell, activations.normalize_channel(act[..., c]))
+        assert np.array_equal(cell, pixels.normalize_channel(act[..., c]))
     assert not grid[6:, 4 * 5 :].any()  # past the last channel: blank
     assert not grid[5, :].any() and not grid[:, 4].any()  # the gaps
 
 
 def test_activation_grid_draws_every_channel_at_the_cell_size():
     act = np.random.default_rng(1).normal(size=(4, 4, 3)).astype(np.float32)
-    grid = activations.activation_grid(act, images_per_row=16, cell=8)
+    grid = pixels.activation_grid(act, images_per_row=16, cell=8)
     assert grid.shape == (8, 3 * 9 - 1)
     # Enlarged pixel for pixel: each source pixel becomes a 2x2 block.
-    first = activations.normalize_channel(act[..., 0])
+    first = pixels.normalize_channel(act[..., 0])
     assert np.array_equal(grid[:8, :8], np.kron(first, np.ones((2, 2), np.uint8)))
 
 
@@ -129,7 +131,7 @@ def test_gradient_ascent_in_batches_equals_one_filter_at_a_time():
 
 
 def _grad_of_filter(extractor, image, index):
-    from petvision.interpret.gradients import value_and_grad
+    from petvision.interpret.methods.gradients import value_and_grad
 
     _, grad = value_and_grad(
         lambda x: keras.ops.sum(filters.filter_activation(extractor, x, [index]))
@@ -139,14 +141,14 @@ def _grad_of_filter(extractor, image, index):
 
 def test_deprocess_crops_and_spreads_to_the_uint8_range():
     image = np.random.default_rng(0).normal(size=(60, 60, 3))
-    out = filters.deprocess(image, crop=25)
+    out = pixels.deprocess(image, crop=25)
     assert out.shape == (10, 10, 3) and out.dtype == np.uint8
-    assert filters.deprocess(image, crop=0).shape == (60, 60, 3)
+    assert pixels.deprocess(image, crop=0).shape == (60, 60, 3)
 
 
 def test_stitch_places_tiles_row_by_row_with_margins():
     tiles = [np.full((3, 3, 3), 10 * (i + 1), np.uint8) for i in range(5)]
-    grid = filters.stitch(tiles, margin=1)  # 3 columns, 2 rows
+    grid = pixels.stitch(tiles, margin=1)  # 3 columns, 2 rows
     assert grid.shape == (2 * 3 + 1, 3 * 3 + 2, 3)
     assert (grid[4:7, 4:7] == 50).all()  # tile 4: row 1, column 1
     assert not grid[3].any() and not grid[4:, 8:].any()  # margin row; no sixth tile
@@ -205,7 +207,7 @@ def test_gradcam_heatmap_lands_on_the_region_the_evidence_comes_from():
     # The localization measures agree: all heat and the peak on the "pet".
     masks = np.ones((3, 16, 16, 1), np.uint8)
     masks[:, :8, :8] = 0
-    metrics = gradcam.localization(heat, masks)
+    metrics = localization.measures(heat, masks)
     assert metrics["heat_on_pet"] == pytest.approx(1.0) and metrics["pointing_game"] == 1.0
     assert metrics["pet_area"] == pytest.approx(0.25)
 
@@ -226,30 +228,30 @@ def test_gradcam_uses_the_logit_so_a_saturated_sigmoid_still_explains():
     assert result.heatmaps[0].max() == pytest.approx(1.0) and result.heatmaps[0][8:, 8:].max() == 0
 
 
-def test_weighted_map_follows_the_books_steps():
+def test_the_gradcam_map_follows_the_books_steps():
     fmap = np.zeros((1, 2, 2, 2), np.float32)
     fmap[0, :, :, 0] = [[1, 2], [3, 4]]
     fmap[0, :, :, 1] = [[4, 0], [0, 0]]
     grads = np.zeros_like(fmap)
     grads[..., 0] = 1.0  # channel weights: mean gradient 1 and -1
     grads[..., 1] = -1.0
-    heat = gradcam.weighted_map(fmap, grads)[0]
+    heat = gradcam.class_map("gradcam", fmap, grads)[0]
     raw = np.maximum(((fmap[0, ..., 0] - fmap[0, ..., 1]) / 2), 0)
     np.testing.assert_allclose(heat, raw / raw.max())
-    assert not gradcam.weighted_map(np.zeros_like(fmap), grads).any()  # blank, not NaN
+    assert not gradcam.class_map("gradcam", np.zeros_like(fmap), grads).any()  # blank, not NaN
 
 
 def test_heat_on_pet_and_pointing_game_on_hand_made_maps():
     mask = np.array([[0, 0, 1, 1], [2, 0, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]], np.uint8)
-    region = gradcam.pet_region(mask)
+    region = localization.pet_region(mask)
     assert region.sum() == 4  # pet and border count, background does not
     heat = np.zeros((4, 4), np.float32)
     heat[0, 0], heat[1, 0], heat[3, 3] = 1.0, 0.5, 0.5
-    assert gradcam.heat_on_pet(heat, region) == pytest.approx(0.75)
-    assert gradcam.pointing_hit(heat, region) == 1.0
+    assert localization.heat_on_pet(heat, region) == pytest.approx(0.75)
+    assert localization.pointing_hit(heat, region) == 1.0
     heat[3, 3] = 2.0
-    assert gradcam.pointing_hit(heat, region) == 0.0
-    assert np.isnan(gradcam.heat_on_pet(np.zeros((4, 4)), region))
+    assert localization.pointing_hit(heat, region) == 0.0
+    assert np.isnan(localization.heat_on_pet(np.zeros((4, 4)), region))
 
 
 def test_localization_averages_over_images_and_leaves_out_blank_maps():
@@ -258,7 +260,7 @@ def test_localization_averages_over_images_and_leaves_out_blank_maps():
     heat = np.zeros((3, 4, 4), np.float32)
     heat[0, 0, 0] = 1.0  # all on the pet, peak on it
     heat[1, 0, 0], heat[1, 3, 3] = 0.5, 1.0  # a third on the pet, peak off it
-    metrics = gradcam.localization(heat, masks)  # image 2: blank
+    metrics = localization.measures(heat, masks)  # image 2: blank
     assert metrics["images"] == 3 and metrics["blank_heatmaps"] == 1
     assert metrics["heat_on_pet"] == pytest.approx((1 + 1 / 3) / 2)
     assert metrics["pointing_game"] == pytest.approx(0.5)
@@ -268,14 +270,14 @@ def test_localization_averages_over_images_and_leaves_out_blank_maps():
 def test_upsample_keeps_a_heatmap_where_it_was():
     heat = np.zeros((2, 2), np.float32)
     heat[0, 1] = 1.0
-    up = gradcam.upsample(heat, (8, 8))
+    up = localization.upsample(heat, (8, 8))
     assert up.shape == (8, 8) and np.unravel_index(up.argmax(), up.shape)[1] >= 4
     assert up[:4, 4:].sum() > up.sum() / 2
 
 
 def test_jet_overlay_is_an_image_of_the_same_size():
     image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
-    out = gradcam.jet_overlay(image, np.eye(4, dtype=np.float32), alpha=0.4)
+    out = pixels.jet_overlay(image, np.eye(4, dtype=np.float32), alpha=0.4)
     assert out.shape == (20, 30, 3) and out.dtype == np.uint8 and out.max() == 255
 
 
@@ -284,8 +286,8 @@ def test_jet_overlay_is_an_image_of_the_same_size():
 
 def test_worst_cases_are_the_lowest_ious_first_ties_in_order():
     ious = np.array([0.9, 0.2, 0.5, 0.2, 1.0])
-    assert segmentation_views.worst_cases(ious, 3).tolist() == [1, 3, 2]
-    assert segmentation_views.worst_cases(ious, 10).tolist() == [1, 3, 2, 0, 4]
+    assert segmentation.worst_cases(ious, 3).tolist() == [1, 3, 2]
+    assert segmentation.worst_cases(ious, 10).tolist() == [1, 3, 2, 0, 4]
 
 
 def test_pet_ious_per_image():
@@ -293,7 +295,7 @@ def test_pet_ious_per_image():
     true[0, :2, :2] = 0
     pred = np.ones((2, 4, 4), np.uint8)
     pred[0, :2, :] = 0  # 4 of 8 predicted pet pixels right
-    assert segmentation_views.pet_ious(true, pred).tolist() == [
+    assert segmentation.pet_ious(true, pred).tolist() == [
         0.5,
         1.0,
     ]  # image 1: no pet anywhere
@@ -306,14 +308,14 @@ def test_predict_masks_takes_the_most_likely_class_per_pixel():
     model.get_layer("classes").set_weights(
         [np.zeros((1, 1, 3, 3), np.float32), np.array([0, 0, 1], np.float32)]
     )
-    masks = segmentation_views.predict_masks(model, np.zeros((3, 8, 8, 3), np.uint8), batch_size=2)
+    masks = segmentation.predict_masks(model, np.zeros((3, 8, 8, 3), np.uint8), batch_size=2)
     assert masks.shape == (3, 8, 8) and (masks == 2).all()
 
 
 def test_mask_overlay_tints_pet_and_border_only():
     image = np.full((2, 2, 3), 100, np.uint8)
     mask = np.array([[0, 1], [2, 1]], np.uint8)
-    out = segmentation_views.mask_overlay(image, mask, alpha=0.5)
+    out = pixels.mask_overlay(image, mask, alpha=0.5)
     assert (out[0, 1] == 100).all() and (out[1, 1] == 100).all()
     assert out[0, 0].tolist() == [177, 120, 50] and out[1, 0].tolist() == [177, 177, 50]
 
@@ -369,16 +371,16 @@ class _Server:
 def test_fetch_verified_downloads_into_the_cache_and_checks_the_md5(tmp_path):
     body = b"weights" * 1000
     with _Server(body) as server:
-        path = loading.fetch_verified(
+        path = imagenet.fetch_verified(
             server.url, "w.h5", hashlib.md5(body).hexdigest(), 5.0, cache_dir=tmp_path
         )
         assert path.read_bytes() == body
         with pytest.raises(DownloadError, match="md5"):
-            loading.fetch_verified(server.url, "other.h5", "0" * 32, 5.0, cache_dir=tmp_path)
+            imagenet.fetch_verified(server.url, "other.h5", "0" * 32, 5.0, cache_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.h5"]  # nothing half-written left
     # Cached and verified: no network needed any more.
     assert (
-        loading.fetch_verified(
+        imagenet.fetch_verified(
             "http://127.0.0.1:9/gone",
             "w.h5",
             hashlib.md5(body).hexdigest(),
@@ -393,7 +395,7 @@ def test_fetch_verified_downloads_into_the_cache_and_checks_the_md5(tmp_path):
 def test_imagenet_xception_offline_fails_at_once_saying_why(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/xception.h5"
     with pytest.raises(DownloadError) as info:
-        loading.load_imagenet_xception(url, url, timeout_s=5.0, cache_dir=tmp_path)
+        imagenet.load_xception(url, url, timeout_s=5.0, cache_dir=tmp_path)
     message = str(info.value)
     assert "visualize.model=imagenet_xception" in message and "internet" in message
     assert url in message and str(tmp_path) in message and "visualize.model=trained" in message
@@ -407,12 +409,12 @@ def test_imagenet_xception_download_from_a_silent_host_is_bounded(tmp_path):
         listener.listen(1)
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/xception.h5"
         with pytest.raises(DownloadError, match="imagenet_xception"):
-            loading.load_imagenet_xception(url, url, timeout_s=0.5, cache_dir=tmp_path)
+            imagenet.load_xception(url, url, timeout_s=0.5, cache_dir=tmp_path)
 
 
 def test_imagenet_conv_base_carries_the_full_models_weights_at_another_size():
     xception = keras.applications.Xception(weights=None)
-    base = loading.imagenet_conv_base(xception, 96)
+    base = imagenet.xception_conv_base(xception, 96)
     assert base.inputs[0].shape[1:] == (96, 96, 3)
     for name in ("block1_conv1", "block3_sepconv1", "block14_sepconv2"):
         for mine, theirs in zip(
@@ -423,7 +425,7 @@ def test_imagenet_conv_base_carries_the_full_models_weights_at_another_size():
 
 def test_imagenet_inputs_are_299_pixels_in_minus_one_to_one():
     images = np.stack([np.zeros((40, 40, 3), np.uint8), np.full((40, 40, 3), 255, np.uint8)])
-    x = loading.imagenet_xception_inputs(images)
+    x = imagenet.xception_inputs(images)
     assert x.shape == (2, 299, 299, 3)
     assert np.allclose(x[0], -1.0) and np.allclose(x[1], 1.0)
 
@@ -431,8 +433,7 @@ def test_imagenet_inputs_are_299_pixels_in_minus_one_to_one():
 @pytest.mark.parametrize("architecture", ["mini_xception", "simple_convnet", "residual_convnet"])
 def test_every_classifier_architecture_can_be_explained_with_the_default_settings(architecture):
     from petvision import config
-    from petvision.config import ClassificationModelConfig
-    from petvision.models import registry
+    from petvision.config import ClassificationModelConfig, architectures
     from petvision.models.classification import build_classifier
 
     cfg = config.load(config.compose([f"classification/model={architecture}"]))
@@ -447,7 +448,7 @@ def test_every_classifier_architecture_can_be_explained_with_the_default_setting
     assert len(chosen) == 3
     images = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
     result = gradcam.heatmaps(
-        gradcam.split_model(model, registry.last_conv_layer(architecture), "dog_probability"),
+        gradcam.split_model(model, architectures.last_conv_layer(architecture), "dog_probability"),
         images,
     )
     assert (

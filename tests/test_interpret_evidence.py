@@ -11,24 +11,24 @@ import pytest
 from keras import layers
 
 from petvision import config
+from petvision.config import architectures
 from petvision.core.errors import ConfigError
-from petvision.interpret import (
-    cams,
+from petvision.core.tasks import Task
+from petvision.interpret.methods import (
     faithfulness,
-    figures,
     gradcam,
     localization,
-    report_tables,
     sanity,
-    segmentation_breakdown,
+    segmentation,
 )
-from petvision.models import registry
 from petvision.models.classification import mini_xception, residual_convnet, simple_convnet
+from petvision.render import figures, report_tables
+from petvision.render import images as pixels
 
 # --------------------------------------------------------------------------- the layer registry
 
 BLOCK_OUTPUTS = {
-    name: registry.lookup("classification", name).block_outputs
+    name: architectures.lookup(Task.classification, name).block_outputs
     for name in ("mini_xception", "simple_convnet", "residual_convnet")
 }
 
@@ -39,7 +39,7 @@ def test_block_outputs_go_shallow_to_deep_and_end_at_the_grad_cam_layer(builder)
     blocks = BLOCK_OUTPUTS[model.name]
     sizes = [model.get_layer(name).output.shape[1] for name in blocks]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
-    assert blocks[-1] == registry.last_conv_layer(model.name)
+    assert blocks[-1] == architectures.last_conv_layer(model.name)
 
 
 def test_the_default_layers_are_chosen_by_stride_whatever_the_input_size():
@@ -69,36 +69,54 @@ def test_the_three_recipes_on_a_hand_made_feature_map():
     grads[0, 0, 0, 0] = 2.0
     grads[0, 1, 0, 1], grads[0, 1, 1, 1] = -1.0, 3.0
     # Grad-CAM: weights mean(G) = 0.5, 0.5 -> 0.5 at (0,0), 1.0 at (1,1).
-    np.testing.assert_allclose(cams.class_map("gradcam", fmap, grads)[0], [[0.5, 0], [0, 1]])
+    np.testing.assert_allclose(gradcam.class_map("gradcam", fmap, grads)[0], [[0.5, 0], [0, 1]])
     # Grad-CAM++: channel 0: a = 4 / (2*4 + 1*8) = 1/4 at G=2 -> w0 = 0.5; channel 1 (sum A = 2):
     # at G=-1 the denominator 2 - 2 is 0 (a = 0), at G=3 a = 9 / (18 + 54) = 1/8 -> w1 = 3/8.
     # Map 0.5 at (0,0), 0.75 at (1,1).
-    np.testing.assert_allclose(cams.class_map("gradcam_pp", fmap, grads)[0], [[2 / 3, 0], [0, 1]])
+    np.testing.assert_allclose(
+        gradcam.class_map("gradcam_pp", fmap, grads)[0], [[2 / 3, 0], [0, 1]]
+    )
     # HiResCAM: G * A summed: 2 at (0,0), 6 at (1,1) (the -1 gradient meets no activation).
-    np.testing.assert_allclose(cams.class_map("hirescam", fmap, grads)[0], [[1 / 3, 0], [0, 1]])
+    np.testing.assert_allclose(gradcam.class_map("hirescam", fmap, grads)[0], [[1 / 3, 0], [0, 1]])
     # LayerCAM: ReLU(G) * A summed: 2 at (0,0), 6 at (1,1).
-    np.testing.assert_allclose(cams.class_map("layercam", fmap, grads)[0], [[1 / 3, 0], [0, 1]])
-    assert not cams.class_map("layercam", fmap, -np.abs(grads)).any()  # no positive evidence: blank
+    np.testing.assert_allclose(gradcam.class_map("layercam", fmap, grads)[0], [[1 / 3, 0], [0, 1]])
+    # No positive evidence: blank.
+    assert not gradcam.class_map("layercam", fmap, -np.abs(grads)).any()
     # Where two channels fire with opposite gradients, HiResCAM nets them out and LayerCAM keeps
     # the positive one: location 0 has A = (1, 1), G = (2, -1); location 1 A = (1, 0), G = (1, 0).
     both = np.array([[[[1.0, 1.0], [1.0, 0.0]]]])
     signed = np.array([[[[2.0, -1.0], [1.0, 0.0]]]])
-    np.testing.assert_allclose(cams.class_map("hirescam", both, signed)[0], [[1.0, 1.0]])
-    np.testing.assert_allclose(cams.class_map("layercam", both, signed)[0], [[1.0, 0.5]])
+    np.testing.assert_allclose(gradcam.class_map("hirescam", both, signed)[0], [[1.0, 1.0]])
+    np.testing.assert_allclose(gradcam.class_map("layercam", both, signed)[0], [[1.0, 0.5]])
     with pytest.raises(ValueError, match="scorecam"):
-        cams.class_map("scorecam", fmap, grads)
+        gradcam.class_map("scorecam", fmap, grads)
 
 
 def test_layer_maps_gradcam_is_the_books_gradcam():
     model = mini_xception(image_size=48, augmentation=None, dropout=0.0)
     images = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
-    found = cams.layer_maps(
+    found = gradcam.layer_maps(
         model, ["block3_add", "block5_add"], images, methods=["gradcam", "layercam"]
     )
     book = gradcam.heatmaps(gradcam.split_model(model, "block5_add", "dog_probability"), images)
     np.testing.assert_allclose(found.maps["block5_add"]["gradcam"], book.heatmaps, atol=1e-5)
     np.testing.assert_array_equal(found.classes, book.classes)
     assert found.maps["block3_add"]["layercam"].shape == (3, 6, 6)
+
+
+def test_the_other_recipes_are_options_of_the_one_heatmap_call():
+    # heatmaps(method=...) at one layer gives what layer_maps gives for that recipe there (layer_maps
+    # works in float64, heatmaps in the network's float32), and names an unknown recipe.
+    model = mini_xception(image_size=48, augmentation=None, dropout=0.0)
+    images = np.random.default_rng(1).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    cam = gradcam.split_model(model, "block3_add", "dog_probability")
+    found = gradcam.layer_maps(model, ["block3_add"], images, methods=["hirescam", "gradcam_pp"])
+    for method in ("hirescam", "gradcam_pp"):
+        result = gradcam.heatmaps(cam, images, method=method)
+        np.testing.assert_allclose(result.heatmaps, found.maps["block3_add"][method], atol=1e-5)
+        np.testing.assert_array_equal(result.classes, found.classes)
+    with pytest.raises(ValueError, match="scorecam"):
+        gradcam.heatmaps(cam, images, method="scorecam")
 
 
 # --------------------------------------------------------------------------- localization scores
@@ -198,7 +216,7 @@ def test_per_layer_table_and_its_rows():
     images = np.random.default_rng(1).integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
     masks = np.ones((2, 48, 48, 1), np.uint8)
     masks[:, 12:36, 12:36] = 0
-    found = cams.layer_maps(
+    found = gradcam.layer_maps(
         model, BLOCK_OUTPUTS["mini_xception"], images, methods=["gradcam", "layercam"]
     )
     table = localization.per_layer(found, model, masks)
@@ -285,7 +303,7 @@ def test_occlusion_by_the_trimaps_by_hand():
     masks[0, 1, 1] = masks[0, 2, 1] = 0
     masks[0, 2, 2] = 2
     images = np.full((1, 4, 4, 3), 200, np.uint8)
-    box = faithfulness.pet_box(gradcam.pet_region(masks[0]))
+    box = faithfulness.pet_box(localization.pet_region(masks[0]))
     assert box.sum() == 4 and box[1, 2]
     assert (faithfulness.occluded(images, masks, "background", 7)[0, ..., 0] == 7).sum() == 13
     assert (faithfulness.occluded(images, masks, "pet", 7)[0, ..., 0] == 7).sum() == 3
@@ -410,7 +428,7 @@ def test_a_planted_region_is_where_the_maps_land_and_randomization_moves_them():
     model, (images, masks) = planted_model(), planted_images()
 
     def maps_fn(candidate):
-        found = cams.layer_maps(
+        found = gradcam.layer_maps(
             candidate,
             ["b1", "b2"],
             images,
@@ -457,9 +475,9 @@ def test_segmentation_iou_by_class_and_pet_size_by_hand():
     pred[1, 1, 0] = 0  # image 1: a border pixel called pet
     # Over both images: pet TP 2, FP 1, FN 1 -> 2/4; border TP 1, FN 1 -> 1/2; background TP 11,
     # FP 1 -> 11/12.
-    ious = segmentation_breakdown.class_ious(true, pred)
+    ious = segmentation.class_ious(true, pred)
     assert ious == pytest.approx({"pet": 0.5, "background": 11 / 12, "border": 0.5})
-    buckets = segmentation_breakdown.by_pet_size(true, pred, [0.3])
+    buckets = segmentation.by_pet_size(true, pred, [0.3])
     assert list(buckets) == ["under_30pct", "30pct_up"]
     assert buckets["under_30pct"] == pytest.approx(
         {"images": 1, "pet_area": 0.125, "mean_pet_iou": 0.0, "border_iou": float("nan")},
@@ -469,13 +487,13 @@ def test_segmentation_iou_by_class_and_pet_size_by_hand():
     assert buckets["30pct_up"] == pytest.approx(
         {"images": 1, "pet_area": 0.5, "mean_pet_iou": 2 / 3, "border_iou": 0.5}
     )
-    kinds = segmentation_breakdown.error_kinds(true[0], pred[0])
+    kinds = segmentation.error_kinds(true[0], pred[0])
     assert kinds["pet_missed"].sum() == 1 and not kinds["pet_invented"].any()
-    shares = segmentation_breakdown.error_shares(true, pred)
+    shares = segmentation.error_shares(true, pred)
     assert shares == pytest.approx(
         {"pet_missed": 1 / 16, "pet_invented": 0.0, "border_confused": 1 / 16}
     )
-    assert segmentation_breakdown.bucket_names([0.15, 0.3]) == [
+    assert segmentation.bucket_names([0.15, 0.3]) == [
         "under_15pct",
         "15_to_30pct",
         "30pct_up",
@@ -485,8 +503,9 @@ def test_segmentation_iou_by_class_and_pet_size_by_hand():
 def test_error_picture_colours_each_kind():
     true = np.array([[0, 1], [2, 1]], np.uint8)
     pred = np.array([[1, 0], [0, 1]], np.uint8)  # pet missed, pet invented, border confused, right
-    picture = segmentation_breakdown.error_picture(np.full((2, 2, 3), 100, np.uint8), true, pred)
-    colours = segmentation_breakdown.ERROR_COLOURS
+    kinds = segmentation.error_kinds(true, pred)
+    picture = pixels.error_picture(np.full((2, 2, 3), 100, np.uint8), kinds)
+    colours = pixels.ERROR_COLOURS
     assert (
         tuple(picture[0, 0]) == colours["pet_missed"]
         and tuple(picture[0, 1]) == colours["pet_invented"]
@@ -521,4 +540,4 @@ def test_bad_interpretation_settings_name_the_key(override, key):
 
 
 def test_the_configurable_methods_are_the_recipes():
-    assert {m.value for m in config.CamMethod} == set(cams.METHODS)
+    assert {m.value for m in config.CamMethod} == set(gradcam.METHODS)

@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
-from petvision.config import AugmentationConfig, ClassificationModelConfig, SegmentationModelConfig
-from petvision.models import registry
+from petvision.config import (
+    AugmentationConfig,
+    ClassificationModelConfig,
+    SegmentationModelConfig,
+    architectures,
+)
 from petvision.models.classification import (
     build_classifier,
     mini_xception,
@@ -72,7 +76,7 @@ def test_mini_xception_counts_and_spatial_sizes():
     adds = [tuple(model.get_layer(f"block{i}_add").output.shape[1:3]) for i in range(1, 6)]
     assert tuple(model.get_layer("stem_conv").output.shape[1:3]) == (176, 176)
     assert adds == [(88, 88), (44, 44), (22, 22), (11, 11), (6, 6)]
-    assert model.get_layer(registry.last_conv_layer("mini_xception")).output.shape[1:] == (
+    assert model.get_layer(architectures.last_conv_layer("mini_xception")).output.shape[1:] == (
         6,
         6,
         512,
@@ -136,7 +140,7 @@ def test_classifier_builder_names_its_last_conv_layer_and_outputs_a_probability(
     model = build_classifier(
         ClassificationModelConfig(name=name, augmentation=aug, dropout=0.5), 96
     )
-    model.get_layer(registry.last_conv_layer(name))
+    model.get_layer(architectures.last_conv_layer(name))
     out = model.predict(
         np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8), verbose=0
     )

@@ -12,6 +12,9 @@ from conftest import QUIRKS, run_module, write_quirky_image
 from PIL import Image
 from project_copy import tiny_overrides
 
+from petvision.config import task_config
+from petvision.core.tasks import Task
+
 SIZE = 32
 
 
@@ -23,10 +26,12 @@ def trained_dir(make_config, tmp_path):
     from petvision.models.segmentation import build_segmentation_model
 
     cfg = make_config(*tiny_overrides())
-    cfg.paths.model_file("classification").parent.mkdir(parents=True, exist_ok=True)
-    build_classifier(cfg.classification.model, SIZE).save(cfg.paths.model_file("classification"))
+    task_config(cfg, Task.classification).model_file.parent.mkdir(parents=True, exist_ok=True)
+    build_classifier(cfg.classification.model, SIZE).save(
+        task_config(cfg, Task.classification).model_file
+    )
     build_segmentation_model(cfg.segmentation.model, SIZE).save(
-        cfg.paths.model_file("segmentation")
+        task_config(cfg, Task.segmentation).model_file
     )
     return cfg
 
@@ -76,8 +81,8 @@ def test_every_format_gets_probability_trimap_and_overlays_at_its_size(trained_d
     }
     assert set(skipped) == {"broken.jpg", "notes.txt"} and "broken.jpg" in skipped["broken.jpg"]
 
-    classifier = keras.saving.load_model(trained_dir.paths.model_file("classification"))
-    segmenter = keras.saving.load_model(trained_dir.paths.model_file("segmentation"))
+    classifier = keras.saving.load_model(task_config(trained_dir, Task.classification).model_file)
+    segmenter = keras.saving.load_model(task_config(trained_dir, Task.segmentation).model_file)
     with open(out / "predictions.csv", newline="") as f:
         rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(f)}
     assert json.loads((out / "predictions.json").read_text())["photos"] == table["photos"]

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from project_copy import tiny_overrides
 
+from petvision.config import task_config
+from petvision.core.tasks import Task
+
 NAME = "petvision-classifier"
 
 
@@ -36,10 +39,15 @@ def _train(cfg, model, accuracy: float, digest: str, scale: float = 1.0):
 
     model.set_weights([w * scale for w in model.get_weights()])
     example = np.zeros((1, *model.inputs[0].shape[1:]), np.uint8)
-    with tracking.Run(cfg, "classification", "train_xception") as run:
+    with tracking.Run(cfg, "train_xception", task=task_config(cfg, Task.classification)) as run:
         uri = run.log_keras_model(model, example)
         decision = registry.register_trained_model(
-            cfg, "classification", run, uri, {"val": {"accuracy": accuracy}}, {"val": digest}
+            cfg.tracking,
+            task_config(cfg, Task.classification),
+            run,
+            uri,
+            {"val": {"accuracy": accuracy}},
+            {"val": digest},
         )
     assert not run.lost, run.lost
     return run.run_id, decision
@@ -103,7 +111,9 @@ def test_champion_moves_only_to_a_better_model_on_the_same_validation_data(
         .integers(0, 256, (2, *classifier.inputs[0].shape[1:]))
         .astype("float32")
     )
-    champion = inference.load_model(store_cfg, "classification", f"models:/{NAME}@champion")
+    champion = inference.load_model(
+        task_config(store_cfg, Task.classification), f"models:/{NAME}@champion", store_cfg.tracking
+    )
     np.testing.assert_allclose(champion(x), classifier.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     assert champion.interpolation == store_cfg.data.classification.interpolation
 

@@ -33,20 +33,23 @@ from conftest import (
     free_port,
     path_overrides,
     run_module,
+    time_bound,
     tiny_segmenter,
     write_npy,
 )
 from mlflow import MlflowClient
 from test_fetch import FAST, pet_server, served  # noqa: F401  (fixtures)
 
-from petvision.config import TrainConfig
+from petvision.config import TrainConfig, task_config
+from petvision.core import atomic
 from petvision.core.errors import DataError, TrackingError, TrainingError
+from petvision.core.tasks import Task
 from petvision.data import inputs, npy_dataset
-from petvision.interpret import loading
+from petvision.models import loading
 from petvision.render import plots
 from petvision.train_segmentation import run_train_segmentation
 from petvision.train_xception import run_train_xception
-from petvision.training import loop, session
+from petvision.training import faults, loop, session
 from petvision.training.workdir import Workdir, _backup_epoch
 
 # The tracking layer sets variables in os.environ: every test gets a clean copy.
@@ -157,12 +160,13 @@ def reference(tmp_path_factory):
         if epoch == 1:
             captured["variables"] = [np.array(v.numpy()) for v in model.optimizer.variables]
 
-    model = tiny_model()
-    _, result = tiny_fit(
-        Workdir(tmp_path_factory.mktemp("reference")),
-        model=model,
-        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=after_epoch)],
-    )
+    with time_bound(300, "the uninterrupted reference fit"):
+        model = tiny_model()
+        _, result = tiny_fit(
+            Workdir(tmp_path_factory.mktemp("reference")),
+            model=model,
+            callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=after_epoch)],
+        )
     return result.history, captured["variables"]
 
 
@@ -424,117 +428,155 @@ STAGES = {
 }
 
 
-class Disk:
-    """Where the training stages put the model (the stage's last and largest write), and how to
-    make that write fail with "No space left on device".
-
-    As root (CI containers, this project's machines) ``paths.models`` lies on a real 64 MiB tmpfs
-    mounted for the test; :meth:`fill` takes all but 64 KiB of it with a filler file, so the
-    model copy gets a real ENOSPC from the kernel, half-written. Where mounting is not permitted,
-    :meth:`fill` replaces the model copy with one that writes 100 bytes and raises ENOSPC."""
+class Tmpfs:
+    """``paths.models`` on a real 64 MiB tmpfs mounted for the test (as root: CI containers, this
+    project's machines), and :meth:`fill`, which takes all but 64 KiB of it with a filler file, so
+    that the model copy (the stage's last and largest write) gets a real ENOSPC from the kernel,
+    half-written. :attr:`cannot_mount` says why there is none (not root, or mount refused)."""
 
     def __init__(self, root: Path):
-        self.root, self.models = root, root / "models"
+        self.root, self.models, self.filler = root, root / "models", root / "filler"
         root.mkdir(parents=True)
-        self.real = (
-            os.geteuid() == 0
-            and subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], capture_output=True
-            ).returncode
-            == 0
-        )
-        self.filler = root / "filler"
-
-    def fill(self, patch) -> None:
-        if not self.real:
-
-            def copyfile(source, target):
-                Path(target).write_bytes(Path(source).read_bytes()[:100])
-                raise OSError(errno.ENOSPC, "No space left on device", str(target))
-
-            patch.setattr(
-                session, "shutil", types.SimpleNamespace(copyfile=copyfile, rmtree=shutil.rmtree)
+        self.cannot_mount = "" if os.geteuid() == 0 else "not root"
+        if not self.cannot_mount:
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)],
+                capture_output=True,
+                text=True,
             )
-            return
+            if done.returncode:
+                self.cannot_mount = f"mount -t tmpfs failed: {(done.stderr or done.stdout).strip()}"
+        self.mounted = not self.cannot_mount
+
+    def fill(self, patch=None) -> None:
         stats = os.statvfs(self.root)
         with self.filler.open("wb") as fh:
-            fh.truncate(0)
             fh.write(bytes(stats.f_bavail * stats.f_frsize - 64 * 1024))
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
 
     def unmount(self) -> None:
-        if self.real:
+        if self.mounted:
             subprocess.run(["umount", "-l", str(self.root)], check=True)
 
 
 @pytest.fixture
-def disk(tmp_path):
-    made = Disk(tmp_path / "disk")
+def tmpfs(tmp_path):
+    made = Tmpfs(tmp_path / "disk")
+    if made.cannot_mount:
+        pytest.skip(f"a real ENOSPC needs a tmpfs of our own: {made.cannot_mount}")
     yield made
     made.unmount()
 
 
-def picture_fails(monkeypatch, name: str):
+def simulated_enospc(patch) -> None:
+    """**Simulated**: the model copy replaced by one that writes 100 bytes and raises ENOSPC
+    (what the kernel does, without a full disk)."""
+
+    def copyfile(source, target):
+        Path(target).write_bytes(Path(source).read_bytes()[:100])
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    patch.setattr(session, "shutil", types.SimpleNamespace(copyfile=copyfile, rmtree=shutil.rmtree))
+
+
+def picture_fails(patch, name: str):
+    """**Simulated**: drawing the stage's last picture raises (before any output is written)."""
+
     def fail(*args, **kwargs):
         raise RuntimeError("injected: drawing the last picture failed")
 
-    monkeypatch.setattr(plots, name, fail)
+    patch.setattr(plots, name, fail)
 
 
-@pytest.mark.parametrize("task", ["segmentation", "classification"])
-def test_a_failure_at_the_end_leaves_the_old_outputs_or_none(
-    task, tmp_path, make_config, stage_data, shared_store, monkeypatch, disk
+def check_failures_at_the_end(
+    task, make_config, shared_store, monkeypatch, tmp_path, models, faults, after_each=None
 ):
-    run, overrides, last_picture = STAGES[task]
+    """Each of ``faults`` (``(name, inject)``) at the end of a training stage run, first with no
+    outputs, then with a previous run's: no output at all, or every previous one byte-identical,
+    no temporary file or staging folder, and no epoch trained again after a failure at the end."""
+    run, overrides, _ = STAGES[task]
     store_uri = f"tracking.uri=sqlite:///{shared_store}/mlflow.db"
     trainings, fits = [], []
     real_train, real_fit = loop._train, loop.fit
     monkeypatch.setattr(loop, "_train", lambda *a, **k: trainings.append(1) or real_train(*a, **k))
     monkeypatch.setattr(loop, "fit", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
     outputs = [
-        (disk.models if name.startswith("models/") else tmp_path) / name.removeprefix("models/")
+        (models if name.startswith("models/") else tmp_path) / name.removeprefix("models/")
         for name in STAGE_OUTPUTS[task]
     ]
-    folders = (disk.models, tmp_path / "reports")
-    overrides = (*overrides, store_uri, f"paths.models={disk.models}")
+    folders = (models, tmp_path / "reports")
+    overrides = (*overrides, store_uri, f"paths.models={models}")
 
-    def attempt(inject, epochs: int):
+    def attempt(name, inject, epochs: int):
         cfg = make_config(*overrides, f"{task}.train.epochs={epochs}")
         with monkeypatch.context() as patch:
             inject(patch)
             with pytest.raises((OSError, RuntimeError), match="No space|injected") as err:
                 run(cfg)
-        if inject == disk.fill:
-            assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC
-        disk.free()
+            if name.endswith("enospc"):
+                assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC, name
+        if after_each:
+            after_each()
         leftovers = [
             p for p in files_under(*folders) if Path(p).name.startswith(".") or ".partial" in p
         ]
-        assert leftovers == []  # no temporary file, no staging folder
+        assert leftovers == [], name  # no temporary file, no staging folder
 
     # No old outputs: a failure while writing them, or just before, leaves none.
-    attempt(disk.fill, epochs=1)
-    assert files_under(*folders) == {}
-    attempt(lambda patch: picture_fails(patch, last_picture), epochs=1)
-    assert files_under(*folders) == {}
-    assert (
-        len(trainings) == 1 and fits[-1].resumed_from == 1
-    )  # training had finished: not done again
-
+    for name, inject in faults:
+        attempt(name, inject, epochs=1)
+        assert files_under(*folders) == {}, name
+    # Training had finished at the first failure: not done again, by the failures or the success.
     summary = run(make_config(*overrides, f"{task}.train.epochs=1"))
-    assert len(trainings) == 1 and summary["epochs_run"] == 1
+    assert len(trainings) == 1 and fits[-1].resumed_from == 1 and summary["epochs_run"] == 1
     before = files_under(*folders)
     assert set(before) == {str(p) for p in outputs}
 
     # Old outputs: a failure while writing new ones (two epochs now), or just before, leaves them all.
-    attempt(disk.fill, epochs=2)
-    assert len(trainings) == 2
-    assert files_under(*folders) == before
-    attempt(lambda patch: picture_fails(patch, last_picture), epochs=2)
-    assert len(trainings) == 2
-    assert files_under(*folders) == before
+    for name, inject in faults:
+        attempt(name, inject, epochs=2)
+        assert len(trainings) == 2, name
+        assert files_under(*folders) == before, name
+
+
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_a_real_enospc_at_the_end_leaves_the_old_outputs_or_none(
+    task, tmp_path, make_config, shared_store, stage_data, monkeypatch, tmpfs
+):
+    """**Real**: the kernel's "No space left on device" on a full tmpfs, while the stage copies its
+    model into ``paths.models`` (skipped, with the reason, where no tmpfs can be mounted)."""
+    check_failures_at_the_end(
+        task,
+        make_config,
+        shared_store,
+        monkeypatch,
+        tmp_path,
+        tmpfs.models,
+        [("enospc", tmpfs.fill)],
+        after_each=tmpfs.free,
+    )
+
+
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_simulated_failures_at_the_end_leave_the_old_outputs_or_none(
+    task, tmp_path, make_config, shared_store, stage_data, monkeypatch
+):
+    """**Simulated**: the model copy raising ENOSPC, and the last picture failing to draw."""
+    last_picture = STAGES[task][2]
+    check_failures_at_the_end(
+        task,
+        make_config,
+        shared_store,
+        monkeypatch,
+        tmp_path,
+        tmp_path / "models",
+        [
+            ("simulated enospc", simulated_enospc),
+            ("picture fails", lambda patch: picture_fails(patch, last_picture)),
+        ],
+    )
 
 
 # Every trainer.* key but resume, with a value other than the default: each changes what training
@@ -547,6 +589,19 @@ TRAINER_CHANGES = {
     "strategy": "mirrored",
     "seed": "1",
     "deterministic": "true",
+}
+
+
+# Every segmentation.train.* key, with a value other than the tiny settings' (SEG on the quick
+# preset): each changes what training computes or how long it runs.
+TRAIN_CHANGES = {
+    "optimizer": "rmsprop",
+    "learning_rate": "0.5",
+    "batch_size": "4",
+    "epochs": "2",
+    "early_stopping_patience": "1",
+    "schedule": "constant",
+    "warmup_epochs": "0.1",
 }
 
 
@@ -565,9 +620,7 @@ def test_saved_state_is_resumed_only_with_the_same_settings_and_data(
         """The fingerprint a stage run with these overrides would save, over the real .npy files."""
         cfg = make_config(*SEG, f"paths.npy={npy}", *overrides)
         splits = [npy_dataset.load_split(npy, "segmentation", name) for name in ("train", "val")]
-        made = session.TrainingSession(
-            cfg, "segmentation", "train_segmentation", "book", chief, splits
-        )
+        made = session.TrainingSession(cfg, task_config(cfg, Task.segmentation), chief, splits)
         return made._fingerprint(made._data_digests())
 
     same = fingerprint()
@@ -591,12 +644,12 @@ def test_saved_state_is_resumed_only_with_the_same_settings_and_data(
     for key, value in TRAINER_CHANGES.items():
         assert str(getattr(default_trainer, key)).lower() != value, key  # really a change
         assert fingerprint(f"trainer.{key}={value}") != same, key
-    for override in [
-        "segmentation.train.epochs=2",
-        "segmentation.train.learning_rate=0.5",
-        "segmentation/model=unet",
-        "data.segmentation.image_size=40",
-    ]:
+    assert set(TRAIN_CHANGES) == {f.name for f in dataclasses.fields(TrainConfig)}
+    default_train = make_config(*SEG).segmentation.train
+    for key, value in TRAIN_CHANGES.items():
+        assert str(getattr(default_train, key)).lower() != value, key  # really a change
+        assert fingerprint(f"segmentation.train.{key}={value}") != same, key
+    for override in ["segmentation/model=unet", "data.segmentation.image_size=40"]:
         assert fingerprint(override) != same, override
 
     # One pixel of one training image, changed and put back: the data digest follows the bytes.
@@ -617,6 +670,86 @@ def test_saved_state_is_resumed_only_with_the_same_settings_and_data(
     assert (
         workdir.adopt(fingerprint("segmentation.train.epochs=2")) == 0 and not workdir.root.exists()
     )
+
+
+# A rerun of a killed stage with each of these must start afresh (the first is the kill's).
+RERUN_SETTINGS = [
+    [],
+    ["segmentation.train.learning_rate=0.002"],
+    ["segmentation.train.batch_size=4"],
+    ["segmentation.train.optimizer=rmsprop"],
+    ["segmentation.train.epochs=3"],
+    ["trainer.seed=7"],
+    ["segmentation/model=unet"],
+]
+
+
+def test_a_killed_stage_rerun_with_other_settings_or_data_starts_afresh_and_says_so(
+    tmp_path, make_config, monkeypatch, caplog
+):
+    """The stage itself (``run_train_segmentation``), killed after committing epoch 1 and run
+    again with one training setting changed each time, then with one pixel of the data changed:
+    each rerun starts afresh (it trains epoch 1 again, with an optimizer that counted only this
+    run's steps, in a new MLflow run) and its log says so; the same settings and data again
+    resume. **Simulated kill**: ``PETVISION_KILL_AT=after_commit:1`` with the SIGKILL replaced
+    by an exception no handler catches (test_kill_points.py kills for real; here the subject is
+    what the rerun keeps)."""
+    npy = tmp_path / "npy"
+    write_npy(npy, "segmentation", 16, {"train": 8, "val": 4})
+    base = (
+        f"paths.npy={npy}",
+        "data.segmentation.image_size=16",
+        "segmentation.train.epochs=2",
+        "segmentation.train.batch_size=8",
+        "tracking.log_model=false",
+    )
+    state = Workdir(tmp_path / "state" / "segmentation")
+    monkeypatch.setenv(faults.ENV, "after_commit:1")
+    monkeypatch.setattr(faults, "_die", lambda: _raise("SIGKILL after the commit of epoch 1"))
+
+    def killed_after_epoch_1(settings: list[str], what: str) -> str:
+        """Run the stage until the kill; returns the MLflow run id its state names."""
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            try:
+                run_train_segmentation(make_config(*base, *settings))
+            except Killed:
+                pass
+            else:
+                pytest.fail(f"{what}: the rerun never trained epoch 1: it resumed the old state")
+        assert "resuming" not in caplog.text, what
+        assert state.epochs_done() == 1, what
+        batch = next((int(s.split("=", 1)[1]) for s in settings if "batch_size" in s), 8)
+        best = keras.saving.load_model(state.best_file(1), safe_mode=True)
+        # One epoch of this run's steps: an optimizer restored from the killed run counts more.
+        assert int(best.optimizer.iterations.numpy()) == 8 // batch, what
+        return state.run_id()
+
+    run_ids = [killed_after_epoch_1(RERUN_SETTINGS[0], "the first run")]
+    for settings in RERUN_SETTINGS[1:]:
+        run_ids.append(killed_after_epoch_1(settings, str(settings)))
+        assert "interrupted run with other settings or data; starting afresh" in caplog.text, (
+            settings
+        )
+    # The same settings, one pixel of one training image changed.
+    images = npy_dataset.array_path(npy, "segmentation", "train", "images")
+    changed = np.load(images)
+    changed[3, 5, 5, 1] ^= 1
+    np.save(images, changed)
+    run_ids.append(killed_after_epoch_1(RERUN_SETTINGS[-1], "one pixel changed"))
+    assert "interrupted run with other settings or data; starting afresh" in caplog.text
+    assert len(set(run_ids)) == len(run_ids)  # each fresh start is a new MLflow run
+
+    # Nothing changed: the rerun resumes after epoch 1, in the same MLflow run.
+    monkeypatch.delenv(faults.ENV)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        summary = run_train_segmentation(make_config(*base, *RERUN_SETTINGS[-1]))
+    assert "resuming segmentation training after epoch 1 of 2" in caplog.text
+    assert "starting afresh" not in caplog.text
+    assert summary["epochs_run"] == 2
+    ran = json.loads((tmp_path / "reports" / "segmentation" / "mlflow_run.json").read_text())
+    assert ran["run_id"] == run_ids[-1]
 
 
 # --------------------------------------------------------------------------- tracking faults
@@ -726,7 +859,7 @@ class Payload:
 
 def test_models_with_code_in_them_are_refused(tmp_path):
     """A .keras file whose Lambda layer would run Python code on loading: refused by the training
-    stages' load path (session.load_best) and by visualize's (interpret.loading.load_trained)."""
+    stages' load path (session.load_best) and by visualize's (models.loading.load_trained)."""
     marker = str(tmp_path / "ran")
     x_in = keras.Input((4,))
     out = keras.layers.Lambda(lambda x: (open(marker, "w").close(), x * 2)[1], output_shape=(4,))(
@@ -738,7 +871,7 @@ def test_models_with_code_in_them_are_refused(tmp_path):
     workdir = Workdir(tmp_path / "state")
     workdir.root.mkdir()
     shutil.copyfile(tmp_path / "lambda.keras", workdir.best_file(1))
-    loop.write_json(workdir.history_file, {"loss": [1.0], "val_loss": [1.0]})
+    atomic.write_json(workdir.history_file, {"loss": [1.0], "val_loss": [1.0]})
     with pytest.raises(ValueError, match="unsafe|safe_mode"):
         session.TrainingSession.load_best(types.SimpleNamespace(workdir=workdir))
     with pytest.raises(
@@ -755,7 +888,7 @@ def test_models_with_code_in_them_are_refused(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_contradictory_settings_fail_at_start_through_the_cli(tmp_path):
     import tensorflow as tf
 
@@ -763,17 +896,25 @@ def test_contradictory_settings_fail_at_start_through_the_cli(tmp_path):
         "multi_worker": (
             ["trainer.strategy=multi_worker"],
             ["trainer.strategy='multi_worker'", "TF_CONFIG"],
+            {},
+        ),
+        # The kill switch of the reliability tests, misspelt: refused at once, not after an epoch.
+        "kill_switch": (
+            [],
+            [f"{faults.ENV}='after_comit:2'", "after_commit"],
+            {faults.ENV: "after_comit:2"},
         ),
     }
     if not tf.config.list_physical_devices("GPU"):
         cases["float16"] = (
             ["trainer.precision=mixed_float16"],
             ["trainer.precision='mixed_float16'", "CPU"],
+            {},
         )
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", faults.ENV)}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
     running = {}
-    for name, (overrides, _) in cases.items():  # at once: each costs a TensorFlow import
+    for name, (overrides, _, extra_env) in cases.items():  # at once: each costs a TensorFlow import
         base = tmp_path / name
         running[name] = (
             base,
@@ -788,14 +929,14 @@ def test_contradictory_settings_fail_at_start_through_the_cli(tmp_path):
                     f"hydra.run.dir={tmp_path / 'hydra' / name}",
                 ],
                 cwd=ROOT,
-                env=env,
+                env={**env, **extra_env},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             ),
         )
     for name, (base, process) in running.items():
-        _, stderr = process.communicate(timeout=150)
+        _, stderr = process.communicate(timeout=240)
         assert process.returncode == 2, stderr[-3000:]
         errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1, stderr[-3000:]

@@ -27,9 +27,11 @@ from project_copy import (
 )
 
 from petvision import search, tracking
+from petvision import study as search_study
+from petvision.config import task_config
 from petvision.core.errors import ConfigError
-from petvision.search import report as search_report
-from petvision.search import study as search_study
+from petvision.core.tasks import Task
+from petvision.study import report as search_report
 
 ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -217,14 +219,20 @@ def test_a_trial_returns_its_objective_and_names_a_missing_one():
 
 def test_runs_started_in_a_trial_are_children_of_the_search_run(make_config):
     cfg = make_config()
-    with tracking.Run(cfg, "classification", "search", run_name="parent") as parent:
+    with tracking.Run(
+        cfg, "search", task=task_config(cfg, Task.classification), run_name="parent"
+    ) as parent:
         tags = {"mlflow.parentRunId": parent.run_id, "optuna.trial.number": "0"}
         with (
             tracking.runs_tagged(tags) as started,
-            tracking.Run(cfg, "classification", "train_xception") as child,
+            tracking.Run(
+                cfg, "train_xception", task=task_config(cfg, Task.classification)
+            ) as child,
         ):
             pass
-        with tracking.Run(cfg, "classification", "train_xception") as outside:
+        with tracking.Run(
+            cfg, "train_xception", task=task_config(cfg, Task.classification)
+        ) as outside:
             pass
     client = parent._client
     assert started == [child.run_id]

@@ -10,9 +10,12 @@ import os
 
 import numpy as np
 import pytest
-from conftest import VENV_BIN, free_port, start_server, write_quirky_image
+from conftest import ROOT, VENV_BIN, free_port, start_server, write_quirky_image
 from PIL import Image
 from project_copy import tiny_overrides
+
+from petvision.config import task_config
+from petvision.core.tasks import Task
 
 SIZE = 32
 
@@ -28,10 +31,10 @@ def logged(make_config, tmp_path):
     cfg = make_config(*tiny_overrides())
     uris = {}
     for task, model in (
-        ("classification", build_classifier(cfg.classification.model, SIZE)),
-        ("segmentation", build_segmentation_model(cfg.segmentation.model, SIZE)),
+        (Task.classification, build_classifier(cfg.classification.model, SIZE)),
+        (Task.segmentation, build_segmentation_model(cfg.segmentation.model, SIZE)),
     ):
-        with tracking.Run(cfg, task, "test") as run:
+        with tracking.Run(cfg, "test", task=task_config(cfg, task)) as run:
             uris[task] = run.log_keras_model(model, np.zeros((1, SIZE, SIZE, 3), np.uint8))
         assert uris[task] and not run.lost, run.lost
     return cfg, uris
@@ -112,10 +115,35 @@ def test_the_pyfunc_answers_encoded_photos_as_predict_does_and_still_takes_array
         classifier.predict(pd.DataFrame({"image": [_b64(photos[0]), "%%%"]}))
     with pytest.raises(DataError, match="row 0: 'image': cannot decode"):
         classifier.predict(pd.DataFrame({"image": [base64.b64encode(b"GIF89a broken").decode()]}))
+    # Good and bad photos together: refused whole, every bad row named (module docstring).
+    with pytest.raises(DataError) as refused:
+        segmenter.predict(pd.DataFrame({"image": ["%%%", _b64(photos[0]), NOT_A_PHOTO]}))
+    assert str(refused.value).startswith("2 of 3 photo(s) cannot be read, so none was predicted")
+    assert "row 0: 'image' is not base64" in str(refused.value)
+    assert "row 2: 'image': cannot decode" in str(refused.value)
+    assert "row 1" not in str(refused.value)
+
+
+NOT_A_PHOTO = base64.b64encode(b"name,label\nrex,dog\n").decode()  # a CSV file sent as a photo
+
+
+def refused(answer, *named: str) -> str:
+    """A 400 whose JSON message names what is wrong, and nothing of the server's insides."""
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert body["error_code"] == "INVALID_PARAMETER_VALUE", body
+    assert "predictions" not in body and "stack_trace" not in body, body
+    for text in named:
+        assert text in body["message"], body["message"]
+    for inside in ("Traceback", 'File "', ".py", "site-packages", str(ROOT), "/tmp/"):
+        assert inside not in answer.text, (inside, answer.text)
+    return body["message"]
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_a_posted_jpeg_like_predict(logged, tmp_path):
+def test_mlflow_models_serve_answers_photos_like_predict_and_refuses_bad_ones_with_a_400(
+    logged, tmp_path
+):
     import requests
 
     from petvision import tracking
@@ -166,6 +194,31 @@ def test_mlflow_models_serve_answers_a_posted_jpeg_like_predict(logged, tmp_path
         answer = requests.post(f"{url}/invocations", json={"inputs": x.tolist()}, timeout=60)
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"][0][0] == pytest.approx(expected["p_dog"], abs=1e-6)
+
+        # A file that is no photo; then good and bad photos together: refused whole (no partial
+        # answer to mistake for a whole one), each bad row named; then arrays of the wrong size.
+        def post(rows):
+            body = {"dataframe_split": {"columns": ["image"], "data": [[row] for row in rows]}}
+            return requests.post(f"{url}/invocations", json=body, timeout=60)
+
+        refused(
+            post([NOT_A_PHOTO]), "1 of 1 photo(s) cannot be read", "row 0: 'image': cannot decode"
+        )
+        message = refused(
+            post([_b64(photo), "%%%", NOT_A_PHOTO]),
+            "2 of 3 photo(s) cannot be read, so none was predicted",
+            "row 1: 'image' is not base64",
+            "row 2: 'image': cannot decode",
+        )
+        assert "row 0" not in message.split("Error:", 1)[-1]
+        wrong_size = {"inputs": np.zeros((1, 5, 5, 3)).tolist()}
+        refused(
+            requests.post(f"{url}/invocations", json=wrong_size, timeout=60),
+            f"expected images {SIZE}x{SIZE}x3",
+            "got an array of shape (1, 5, 5, 3)",
+        )
+        answer = post([_b64(photo)])  # and the server goes on answering
+        assert answer.status_code == 200, answer.text
     finally:
         stop()
 

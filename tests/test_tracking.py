@@ -18,12 +18,14 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-from conftest import ROOT, free_port, tiny_segmenter
+from conftest import ROOT, free_port, pythonpath, tiny_segmenter
 from mlflow import MlflowClient
 
 from petvision import config as config_lib
 from petvision import tracking
+from petvision.config import task_config
 from petvision.core.errors import DataError, TrackingError
+from petvision.core.tasks import Task
 from petvision.data import digest
 
 # The tracking layer sets variables in os.environ: every test gets a clean copy.
@@ -51,7 +53,11 @@ def test_run_records_config_metrics_dataset_and_model(
     report.write_text('{"iou": 0.5}')
 
     with tracking.Run(
-        cfg, "segmentation", "train_segmentation", run_name="seg test", tags={"model": "tiny"}
+        cfg,
+        "train_segmentation",
+        task=task_config(cfg, Task.segmentation),
+        run_name="seg test",
+        tags={"model": "tiny"},
     ) as run:
         model = tiny_segmenter()
         model.fit(
@@ -130,12 +136,12 @@ def test_run_status_follows_how_the_stage_ended(store_config):
     cfg = store_config()
     with (
         pytest.raises(RuntimeError),
-        tracking.Run(cfg, "classification", "train_xception") as failed,
+        tracking.Run(cfg, "train_xception", task=task_config(cfg, Task.classification)) as failed,
     ):
         raise RuntimeError("boom")
     with (
         pytest.raises(KeyboardInterrupt),
-        tracking.Run(cfg, "classification", "train_xception") as killed,
+        tracking.Run(cfg, "train_xception", task=task_config(cfg, Task.classification)) as killed,
     ):
         raise KeyboardInterrupt
     client = MlflowClient(failed.uri)
@@ -147,14 +153,17 @@ def test_resume_continues_the_same_run(store_config):
     cfg = store_config()
     with (
         pytest.raises(KeyboardInterrupt),
-        tracking.Run(cfg, "classification", "train_xception") as first,
+        tracking.Run(cfg, "train_xception", task=task_config(cfg, Task.classification)) as first,
     ):
         first.log_input_dataset("classification-train", "feedbeef", "/data/npy", "training")
         first.log_metrics({"loss": 1.0}, step=0)
         raise KeyboardInterrupt
     params_before = MlflowClient(first.uri).get_run(first.run_id).data.params
     with tracking.Run(
-        cfg, "classification", "train_xception", resume_run_id=first.run_id
+        cfg,
+        "train_xception",
+        task=task_config(cfg, Task.classification),
+        resume_run_id=first.run_id,
     ) as second:
         second.log_input_dataset("classification-train", "feedbeef", "/data/npy", "training")
         second.log_params({"model.parameters": 123})
@@ -174,7 +183,9 @@ def test_resume_continues_the_same_run(store_config):
         for m in sorted(client.get_metric_history(first.run_id, "loss"), key=lambda m: m.step)
     ] == [1.0, 0.5]
 
-    with tracking.Run(cfg, "classification", "train_xception", resume_run_id="0" * 32) as fresh:
+    with tracking.Run(
+        cfg, "train_xception", task=task_config(cfg, Task.classification), resume_run_id="0" * 32
+    ) as fresh:
         pass
     assert fresh.run_id != first.run_id and not fresh.resumed
 
@@ -196,7 +207,7 @@ def test_default_store_is_in_the_tracking_root_whatever_the_cwd(make_config, tmp
     monkeypatch.chdir(elsewhere)
 
     assert tracking.tracking_uri(cfg.tracking) == f"sqlite:///{project}/mlflow.db"
-    with tracking.Run(cfg, "interpretation", "visualize") as run:
+    with tracking.Run(cfg, "visualize", experiment=cfg.tracking.experiments.interpretation) as run:
         pass
     assert (project / "mlflow.db").is_file()
     location = MlflowClient(run.uri).get_experiment(run.experiment_id).artifact_location
@@ -218,7 +229,7 @@ def test_default_store_is_in_the_tracking_root_whatever_the_cwd(make_config, tmp
 def test_unreachable_server_fails_at_start_naming_the_uri(make_config):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     cfg = make_config(f"tracking.uri={uri}", "tracking.connect_timeout_s=3")
-    run = tracking.Run(cfg, "segmentation", "train_segmentation")
+    run = tracking.Run(cfg, "train_segmentation", task=task_config(cfg, Task.segmentation))
     with pytest.raises(TrackingError, match=re.escape(uri)):
         run.__enter__()
 
@@ -245,8 +256,9 @@ def test_unusable_sqlite_store_fails_naming_the_uri(make_config, tmp_path):
     blocker.write_text("a file where the store's folder should be")
     uri = f"sqlite:///{blocker}/mlflow.db"
     with pytest.raises(TrackingError, match=re.escape(uri)):
+        cfg = make_config(f"tracking.uri={uri}")
         tracking.Run(
-            make_config(f"tracking.uri={uri}"), "segmentation", "train_segmentation"
+            cfg, "train_segmentation", task=task_config(cfg, Task.segmentation)
         ).__enter__()
 
 
@@ -293,7 +305,7 @@ def test_server_dying_mid_run_loses_logs_without_stopping_training(
     picture = tmp_path / "curve.png"
     picture.write_bytes(b"png")
 
-    run = tracking.Run(cfg, "classification", "train_xception")
+    run = tracking.Run(cfg, "train_xception", task=task_config(cfg, Task.classification))
     with run:
         run.log_metrics({"loss": 0.9, "val_loss": 1.0}, step=0)
         run.log_artifact(picture, artifact_path="reports")
@@ -326,7 +338,8 @@ WRITER = textwrap.dedent("""
     from petvision import config, tracking
     uri, name, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cfg = config.load(config.compose([f"tracking.uri={uri}"]))
-    with tracking.Run(cfg, "segmentation", "train_segmentation", run_name=name) as run:
+    task = config.task_config(cfg, config.Task.segmentation)
+    with tracking.Run(cfg, "train_segmentation", task=task, run_name=name) as run:
         for step in range(steps):
             logs = {"loss": 1.0 / (step + 1), "val_loss": 2.0 / (step + 1), "pet_iou": step / steps}
             run.log_metrics(logs, step=step)
@@ -340,7 +353,7 @@ WRITER = textwrap.dedent("""
 def test_two_processes_share_one_sqlite_store_without_losses(tmp_path):
     uri = f"sqlite:///{tmp_path}/shared/mlflow.db"  # fresh: both also race to create it
     steps = 60
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    env = {**os.environ, "PYTHONPATH": pythonpath(ROOT / "tests")}
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, uri, f"writer {i}", str(steps)],

@@ -13,15 +13,16 @@ import pytest
 from conftest import free_port, path_overrides, run_module, write_npy
 
 from petvision import tracking
+from petvision.config import architectures, task_config
 from petvision.core import atomic
 from petvision.core.errors import ConfigError, DownloadError
+from petvision.core.tasks import Task
 from petvision.data import npy_dataset
-from petvision.models import registry
 from petvision.models.classification import mini_xception
 from petvision.models.segmentation import book_model
 from petvision.visualize import output_dir, run_visualize, without_nan
 
-BLOCKS = registry.lookup("classification", "mini_xception").block_outputs
+BLOCKS = architectures.lookup(Task.classification, "mini_xception").block_outputs
 CLASSIFIER_SIZE, SEGMENTATION_SIZE = 64, 32
 PET_IN_THE_MIDDLE = {"pet_divisor": 2, "centred": True}  # the middle quarter of every image
 TEST_IMAGES, VAL_IMAGES = 6, 4
@@ -50,20 +51,20 @@ def trained(make_config):
     write_npy(
         npy, "segmentation", SEGMENTATION_SIZE, {"val": VAL_IMAGES}, seed=1, **PET_IN_THE_MIDDLE
     )
-    cfg.paths.model_file("classification").parent.mkdir(parents=True, exist_ok=True)
+    task_config(cfg, Task.classification).model_file.parent.mkdir(parents=True, exist_ok=True)
     mini_xception(CLASSIFIER_SIZE, cfg.classification.model.augmentation, 0.5).save(
-        cfg.paths.model_file("classification")
+        task_config(cfg, Task.classification).model_file
     )
-    book_model(SEGMENTATION_SIZE, 3).save(cfg.paths.model_file("segmentation"))
+    book_model(SEGMENTATION_SIZE, 3).save(task_config(cfg, Task.segmentation).model_file)
 
-    with tracking.Run(cfg, "classification", "train_xception") as run:
+    with tracking.Run(cfg, "train_xception", task=task_config(cfg, Task.classification)) as run:
         pass
     atomic.write_json(
-        cfg.paths.task_reports("classification") / "mlflow_run.json",
+        task_config(cfg, Task.classification).reports / "mlflow_run.json",
         {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": run.uri},
     )
     atomic.write_json(
-        cfg.paths.task_reports("segmentation") / "mlflow_run.json",
+        task_config(cfg, Task.segmentation).reports / "mlflow_run.json",
         {"run_id": "0" * 32, "experiment_id": "7", "tracking_uri": run.uri},
     )
     return cfg, run
@@ -289,8 +290,8 @@ def test_the_imagenet_xception_option_draws_the_books_views(trained, tmp_path):
     block14_sepconv2_act on 299x299 inputs in [-1, 1], named by the top ImageNet class."""
     import keras
 
-    from petvision.interpret import loading
-    from petvision.visualize import draw_everything
+    from petvision.interpret.pipeline import draw
+    from petvision.models import loading
 
     cfg, _ = trained
     cfg.visualize.model = "imagenet_xception"
@@ -299,13 +300,17 @@ def test_the_imagenet_xception_option_draws_the_books_views(trained, tmp_path):
     cfg.visualize.num_images = 2
     xception = keras.applications.Xception(weights=None)
     names = [f"class{i}" for i in range(1000)]
-    classifier = loading.load_trained(cfg.paths.model_file("classification"), "train_xception")
-    segmenter = loading.load_trained(cfg.paths.model_file("segmentation"), "train_segmentation")
+    classifier = loading.load_trained(
+        task_config(cfg, Task.classification).model_file, "train_xception"
+    )
+    segmenter = loading.load_trained(
+        task_config(cfg, Task.segmentation).model_file, "train_segmentation"
+    )
     npy = cfg.paths.resolve("npy")
     test = npy_dataset.load_split(npy, "classification", "test")
     val = npy_dataset.load_split(npy, "segmentation", "val")
 
-    metrics = draw_everything(
+    metrics = draw.everything(
         cfg, classifier, segmenter, (xception, names), test, val, tmp_path / "out"
     )
     assert metrics["model"] == "imagenet_xception"

@@ -21,13 +21,13 @@ from typing import Any
 
 from petvision import inference
 from petvision.cli import stage
-from petvision.config import Config
+from petvision.config import Config, Task, task_config
 from petvision.core import atomic
 from petvision.core.errors import ConfigError
 
 log = logging.getLogger("petvision.export")  # not __name__: that is "__main__" under python -m
 
-FOLDERS = {"classification": "classifier", "segmentation": "segmentation"}
+FOLDERS = {Task.classification: "classifier", Task.segmentation: "segmentation"}
 SIGNATURE = "serving_default"
 
 
@@ -64,8 +64,8 @@ def run_export(cfg: Config) -> dict[str, Any]:
             "replaced whole: choose another folder or empty it"
         )
     models = {
-        task: inference.load_model(cfg, task, spec)
-        for task, spec in (("classification", e.classifier), ("segmentation", e.segmenter))
+        task: inference.load_model(task_config(cfg, task), spec, cfg.tracking)
+        for task, spec in ((Task.classification, e.classifier), (Task.segmentation, e.segmenter))
     }
     summary: dict[str, Any] = {}
     with atomic.atomic_dir(out) as tmp:

@@ -15,50 +15,43 @@ import logging
 import numpy as np
 
 from petvision.cli import stage
-from petvision.config import Config
+from petvision.config import Config, Task, task_config
 from petvision.data import inputs, npy_dataset
 from petvision.evaluation import metrics
 from petvision.models.segmentation import build_segmentation_model
 from petvision.render import plots
-from petvision.training import loop, runtime, schedules
+from petvision.training import runtime
 from petvision.training.session import TrainingSession
 
 log = logging.getLogger("petvision.train_segmentation")  # not __name__: that is "__main__" under -m
 
-TASK = "segmentation"
 NUM_SAMPLES = 4
 
 
 def run_train_segmentation(cfg: Config) -> dict:
     rt = runtime.setup(cfg.trainer)
-    data, train_cfg = cfg.data.segmentation, cfg.segmentation.train
+    task = task_config(cfg, Task.segmentation)
     npy = cfg.paths.resolve("npy")
-    train = npy_dataset.load_split(npy, TASK, "train")
-    val = npy_dataset.load_split(npy, TASK, "val")
-    npy_dataset.check_image_size(train, data.image_size, "data.segmentation.image_size")
+    train = npy_dataset.load_split(npy, task.task, "train")
+    val = npy_dataset.load_split(npy, task.task, "val")
+    npy_dataset.check_image_size(train, task.data.image_size, f"data.{task.task}.image_size")
 
     train_ds, val_ds = (
         inputs.split_batches(
-            split, "masks", train_cfg.batch_size, seed=cfg.trainer.seed, shuffle=split is train
+            split, "masks", task.train.batch_size, seed=cfg.trainer.seed, shuffle=split is train
         )
         for split in (train, val)
     )
 
-    with TrainingSession(
-        cfg, TASK, "train_segmentation", cfg.segmentation.model.name, rt, [train, val]
-    ) as session:
-        with rt.strategy.scope():
-            model = loop.compile_model(
-                build_segmentation_model(cfg.segmentation.model, data.image_size),
-                rt,
-                train_cfg,
-                schedules.steps_per_epoch(len(train), train_cfg.batch_size),
-                loss="sparse_categorical_crossentropy",
-                metrics=metrics.segmentation_metrics(cfg.segmentation.model.num_classes),
-                config_key=TASK,
-            )
-        result = session.fit(model, train_ds, val_ds, train_cfg)
-        best = session.load_best()
+    with TrainingSession(cfg, task, rt, [train, val]) as session:
+        trained = session.train(
+            lambda: build_segmentation_model(task.model, task.data.image_size),
+            train_ds,
+            val_ds,
+            loss="sparse_categorical_crossentropy",
+            metrics=metrics.segmentation_metrics(task.model.num_classes),
+        )
+        model, result, best = trained.model, trained.result, trained.best
 
         sample = slice(0, min(NUM_SAMPLES, len(val)))
         predicted = np.argmax(best.predict(np.asarray(val.images[sample]), verbose=0), axis=-1)[

@@ -14,17 +14,16 @@ import logging
 import numpy as np
 
 from petvision.cli import stage
-from petvision.config import Config
+from petvision.config import Config, Task, task_config
 from petvision.data import inputs, layout, npy_dataset
 from petvision.evaluation import metrics
 from petvision.models.classification import build_classifier
 from petvision.render import plots
-from petvision.training import loop, runtime, schedules
+from petvision.training import runtime
 from petvision.training.session import TrainingSession
 
 log = logging.getLogger("petvision.train_xception")  # not __name__: that is "__main__" under -m
 
-TASK = "classification"
 NUM_MISCLASSIFIED = 8
 
 
@@ -40,34 +39,28 @@ def most_confident_mistakes(
 
 def run_train_xception(cfg: Config) -> dict:
     rt = runtime.setup(cfg.trainer)
-    data, train_cfg = cfg.data.classification, cfg.classification.train
+    task = task_config(cfg, Task.classification)
     npy = cfg.paths.resolve("npy")
-    train, val, test = (npy_dataset.load_split(npy, TASK, s) for s in ("train", "val", "test"))
-    npy_dataset.check_image_size(train, data.image_size, "data.classification.image_size")
+    train, val, test = (npy_dataset.load_split(npy, task.task, s) for s in ("train", "val", "test"))
+    npy_dataset.check_image_size(train, task.data.image_size, f"data.{task.task}.image_size")
 
     train_ds, val_ds, test_ds = (
         inputs.split_batches(
-            split, "labels", train_cfg.batch_size, seed=cfg.trainer.seed, shuffle=split is train
+            split, "labels", task.train.batch_size, seed=cfg.trainer.seed, shuffle=split is train
         )
         for split in (train, val, test)
     )
 
-    model_name = cfg.classification.model.name
-    with TrainingSession(
-        cfg, TASK, "train_xception", model_name, rt, [train, val, test]
-    ) as session:
-        with rt.strategy.scope():
-            model = loop.compile_model(
-                build_classifier(cfg.classification.model, data.image_size),
-                rt,
-                train_cfg,
-                schedules.steps_per_epoch(len(train), train_cfg.batch_size),
-                loss="binary_crossentropy",
-                metrics=metrics.classification_metrics(),
-                config_key=TASK,
-            )
-        result = session.fit(model, train_ds, val_ds, train_cfg)
-        best = session.load_best()
+    model_name = task.model.name
+    with TrainingSession(cfg, task, rt, [train, val, test]) as session:
+        trained = session.train(
+            lambda: build_classifier(task.model, task.data.image_size),
+            train_ds,
+            val_ds,
+            loss="binary_crossentropy",
+            metrics=metrics.classification_metrics(),
+        )
+        model, result, best = trained.model, trained.result, trained.best
 
         probabilities = best.predict(test_ds, verbose=0).ravel()
         labels = np.asarray(test.require("labels"))

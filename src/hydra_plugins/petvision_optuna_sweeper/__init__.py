@@ -6,6 +6,6 @@ which MLflow 3 brings; it also runs trials without access to Optuna's trial, so 
 pruned (facebookresearch/hydra#1954). This sweeper keeps the official one's configuration keys
 (sampler, direction, study_name, storage, n_trials, max_failure_rate, params in Hydra's sweep
 syntax) and adds pruner, timeout, objective and task. The work is in
-:mod:`petvision.search_study` and :mod:`petvision.search`; this package is the Hydra glue, kept
+:mod:`petvision.study` and :mod:`petvision.search`; this package is the Hydra glue, kept
 light because Hydra imports every plugin at every start.
 """

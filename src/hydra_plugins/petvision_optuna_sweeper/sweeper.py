@@ -59,7 +59,7 @@ class PetvisionOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from petvision.search import study as search_study
+        from petvision import study as search_study
 
         self._check()
         assert self.config is not None
@@ -99,7 +99,7 @@ class PetvisionOptunaSweeper(Sweeper):
 
 
 class _Search:
-    """One worker's part of a search (see petvision.search.study)."""
+    """One worker's part of a search (see petvision.study)."""
 
     def __init__(self, sweeper: PetvisionOptunaSweeper, space: Any) -> None:
         self.sweeper, self.space = sweeper, space
@@ -113,18 +113,20 @@ class _Search:
         from hydra.utils import instantiate
 
         from petvision import config as config_lib
+        from petvision import study as search_study
         from petvision import tracking
         from petvision.core.errors import ConfigError
-        from petvision.search import report as search_report
-        from petvision.search import study as search_study
-        from petvision.tracking.run import TASKS
+        from petvision.study import report as search_report
 
         sw = self.sweeper
         assert sw.config is not None
-        task_config = OmegaConf.masked_copy(sw.config, [str(k) for k in sw.config if k != "hydra"])
-        cfg = config_lib.load(task_config)
-        if sw.task not in TASKS:
-            raise ConfigError(f"hydra.sweeper.task={sw.task}: must be one of {', '.join(TASKS)}")
+        job_config = OmegaConf.masked_copy(sw.config, [str(k) for k in sw.config if k != "hydra"])
+        cfg = config_lib.load(job_config)
+        if sw.task not in tuple(config_lib.Task):
+            raise ConfigError(
+                f"hydra.sweeper.task={sw.task}: must be one of {', '.join(config_lib.Task)}"
+            )
+        task = config_lib.task_config(cfg, config_lib.Task(sw.task))
 
         url = search_study.storage_url(sw.storage)
         storage = search_study.make_storage(url, sw.heartbeat_interval)
@@ -160,7 +162,12 @@ class _Search:
         }
         name = f"search {study.study_name}"
         with tracking.Run(
-            cfg, sw.task, "search", run_name=name, resume_run_id=parent_id, tags=tags
+            cfg,
+            "search",
+            task=task,
+            run_name=name,
+            resume_run_id=parent_id,
+            tags=tags,
         ) as parent:
             if parent_id is None:
                 study.set_user_attr(search_study.PARENT_RUN_ATTR, parent.run_id)
@@ -213,7 +220,7 @@ class _Search:
         import optuna
         from hydra.core.utils import JobStatus
 
-        from petvision.search import study as search_study
+        from petvision import study as search_study
 
         sw = self.sweeper
         values = search_study.suggest(trial, self.space.distributions)
@@ -252,7 +259,7 @@ class _Search:
 
     def _mark_runs(self, run_ids: list[str], trial: Any, state: str, status: str) -> None:
         """The trial's run: its Optuna state as a tag, pruned as KILLED, named after the trial."""
-        from petvision.search import study as search_study
+        from petvision import study as search_study
 
         if not run_ids:
             return

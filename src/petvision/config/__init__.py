@@ -20,7 +20,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from petvision.config.checks import check_split_sizes, validate
 from petvision.config.schema import (
-    MODEL_FILES,
     ActivationsConfig,
     ArchiveConfig,
     AugmentationConfig,
@@ -63,8 +62,10 @@ from petvision.config.schema import (
     VisualizeConfig,
     VisualizedModel,
 )
+from petvision.config.tasks import TaskConfig, task_config
 from petvision.core import paths as project_paths
 from petvision.core.errors import ConfigError
+from petvision.core.tasks import Task
 
 __all__ = [
     "ActivationsConfig",
@@ -88,7 +89,6 @@ __all__ = [
     "Interpolation",
     "LocalDataConfig",
     "LocalizationConfig",
-    "MODEL_FILES",
     "Optimizer",
     "OxfordPetsConfig",
     "PathsConfig",
@@ -105,6 +105,8 @@ __all__ = [
     "Source",
     "Strategy",
     "SyntheticConfig",
+    "Task",
+    "TaskConfig",
     "TrackingConfig",
     "TrainConfig",
     "TrainerConfig",
@@ -113,6 +115,7 @@ __all__ = [
     "check_split_sizes",
     "compose",
     "load",
+    "task_config",
     "to_dict",
     "to_yaml",
     "validate",

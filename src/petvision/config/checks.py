@@ -1,12 +1,15 @@
-"""What the schema's types cannot say: ranges, model names (from the model registry) and
+"""What the schema's types cannot say: ranges, model names (from the architectures table) and
 settings that contradict each other; each failure names the key and the value."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from petvision.config import architectures
 from petvision.config.schema import Config, VisualizeConfig
+from petvision.config.tasks import task_config
 from petvision.core.errors import ConfigError
+from petvision.core.tasks import Task
 
 # --------------------------------------------------------------------------- validation
 
@@ -31,14 +34,15 @@ def validate(cfg: Config) -> None:
 
 
 def _check_choices(cfg: Config) -> None:
-    """Model names come from the model registry (the other choices are Enums in the schema)."""
-    from petvision.models import registry  # no Keras: the registry is a plain table
-
-    for task in registry.TASKS:
-        key = f"{task}.model.name"
-        value = _get(cfg, key)
-        if value not in registry.names(task):
-            raise _fail(key, value, f"must be one of {', '.join(registry.names(task))}")
+    """Model names come from the architectures table (the other choices are Enums in the schema)."""
+    for task in Task:
+        value = task_config(cfg, task).model.name
+        if value not in architectures.names(task):
+            raise _fail(
+                f"{task}.model.name",
+                value,
+                f"must be one of {', '.join(architectures.names(task))}",
+            )
 
 
 def _check_ranges(cfg: Config) -> None:
@@ -100,8 +104,8 @@ def _check_ranges(cfg: Config) -> None:
         if _get(cfg, key) < 0:
             raise _fail(key, _get(cfg, key), "must not be negative")
 
-    for task in ("segmentation", "classification"):
-        train = getattr(cfg, task).train
+    for task in Task:
+        train = task_config(cfg, task).train
         if not 0 <= train.warmup_epochs < train.epochs:
             raise _fail(
                 f"{task}.train.warmup_epochs",

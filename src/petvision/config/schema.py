@@ -77,14 +77,11 @@ class VisualizedModel(StrEnum):
     imagenet_xception = "imagenet_xception"
 
 
-class CamMethod(StrEnum):  # the recipes of petvision.interpret.cams
+class CamMethod(StrEnum):  # the recipes of petvision.interpret.methods.gradcam
     gradcam = "gradcam"
     gradcam_pp = "gradcam_pp"
     hirescam = "hirescam"
     layercam = "layercam"
-
-
-MODEL_FILES = {"segmentation": "segmentation.keras", "classification": "classifier.keras"}
 
 
 @dataclass
@@ -103,14 +100,6 @@ class PathsConfig:
         if name == "downloads":
             return project_paths.resolve(getattr(self, name), root=project_paths.tracking_root())
         return project_paths.resolve(getattr(self, name))
-
-    def model_file(self, task: str) -> Path:
-        """Where a training stage keeps its best model (a DVC output)."""
-        return self.resolve("models") / MODEL_FILES[task]
-
-    def task_reports(self, task: str) -> Path:
-        """A stage's report folder: metrics, history and pictures (DVC outputs)."""
-        return self.resolve("reports") / task
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from petvision.core.errors import DataError
+from petvision.core.tasks import Task
 from petvision.data import images, layout
 from petvision.data.splits import ClassificationSplit
 
@@ -140,8 +141,8 @@ def make_report(
     return {
         "pairs_found": len(found.pairs),
         "usable_pairs": sum(kinds.values()),
-        "segmentation": {split: len(stems) for split, stems in seg.items()},
-        "classification": {
+        Task.segmentation: {split: len(stems) for split, stems in seg.items()},
+        Task.classification: {
             **{split: len(stems) for split, stems in cls.splits.items()},
             "usable_cats": cls.available["cat"],
             "usable_dogs": cls.available["dog"],

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from petvision.config import Config, check_split_sizes
 from petvision.core import atomic
 from petvision.core.errors import DataError
+from petvision.core.tasks import Task
 from petvision.data import images, layout, npy_dataset
 from petvision.data.checks import Checked, check_pair, log_skipped, make_report, skipped_files
 from petvision.data.splits import classification_split, segmentation_split
@@ -26,7 +27,7 @@ from petvision.util import parallel
 
 log = logging.getLogger("petvision.preprocess")
 
-SEG, CLS = npy_dataset.SEGMENTATION, npy_dataset.CLASSIFICATION
+SEG, CLS = Task.segmentation, Task.classification
 
 # --------------------------------------------------------------------------- the per-file work
 
@@ -62,7 +63,7 @@ def _convert_chunk(job: tuple[ConvertSpec, list[Row]]) -> list[str]:
     lay = layout.Layout(spec.root)
     opened: dict[Path, np.ndarray] = {}
 
-    def array(task: str, split: str, name: str) -> np.ndarray:
+    def array(task: Task, split: str, name: str) -> np.ndarray:
         path = npy_dataset.array_path(spec.out, task, split, name)
         if path not in opened:
             opened[path] = np.load(path, mmap_mode="r+", allow_pickle=False)
@@ -124,7 +125,7 @@ def _run(
             yield from chunk
 
 
-def _create_arrays(out: Path, task: str, splits: dict[str, list[str]], size: int) -> None:
+def _create_arrays(out: Path, task: Task, splits: dict[str, list[str]], size: int) -> None:
     """Allocate every array of a task on disk (zero-filled, sparse until written)."""
     (out / task).mkdir(parents=True, exist_ok=True)
     for split, stems in splits.items():

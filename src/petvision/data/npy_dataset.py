@@ -21,14 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from petvision.core.errors import DataError
+from petvision.core.tasks import Task
 
-SEGMENTATION, CLASSIFICATION = "segmentation", "classification"
-SPLITS = {SEGMENTATION: ("train", "val"), CLASSIFICATION: ("train", "val", "test")}
-ARRAYS = {SEGMENTATION: ("images", "masks"), CLASSIFICATION: ("images", "labels", "masks")}
+SPLITS = {Task.segmentation: ("train", "val"), Task.classification: ("train", "val", "test")}
+ARRAYS = {
+    Task.segmentation: ("images", "masks"),
+    Task.classification: ("images", "labels", "masks"),
+}
 INDEX_FILE = "index.json"
 
 
-def array_path(root: Path, task: str, split: str, array: str) -> Path:
+def array_path(root: Path, task: Task, split: str, array: str) -> Path:
     return Path(root) / task / f"{split}_{array}.npy"
 
 
@@ -60,7 +63,7 @@ def open_array(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
 class Split:
     """One split of one task, memory-mapped: ``images`` always, ``masks`` and/or ``labels``."""
 
-    task: str
+    task: Task
     name: str
     stems: tuple[str, ...]
     images: np.ndarray
@@ -78,7 +81,7 @@ class Split:
         return value
 
 
-def read_index(root: Path, task: str) -> dict:
+def read_index(root: Path, task: Task) -> dict:
     path = Path(root) / task / INDEX_FILE
     if not path.is_file():
         raise DataError(f"{path}: missing; run the preprocess stage (dvc repro preprocess)")
@@ -88,7 +91,7 @@ def read_index(root: Path, task: str) -> dict:
         raise DataError(f"{path}: not valid JSON ({exc}); rerun preprocess") from None
 
 
-def load_split(root: Path, task: str, split: str) -> Split:
+def load_split(root: Path, task: Task, split: str) -> Split:
     """Open one split, checking every array's shape against the index."""
     if split not in SPLITS[task]:
         raise ValueError(f"{task} has splits {SPLITS[task]}, not {split!r}")
@@ -104,7 +107,7 @@ def load_split(root: Path, task: str, split: str) -> Split:
     return Split(task=task, name=split, stems=stems, **arrays)
 
 
-def make_index(task: str, image_size: int, splits: dict[str, list[str]], **extra: object) -> dict:
+def make_index(task: Task, image_size: int, splits: dict[str, list[str]], **extra: object) -> dict:
     """The content of index.json (the caller writes it atomically with the arrays); ``extra``
     keys (how the arrays were made: interpolation, seed...) are recorded before the stem lists."""
     return {

@@ -11,7 +11,7 @@ training data was resized with. Then:
   of a 64x64 label map would draw blocky outlines), and the labels written with the Oxford
   trimap values: 1 pet, 2 background, 3 border;
 * on request, a Grad-CAM heatmap of the classifier's last convolutional block
-  (:mod:`petvision.interpret.gradcam`), overlaid on the photo at its own size.
+  (:mod:`petvision.interpret.methods.gradcam`), overlaid on the photo at its own size.
 
 Models are ``.keras`` files (the pipeline's ``models/`` by default) or MLflow model URIs
 (``models:/petvision-classifier@champion``, ``runs:/<id>/model``, ``models:/<model id>``).

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from petvision.config import Config
+from petvision.config import Config, task_config
 from petvision.core.errors import ConfigError, DataError
+from petvision.core.tasks import Task
 from petvision.inference.models import (
     LoadedModel,
     dog_probabilities,
@@ -89,8 +90,8 @@ def run_predict(cfg: Config) -> dict[str, Any]:
     found = collect_inputs(p.input)
     out = Path(p.output).expanduser().absolute()
     _check_output(out, found)
-    classifier = load_model(cfg, "classification", p.classifier)
-    segmenter = load_model(cfg, "segmentation", p.segmenter)
+    classifier = load_model(task_config(cfg, Task.classification), p.classifier, cfg.tracking)
+    segmenter = load_model(task_config(cfg, Task.segmentation), p.segmenter, cfg.tracking)
     log.info(
         "classifier %s (%d px, %s), segmentation model %s (%d px, %s)",
         classifier.source,
@@ -146,8 +147,8 @@ def run_predict(cfg: Config) -> dict[str, Any]:
             )
         table = {
             "models": {
-                task: {"source": m.source, "input_size": m.size, "interpolation": m.interpolation}
-                for task, m in (("classification", classifier), ("segmentation", segmenter))
+                m.task: {"source": m.source, "input_size": m.size, "interpolation": m.interpolation}
+                for m in (classifier, segmenter)
             },
             "counts": {
                 "files": len(found.files),

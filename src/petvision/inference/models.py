@@ -12,15 +12,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from petvision.config import Config
+from petvision.config import TaskConfig, TrackingConfig, architectures
 from petvision.core.errors import DataError
+from petvision.core.tasks import Task
 from petvision.data import images
 
 log = logging.getLogger("petvision.inference")
 
-TASKS = ("classification", "segmentation")
-TRAINING_STAGES = {"classification": "train_xception", "segmentation": "train_segmentation"}
-SPECIES = ("cat", "dog")
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 OUTPUT_LAYER = "dog_probability"
 
@@ -30,7 +28,7 @@ class LoadedModel:
     """A model ready for photos: the network (float32), where it came from, and how its training
     images were resized (size and interpolation)."""
 
-    task: str
+    task: Task
     model: Any  # keras.Model
     source: str
     size: int
@@ -56,46 +54,46 @@ def is_mlflow_uri(spec: str) -> bool:
     return spec.startswith(MLFLOW_SCHEMES)
 
 
-def load_model(cfg: Config, task: str, spec: str = "") -> LoadedModel:
+def load_model(task: TaskConfig, spec: str, tracking: TrackingConfig) -> LoadedModel:
     """The model for ``task`` named by ``spec``: "" for the pipeline's own file under
-    ``paths.models``, a ``.keras`` path, or an MLflow model URI."""
-    from petvision.interpret import loading
+    ``paths.models``, a ``.keras`` path, or an MLflow model URI (of the store ``tracking``
+    names)."""
+    from petvision.models import loading
 
-    interpolation = getattr(cfg.data, task).interpolation
+    interpolation: str = task.data.interpolation
     if is_mlflow_uri(spec):
-        model, trained_with = _load_from_mlflow(cfg, task, spec)
+        model, trained_with = _load_from_mlflow(tracking, task.task, spec)
         interpolation = trained_with or interpolation
         source = spec
     else:
-        path = Path(spec).expanduser() if spec else cfg.paths.model_file(task)
-        model = loading.load_trained(path, TRAINING_STAGES[task])
+        path = Path(spec).expanduser() if spec else task.model_file
+        model = loading.load_trained(path, task.stage)
         source = str(path)
     size = loading.input_size(model)
-    _check_shape(model, task, source)
-    return LoadedModel(task, model, source, size, interpolation)
+    _check_shape(model, task.task, source)
+    return LoadedModel(task.task, model, source, size, interpolation)
 
 
-def _check_shape(model: Any, task: str, source: str) -> None:
+def _check_shape(model: Any, task: Task, source: str) -> None:
     out = tuple(model.outputs[0].shape[1:])
-    if task == "classification" and out != (1,):
+    if task == Task.classification and out != (1,):
         raise DataError(f"{source}: outputs {out}, not one P(dog): is it the segmentation model?")
-    if task == "segmentation" and len(out) != 3:
+    if task == Task.segmentation and len(out) != 3:
         raise DataError(
             f"{source}: outputs {out}, not a per-pixel class map: is it the classifier?"
         )
 
 
-def _load_from_mlflow(cfg: Config, task: str, uri: str) -> tuple[Any, str | None]:
+def _load_from_mlflow(tracking: TrackingConfig, task: Task, uri: str) -> tuple[Any, str | None]:
     """The Keras model behind an MLflow URI, and the interpolation its run's data was resized with
     (the run's ``data.<task>.interpolation`` param), if the run says."""
     import mlflow
     import mlflow.keras
 
-    from petvision import tracking
-    from petvision.interpret import loading
-    from petvision.models import xla
+    from petvision.models import loading, xla
+    from petvision.tracking import tracking_uri
 
-    store = tracking.tracking_uri(cfg.tracking)
+    store = tracking_uri(tracking)
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(store)
     try:
@@ -175,22 +173,20 @@ def trimaps(segmenter: LoadedModel, photos: Sequence[np.ndarray]) -> list[np.nda
 
 def mask_overlay(photo: np.ndarray, trimap: np.ndarray, alpha: float) -> np.ndarray:
     """The photo with the pet in orange and the border in yellow (the visualize stage's colours)."""
-    from petvision.interpret.segmentation_views import mask_overlay as overlay
+    from petvision.render.images import mask_overlay as overlay
 
     return overlay(photo, np.asarray(trimap) - 1, alpha)
 
 
 def gradcam_layer(classifier: LoadedModel) -> str:
     """The classifier's last convolutional block, whichever of the project's architectures it is."""
-    from petvision.models import registry
-
     names = {layer.name for layer in classifier.model.layers}
-    candidates = [a.last_conv_layer for a in registry.ARCHITECTURES["classification"].values()]
+    candidates = architectures.gradcam_layers()
     for layer in candidates:
-        if layer is not None and layer in names:
+        if layer in names:
             return layer
     raise DataError(
-        f"{classifier.source}: none of the Grad-CAM layers {sorted(filter(None, candidates))}; "
+        f"{classifier.source}: none of the Grad-CAM layers {sorted(candidates)}; "
         "is it one of the project's classifiers?"
     )
 
@@ -199,9 +195,10 @@ def gradcam_overlays(
     classifier: LoadedModel, photos: Sequence[np.ndarray], alpha: float
 ) -> list[np.ndarray]:
     """The book's Grad-CAM picture for the predicted class of each photo, at the photo's size."""
-    from petvision.interpret import gradcam
+    from petvision.interpret.methods import gradcam
+    from petvision.render.images import jet_overlay
 
     cam = gradcam.split_model(classifier.model, gradcam_layer(classifier), OUTPUT_LAYER)
     batch = np.stack([classifier.prepare(p) for p in photos])
     result = gradcam.heatmaps(cam, batch)
-    return [gradcam.jet_overlay(photo, heat, alpha) for photo, heat in zip(photos, result.heatmaps)]
+    return [jet_overlay(photo, heat, alpha) for photo, heat in zip(photos, result.heatmaps)]

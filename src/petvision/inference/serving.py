@@ -14,6 +14,14 @@ and ``mlflow.pyfunc.load_model`` accept two kinds of input:
 * **arrays** already resized to the training size (what clients sent before): the model's raw
   output, as the Keras flavor returns it.
 
+Bad input is refused whole, with HTTP 400: a request in which any photo cannot be read is
+answered with no prediction at all and a message naming each bad row and why (``row 1: 'image'
+is not base64 ...``), so that a client never takes a partial answer for a whole one and resends
+the good rows. The error is an ``MlflowException``, whose message the server answers with
+as it is (after its own ``Failed to predict data '<the request's table>'``); any other exception
+would come back with the server's stack trace and source paths. In process
+(``mlflow.pyfunc.load_model(...).predict``) the same error is a :class:`~petvision.core.errors.DataError`.
+
 A model accepting both forms cannot have one MLflow signature (a column of strings or one
 tensor), so the logged model has none; it keeps its input example. The Keras flavor is left as
 it was: ``mlflow.keras.load_model`` gives the Keras model. Serving needs this package importable
@@ -33,8 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from petvision.core.errors import DataError
+from petvision.core.tasks import Task
 from petvision.inference import models as inference
 from petvision.inference.photos import read_photo
 from petvision.tracking.flavor import FLAVOR_CONFIG_KEY
@@ -42,22 +53,29 @@ from petvision.tracking.flavor import FLAVOR_CONFIG_KEY
 IMAGE_COLUMN = "image"
 
 
+class BadRequest(DataError, MlflowException):
+    """Input the client must fix: HTTP 400 with this message and no stack trace from ``mlflow
+    models serve`` (an ``MlflowException`` of INVALID_PARAMETER_VALUE), a ``DataError`` in process."""
+
+    def __init__(self, message: str):
+        MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
+
+
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> PhotoModel:
     """MLflow's entry point (``loader_module``): the model folder -> :class:`PhotoModel`."""
     import mlflow.keras
 
-    from petvision.interpret import loading
-    from petvision.models import xla
+    from petvision.models import loading, xla
 
     settings = (model_config or {}).get(FLAVOR_CONFIG_KEY) or {}
-    if settings.get("task") not in inference.TASKS:
+    if settings.get("task") not in tuple(Task):
         raise DataError(
             f"{path}: no petvision task in the model's python_function config: {model_config}"
         )
     with xla.loading():
         model = loading.float32_copy(mlflow.keras.load_model(path))
     loaded = inference.LoadedModel(
-        settings["task"],
+        Task(settings["task"]),
         model,
         path,
         loading.input_size(model),
@@ -79,13 +97,23 @@ class PhotoModel:
         encoded = _encoded_photos(data)
         if encoded is None:
             return self._predict_arrays(data)
-        photos = [_decode(item, i) for i, item in enumerate(encoded)]
+        photos, problems = [], []
+        for i, item in enumerate(encoded):
+            try:
+                photos.append(_decode(item, i))
+            except DataError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise BadRequest(
+                f"{len(problems)} of {len(encoded)} photo(s) cannot be read, so none was "
+                f"predicted; send the others again without them: {'; '.join(problems)}"
+            )
         return self.answer(photos)
 
     def answer(self, photos: list[np.ndarray]) -> Any:
         import pandas as pd
 
-        if self.loaded.task == "classification":
+        if self.loaded.task == Task.classification:
             p_dog = inference.dog_probabilities(self.loaded, photos)
             rows = []
             for p in p_dog:
@@ -120,13 +148,19 @@ class PhotoModel:
             data = next(iter(data.values()))
         if isinstance(data, pd.DataFrame):
             data = data.to_numpy()
-        x = np.asarray(data, dtype=np.float32)
         size = self.loaded.size
+        expected = (
+            f"expected images {size}x{size}x3 (resized as in training) or a column "
+            f"'{IMAGE_COLUMN}' of base64-encoded photo files"
+        )
+        try:
+            x = np.asarray(data, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise BadRequest(
+                f"{expected}; got {type(data).__name__} that is not an array of numbers"
+            ) from None
         if x.ndim != 4 or x.shape[1:] != (size, size, 3):
-            raise DataError(
-                f"expected images {size}x{size}x3 (resized as in training) or a column "
-                f"'{IMAGE_COLUMN}' of base64-encoded photo files; got an array of shape {x.shape}"
-            )
+            raise BadRequest(f"{expected}; got an array of shape {x.shape}")
         return self.loaded(x)
 
 

@@ -1,5 +1,12 @@
-"""What the convnets learned (the book's part 3): intermediate activations, filter patterns,
-Grad-CAM with a localization score against the pet masks, and segmentation views.
+"""What the convnets learned (the book's chapter 9.4) and whether the explanations hold, in two
+roles:
 
-Plain library functions on Keras models and NumPy arrays; the ``visualize`` stage composes them.
+- :mod:`.methods`: the computations, on Keras models and NumPy arrays, returning numbers and
+  arrays (activations, filter patterns, class activation maps, their localization, faithfulness
+  and sanity checks, the segmentation breakdown). They draw nothing.
+- :mod:`.pipeline`: the visualize stage's work, which runs the methods on the pipeline's models
+  and arrays and has :mod:`petvision.render` draw the results.
+
+The models come from :mod:`petvision.models.loading` (and :mod:`petvision.models.imagenet`);
+everything drawn or written for people is in :mod:`petvision.render`.
 """

@@ -12,6 +12,7 @@ import keras
 from keras import layers
 
 from petvision.config import AugmentationConfig, ClassificationModelConfig, Flip
+from petvision.core.tasks import Task
 from petvision.models import registry
 
 BOOK_AUGMENTATION = AugmentationConfig(enabled=True, flip=Flip.horizontal, rotation=0.1, zoom=0.2)
@@ -136,6 +137,6 @@ def residual_convnet(
 
 
 def build_classifier(cfg: ClassificationModelConfig, image_size: int) -> keras.Model:
-    return registry.builder("classification", cfg.name)(
+    return registry.builder(Task.classification, cfg.name)(
         image_size=image_size, augmentation=cfg.augmentation, dropout=cfg.dropout
     )

@@ -1,83 +1,18 @@
-"""The architectures a configuration can name, one entry each.
-
-Adding a model is its builder function plus one entry here plus its YAML in ``conf/``: the
-config's check of ``segmentation.model.name`` / ``classification.model.name``, the builders and
-the interpretation stage's layer choices all read this table. It imports no Keras, so the
-configuration can be checked before the heavy imports.
-"""
+"""A configured model name to its builder function. The names and what each architecture's
+layers are called live in :mod:`petvision.config.architectures` (Keras-free, read by the
+configuration's checks); this module only turns an entry into the function that builds it."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-TASKS = ("segmentation", "classification")
+from petvision.config import architectures
+from petvision.core.tasks import Task
 
 
-@dataclass(frozen=True)
-class Architecture:
-    builder: str  # "<module in petvision.models>:<function>"
-    # Classifiers: Grad-CAM's target, the last convolutional feature map (the book's choice) ...
-    last_conv_layer: str | None = None
-    # ... and each block's output, shallow to deep, for maps at every depth.
-    block_outputs: tuple[str, ...] = ()
-
-
-ARCHITECTURES: dict[str, dict[str, Architecture]] = {
-    "segmentation": {
-        # The book's encoder-decoder (chapter 9.1): the default.
-        "book": Architecture("segmentation:book_model"),
-        "unet": Architecture("segmentation:unet_model"),
-    },
-    "classification": {
-        "mini_xception": Architecture(
-            "classification:mini_xception",
-            last_conv_layer="block5_add",
-            block_outputs=tuple(f"block{i}_add" for i in range(1, 6)),
-        ),
-        "simple_convnet": Architecture(
-            "classification:simple_convnet",
-            last_conv_layer="conv5",
-            block_outputs=tuple(f"conv{i}" for i in range(1, 6)),
-        ),
-        "residual_convnet": Architecture(
-            "classification:residual_convnet",
-            last_conv_layer="block3_add",
-            block_outputs=tuple(f"block{i}_add" for i in range(1, 4)),
-        ),
-    },
-}
-
-# Names that mean the same architecture. "seed" was this project's first name for the book's
-# segmentation model; configurations that say so keep working.
-ALIASES: dict[str, dict[str, str]] = {"segmentation": {"seed": "book"}, "classification": {}}
-
-
-def names(task: str) -> tuple[str, ...]:
-    """Every name the configuration accepts for ``task``'s model, aliases included."""
-    return (*ARCHITECTURES[task], *ALIASES[task])
-
-
-def lookup(task: str, name: str) -> Architecture:
-    try:
-        return ARCHITECTURES[task][ALIASES[task].get(name, name)]
-    except KeyError:
-        raise KeyError(
-            f"{task}.model.name={name!r}: must be one of {', '.join(names(task))}"
-        ) from None
-
-
-def builder(task: str, name: str) -> Callable[..., Any]:
+def builder(task: Task, name: str) -> Callable[..., Any]:
     """The builder function (imports Keras on first use)."""
-    module, function = lookup(task, name).builder.split(":")
+    module, function = architectures.lookup(task, name).builder.split(":")
     return getattr(importlib.import_module(f"petvision.models.{module}"), function)
-
-
-def last_conv_layer(name: str) -> str:
-    """Grad-CAM's target layer in the classifier ``name`` (the book's choice: the last one)."""
-    layer = lookup("classification", name).last_conv_layer
-    if layer is None:
-        raise KeyError(f"classification.model.name={name!r}: no convolutional layer registered")
-    return layer

@@ -11,6 +11,7 @@ import keras
 from keras import layers
 
 from petvision.config import SegmentationModelConfig
+from petvision.core.tasks import Task
 from petvision.models import registry
 
 
@@ -86,6 +87,6 @@ def unet_model(
 
 
 def build_segmentation_model(cfg: SegmentationModelConfig, image_size: int) -> keras.Model:
-    return registry.builder("segmentation", cfg.name)(
+    return registry.builder(Task.segmentation, cfg.name)(
         image_size=image_size, num_classes=cfg.num_classes
     )

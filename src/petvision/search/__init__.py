@@ -1,14 +1,13 @@
 """Hyperparameter search, the part that runs inside each trial.
 
 A search is a Hydra multirun whose sweeper is the project's Optuna sweeper
-(``hydra_plugins.petvision_optuna_sweeper``, study side in :mod:`petvision.search.study`)::
+(``hydra_plugins.petvision_optuna_sweeper``, study side in :mod:`petvision.study`)::
 
     python -m petvision.train_xception -m hparams_search=classifier
 
-The sweeper runs each trial as an ordinary stage job in its own process (Hydra's basic
-launcher runs jobs in the sweeper's process), inside :func:`active_trial` (entered by
-:func:`petvision.search_study.trial_scope`). While a trial is active, three small hooks change
-what the stage does, and nothing else:
+The sweeper runs each trial as an ordinary stage job (Hydra's basic launcher runs jobs in the
+sweeper's process), inside :func:`active_trial` (entered by :func:`petvision.study.trial_scope`).
+While a trial is active, three small hooks change what the stage does, and nothing else:
 
 * the training session adds :func:`keras_callbacks`: each epoch's validation value is reported
   to the trial, and Optuna's pruner may stop a hopeless trial there (``optuna.TrialPruned``);
@@ -17,7 +16,8 @@ what the stage does, and nothing else:
 * the stage's task function returns :func:`objective_value`, the validation value of the model
   the stage keeps (its best epoch by validation loss), which the sweeper tells the study.
 
-Outside a trial (``dvc repro``, ``dvc exp run``, a plain run) every hook is a no-op.
+Outside a trial (``dvc repro``, ``dvc exp run``, a plain run) every hook is a no-op. This is the
+only part of the search a stage imports: the study side can change without rerunning a stage.
 """
 
 from __future__ import annotations

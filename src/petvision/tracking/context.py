@@ -17,22 +17,27 @@ import numpy as np
 
 from petvision.config import Config
 from petvision.core import paths
+from petvision.core.tasks import Task
 from petvision.tracking import flavor
 
 log = logging.getLogger(__name__)
+
+TASK_TAG = "petvision.task"  # on runs and on registered model versions
 
 
 # --------------------------------------------------------------------------- params and tags
 
 
-def _param_key(key: str) -> str:
+def param_key(key: str) -> str:
     """MLflow keys allow letters, digits, ``_-. /:``; the config's ``archives[0].name`` becomes
     ``archives.0.name``."""
     key = re.sub(r"\[(\d+)\]", r".\1", key)
     return re.sub(r"[^\w.\- /:]", "_", key)
 
 
-def _param_value(value: Any, limit: int) -> str:
+def param_value(value: Any, limit: int) -> str:
+    """A param or tag value as MLflow stores it: text, lists and dicts as JSON, cut to ``limit``
+    characters with a note saying where the whole value is."""
     if isinstance(value, bool):
         text = str(value).lower()
     elif isinstance(value, (list, tuple, dict)):
@@ -67,11 +72,14 @@ def _package_version(*names: str) -> str:
     return "not installed"
 
 
-def _context_tags(cfg: Config, task: str, stage: str) -> dict[str, str]:
+def context_tags(cfg: Config, task: Task | None, stage: str) -> dict[str, str]:
+    """The tags that place a run: its task (if it trains or serves one), stage, preset, the git
+    commit and whether the work tree differed from it, package versions, host, DVC stage and
+    experiment."""
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     tags = {
-        "petvision.task": task,
+        **({TASK_TAG: str(task)} if task is not None else {}),
         "petvision.cli.stage": stage,
         "preset": cfg.preset,
         "git.commit": commit or "unknown",

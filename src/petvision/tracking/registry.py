@@ -31,16 +31,19 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from petvision.config import Config
+from petvision.config import TaskConfig, TrackingConfig
+from petvision.core.tasks import Task
+from petvision.tracking.context import TASK_TAG
+from petvision.tracking.store import first_line
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 # The validation metric each task's champion is chosen by; higher is better for both.
-SELECTION_METRIC = {"segmentation": "pet_iou", "classification": "accuracy"}
+SELECTION_METRIC = {Task.segmentation: "pet_iou", Task.classification: "accuracy"}
 VALIDATION_SPLIT = "val"
 
-TAG_TASK = "petvision.task"
+TAG_TASK = TASK_TAG
 TAG_RUN = "run_id"
 TAG_DVC_EXP = "dvc.exp_name"
 TAG_DIGEST = "data_digest.val"
@@ -54,7 +57,7 @@ TAG_REASON = "champion.reason"
 class Candidate:
     """A newly logged model and what its champion decision needs."""
 
-    task: str
+    task: Task
     model_uri: str  # models:/<model id>, as MLflow 3 logs it
     run_id: str
     metric: str  # e.g. "val_pet_iou"
@@ -117,7 +120,7 @@ def _champion(client: Any, name: str) -> Any | None:
         raise
 
 
-def _ensure_registered_model(client: Any, name: str, task: str) -> None:
+def _ensure_registered_model(client: Any, name: str, task: Task) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -126,7 +129,7 @@ def _ensure_registered_model(client: Any, name: str, task: str) -> None:
         try:
             client.create_registered_model(
                 name,
-                tags={TAG_TASK: task},
+                tags={TAG_TASK: str(task)},
                 description=f"petvision {task} models, one version per training run; the alias "
                 f"'{CHAMPION}' marks the best on the validation data "
                 f"(val_{SELECTION_METRIC[task]}).",
@@ -147,7 +150,7 @@ def register(client: Any, name: str, candidate: Candidate) -> Decision:
     if model_id and ("/" in model_id or "@" in model_id):
         model_id = None  # a registered model's URI, not a logged model's
     tags = {
-        TAG_TASK: candidate.task,
+        TAG_TASK: str(candidate.task),
         TAG_RUN: candidate.run_id,
         TAG_DVC_EXP: candidate.dvc_experiment or "none (not run by dvc exp)",
         TAG_DIGEST: candidate.data_digest,
@@ -191,17 +194,23 @@ def register(client: Any, name: str, candidate: Candidate) -> Decision:
 
 
 def register_trained_model(
-    cfg: Config, task: str, run: Any, model_uri: str, summary: dict, digests: dict[str, str]
+    tracking: TrackingConfig,
+    task: TaskConfig,
+    run: Any,
+    model_uri: str,
+    summary: dict,
+    digests: dict[str, str],
 ) -> Decision | None:
-    """The training session's hook: register the run's logged model (see module docstring).
+    """The training session's hook: register the run's logged model as a version of
+    ``task.registered_model`` (see module docstring), unless ``tracking.register`` is off.
     Never raises: a failure is logged and added to ``run.lost``."""
-    if not cfg.tracking.register or not model_uri or not getattr(run, "uri", ""):
+    if not tracking.register or not model_uri or not getattr(run, "uri", ""):
         return None
     import mlflow
 
-    metric = SELECTION_METRIC[task]
+    metric = SELECTION_METRIC[task.task]
     candidate = Candidate(
-        task=task,
+        task=task.task,
         model_uri=model_uri,
         run_id=run.run_id,
         metric=f"val_{metric}",
@@ -209,13 +218,13 @@ def register_trained_model(
         data_digest=digests.get(VALIDATION_SPLIT, ""),
         dvc_experiment=os.environ.get("DVC_EXP_NAME", ""),
     )
-    name = getattr(cfg.tracking.registered_models, task)
+    name = task.registered_model
     try:
         return register(
             mlflow.MlflowClient(tracking_uri=run.uri, registry_uri=run.uri), name, candidate
         )
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         log.warning(
             "MLflow registry %s: could not register %s as a version of %s: %s",
             run.uri,

@@ -1,8 +1,10 @@
 """The one MLflow helper every stage uses.
 
-A stage opens a :class:`Run` around its work::
+A stage opens a :class:`Run` around its work: in its task's experiment when it has a task
+(:class:`petvision.config.TaskConfig`), else in the experiment it names::
 
-    with tracking.Run(cfg, "segmentation", "train_segmentation") as run:
+    task = task_config(cfg, Task.segmentation)
+    with tracking.Run(cfg, task.stage, task=task) as run:
         model.fit(..., callbacks=[run.keras_callback()])
         run.log_keras_model(model, example_batch)
 
@@ -31,23 +33,23 @@ from typing import Any, TypeVar
 import numpy as np
 
 from petvision import config as config_lib
-from petvision.config import Config
+from petvision.config import Config, TaskConfig
 from petvision.core.errors import TrackingError
 from petvision.tracking import flavor, scope
 from petvision.tracking.context import (
-    _context_tags,
-    _param_key,
-    _param_value,
+    context_tags,
     dataset_input,
     log_keras_model,
+    param_key,
+    param_value,
 )
 from petvision.tracking.store import (
-    _first_line,
-    _is_http,
-    _retry_locked,
     artifact_root,
     bound_http_retries,
     check_reachable,
+    first_line,
+    is_http,
+    retry_locked,
     tracking_uri,
     ui_url,
 )
@@ -55,8 +57,6 @@ from petvision.util.nested import flatten
 
 log = logging.getLogger(__name__)
 
-
-TASKS = ("segmentation", "classification", "interpretation")
 T = TypeVar("T")
 
 
@@ -69,15 +69,21 @@ class Run:
     def __init__(
         self,
         cfg: Config,
-        task: str,
         stage: str,
+        *,
+        task: TaskConfig | None = None,
+        experiment: str | None = None,
         run_name: str | None = None,
         resume_run_id: str | None = None,
         tags: dict[str, str] | None = None,
     ):
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, not {task!r}")
-        self.cfg, self.task, self.stage = cfg, task, stage
+        """A run of ``stage`` logging ``cfg`` whole as its params, in ``task``'s experiment (the
+        run is then tagged with the task, and a model it logs also takes encoded photos, resized
+        as that task's data was) or in the experiment named ``experiment``: one of the two."""
+        if (task is None) == (experiment is None):
+            raise TypeError("tracking.Run: give the run's task or its experiment, one of them")
+        self.cfg, self.stage, self.task = cfg, stage, task
+        self.experiment = task.experiment if task is not None else str(experiment)
         self.run_name = run_name  # None: MLflow makes one up
         self.resume_run_id = resume_run_id
         self.extra_tags = dict(tags or {})
@@ -95,7 +101,7 @@ class Run:
     def __enter__(self) -> Run:
         import mlflow
 
-        if _is_http(self.uri):
+        if is_http(self.uri):
             bound_http_retries(self.cfg.tracking.connect_timeout_s)
         check_reachable(self.uri, self.cfg.tracking.connect_timeout_s)
         # Model.log and pyfunc.load_model("models:/...") resolve the store through MLflow's global
@@ -105,18 +111,18 @@ class Run:
         mlflow.set_tracking_uri(self.uri)
         self._client = mlflow.MlflowClient(self.uri)
         try:
-            self.experiment_id = _retry_locked(self._experiment)
-            _retry_locked(self._start_run)
+            self.experiment_id = retry_locked(self._experiment)
+            retry_locked(self._start_run)
             # Model.log files a logged model under the fluent API's current experiment.
-            _retry_locked(lambda: mlflow.set_experiment(experiment_id=self.experiment_id))
+            retry_locked(lambda: mlflow.set_experiment(experiment_id=self.experiment_id))
         except Exception as exc:
             self._restore_env_uri()
             raise TrackingError(
-                f"MLflow tracking store {self.uri}: could not start the run: {_first_line(exc)}"
+                f"MLflow tracking store {self.uri}: could not start the run: {first_line(exc)}"
             ) from None
         try:
             self._log_params_now(flatten(config_lib.to_dict(self.cfg), index_lists=True))
-            _retry_locked(
+            retry_locked(
                 lambda: self._client.log_text(
                     self.run_id, config_lib.to_yaml(self.cfg), "config.yaml"
                 )
@@ -126,14 +132,14 @@ class Run:
                 self._client.set_terminated(self.run_id, "FAILED")
             self._restore_env_uri()
             raise TrackingError(
-                f"MLflow tracking store {self.uri}: could not log the configuration: {_first_line(exc)}"
+                f"MLflow tracking store {self.uri}: could not log the configuration: {first_line(exc)}"
             ) from None
         log.info(
             "MLflow run %r (%s) %s in experiment %s at %s; runs table: %s",
             self.run_name,
             self.run_id,
             "resumed" if self.resumed else "started",
-            getattr(self.cfg.tracking.experiments, self.task),
+            self.experiment,
             self.uri,
             ui_url(self.uri, self.experiment_id),
         )
@@ -169,7 +175,7 @@ class Run:
             os.environ["MLFLOW_TRACKING_URI"] = self._env_uri
 
     def _experiment(self) -> str:
-        name = getattr(self.cfg.tracking.experiments, self.task)
+        name = self.experiment
         experiment = self._client.get_experiment_by_name(name)
         if experiment is None:
             root = artifact_root(self.uri)
@@ -190,7 +196,7 @@ class Run:
         from mlflow.tracking.context import registry as context_registry
 
         tags = {
-            **_context_tags(self.cfg, self.task, self.stage),
+            **context_tags(self.cfg, self.task.task if self.task else None, self.stage),
             **scope.tags(),
             **self.extra_tags,
         }
@@ -222,7 +228,7 @@ class Run:
                 "MLflow run %s to resume is not in %s (%s); starting a new run",
                 run_id,
                 self.uri,
-                _first_line(exc),
+                first_line(exc),
             )
             return None
         if run.info.lifecycle_stage == "deleted" or run.info.experiment_id != self.experiment_id:
@@ -237,9 +243,9 @@ class Run:
     def _safe(self, what: str, call: Callable[[], T]) -> T | None:
         """Run one log call; on failure record it in ``lost`` instead of raising."""
         try:
-            result = _retry_locked(call)
+            result = retry_locked(call)
         except Exception as exc:
-            self.lost.append(f"{what}: {type(exc).__name__}: {_first_line(exc, 200)}")
+            self.lost.append(f"{what}: {type(exc).__name__}: {first_line(exc, 200)}")
             log.debug("MLflow call %s failed", what, exc_info=True)  # the traceback, for -v runs
             if not self._degraded:
                 log.warning(
@@ -247,7 +253,7 @@ class Run:
                     "are collected and listed at the end",
                     self.uri,
                     what,
-                    _first_line(exc, 200),
+                    first_line(exc, 200),
                 )
             self._degraded = True
             return None
@@ -274,9 +280,7 @@ class Run:
         from mlflow.entities import RunTag
         from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
-        items = [
-            RunTag(_param_key(k), _param_value(v, MAX_TAG_VAL_LENGTH)) for k, v in tags.items()
-        ]
+        items = [RunTag(param_key(k), param_value(v, MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]
         for i in range(0, len(items), 100):
             self._client.log_batch(self.run_id, tags=items[i : i + 100])
 
@@ -289,7 +293,7 @@ class Run:
 
         new: dict[str, str] = {}
         for key, value in params.items():
-            k, v = _param_key(key), _param_value(value, MAX_PARAM_VAL_LENGTH)
+            k, v = param_key(key), param_value(value, MAX_PARAM_VAL_LENGTH)
             if k in self._params:
                 if self._params[k] != v:
                     log.warning(
@@ -317,7 +321,7 @@ class Run:
                 number = float(value)
             except (TypeError, ValueError):
                 continue  # not a number (a string in Keras logs): nothing to chart
-            items.append(Metric(_param_key(key), number, now, int(step or 0)))
+            items.append(Metric(param_key(key), number, now, int(step or 0)))
         if not items:
             return
 
@@ -333,14 +337,14 @@ class Run:
         try:
             return {
                 m.step
-                for m in _retry_locked(lambda: self._client.get_metric_history(self.run_id, key))
+                for m in retry_locked(lambda: self._client.get_metric_history(self.run_id, key))
             }
         except Exception as exc:
             log.warning(
                 "MLflow: cannot read the %s history of run %s (%s)",
                 key,
                 self.run_id,
-                _first_line(exc, 200),
+                first_line(exc, 200),
             )
             return None
 
@@ -374,10 +378,9 @@ class Run:
         model: no signature, its pyfunc takes arrays or encoded photos, see tracking.flavor);
         return its URI (``models:/<id>``), loadable with ``mlflow.pyfunc.load_model``. "" if lost."""
         photos = None
-        if self.task in ("segmentation", "classification"):
+        if self.task is not None:
             # The trained models' python_function flavor also takes encoded photos.
-            resize = getattr(self.cfg.data, self.task).interpolation
-            photos = flavor.model_config(self.task, resize)
+            photos = flavor.model_config(self.task.task, self.task.data.interpolation)
         uri = self._safe(
             f"model {name}", lambda: log_keras_model(self.run_id, model, example, name, photos)
         )

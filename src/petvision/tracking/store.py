@@ -65,7 +65,8 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def _is_http(uri: str) -> bool:
+def is_http(uri: str) -> bool:
+    """A tracking server's address (``http://``, ``https://``), not a store MLflow opens itself."""
     return urlparse(uri).scheme in ("http", "https")
 
 
@@ -79,7 +80,7 @@ def artifact_root(uri: str) -> str | None:
 def ui_url(uri: str, experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
     """The MLflow UI page with an experiment's runs table. MLflow 3 opens experiments in the
     GenAI (traces) view; ``workflowType=machine_learning`` selects the runs table instead."""
-    base = uri.rstrip("/") if _is_http(uri) else host
+    base = uri.rstrip("/") if is_http(uri) else host
     return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
@@ -99,7 +100,7 @@ def check_reachable(uri: str, timeout_s: float) -> None:
     """Raise :class:`TrackingError` naming ``uri`` when the store cannot be used, within about
     ``timeout_s``. A SQLite store is created here if it does not exist yet."""
     scheme = urlparse(uri).scheme
-    if _is_http(uri):
+    if is_http(uri):
         _probe_http(uri, timeout_s)
     elif scheme == "sqlite":
         _prepare_sqlite(uri, timeout_s)
@@ -181,10 +182,10 @@ def _prepare_sqlite(uri: str, timeout_s: float) -> None:
     # same at the same moment (two queued DVC experiments); one of them would then fail.
     with _folder_lock(db.parent, max(timeout_s, 60.0), uri):
         try:
-            _retry_locked(lambda: mlflow.MlflowClient(uri).search_experiments(max_results=1))
+            retry_locked(lambda: mlflow.MlflowClient(uri).search_experiments(max_results=1))
         except Exception as exc:
             raise TrackingError(
-                f"MLflow tracking store {uri} cannot be used: {_first_line(exc)}"
+                f"MLflow tracking store {uri} cannot be used: {first_line(exc)}"
             ) from None
 
 
@@ -207,12 +208,11 @@ def _probe_with_client(uri: str, timeout_s: float) -> None:
     if not outcome:
         raise TrackingError(f"MLflow tracking store {uri} did not answer within {timeout_s:.0f} s")
     if outcome[0] is not None:
-        raise TrackingError(
-            f"MLflow tracking store {uri} cannot be used: {_first_line(outcome[0])}"
-        )
+        raise TrackingError(f"MLflow tracking store {uri} cannot be used: {first_line(outcome[0])}")
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An error's first line, cut to ``limit`` characters: what a one-line message quotes."""
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:limit]
 
@@ -223,7 +223,8 @@ def _is_locked(exc: BaseException) -> bool:
     )
 
 
-def _retry_locked(call: Callable[[], T]) -> T:
+def retry_locked(call: Callable[[], T]) -> T:
+    """``call()``, tried again (briefly backing off) while SQLite answers "database is locked"."""
     return with_retries(
         call, retryable=_is_locked, retries=LOCKED_RETRIES - 1, backoff_s=LOCKED_BACKOFF_S
     )

@@ -20,6 +20,7 @@ epoch with the same optimizer state; a completed run clears the folder.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 import keras
 
 from petvision.config import TrainConfig
-from petvision.core.atomic import atomic_file, write_json
+from petvision.core.atomic import atomic_file
 from petvision.core.errors import TrainingError
 from petvision.models import xla
 from petvision.training import faults, schedules
@@ -182,7 +183,10 @@ class EpochHistory(keras.callbacks.Callback):
             return
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        write_json(self.workdir.history_file, self.history)
+        with atomic_file(self.workdir.history_file) as tmp:
+            tmp.write_text(json.dumps(self.history, indent=2) + "\n", encoding="utf-8")
+            # Reliability tests: die with the new history whole under its temporary name.
+            faults.point("mid_commit", epoch + 1)
         self.workdir.prune_best()
         faults.point("after_commit", epoch + 1)
 

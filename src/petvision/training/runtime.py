@@ -26,7 +26,7 @@ import keras
 
 from petvision.config import TrainerConfig
 from petvision.core.errors import ConfigError, TrainingError
-from petvision.training import distribute
+from petvision.training import distribute, faults
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,7 @@ def _jit_compile(configured: bool) -> bool:
 
 def setup(cfg: TrainerConfig) -> Runtime:
     """Apply ``trainer.*`` to this process and return what was chosen. Call it first."""
+    faults.announce()  # the reliability tests' kill switch: refused or announced before any work
     device, gpus = _choose_device(cfg)
     native = bf16_native(device)
     precision = _choose_precision(cfg, device, native)

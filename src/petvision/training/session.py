@@ -1,7 +1,9 @@
 """What both training stages do around their model: the MLflow run, resume, and the outputs.
 
-A :class:`TrainingSession` opens (or, after an interruption, reopens) the task's MLflow run,
-trains through :func:`petvision.training.loop.fit` with per-epoch logging, and at the end writes the
+A :class:`TrainingSession` opens (or, after an interruption, reopens) the task's MLflow run;
+:meth:`TrainingSession.train` is the block both stages share: the model built and compiled in the
+distribution strategy's scope, trained through :func:`petvision.training.loop.fit` with per-epoch
+logging, and its best epoch loaded back. At the end :meth:`TrainingSession.finish` writes the
 stage's DVC outputs — the best model, ``metrics.json``, ``history.csv`` and the pictures —
 and logs the same to MLflow, model included. Only the chief of a multi-worker job writes
 outputs and logs; the other workers train and keep their state in a private folder.
@@ -22,7 +24,8 @@ import io
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -30,13 +33,13 @@ import keras
 import numpy as np
 
 from petvision import search, tracking
-from petvision.config import Config, TrainConfig
+from petvision.config import Config, TaskConfig
 from petvision.core import atomic
 from petvision.core.errors import TrainingError
 from petvision.data import digest, npy_dataset
 from petvision.models import xla
 from petvision.tracking import registry
-from petvision.training import faults, loop, workdir
+from petvision.training import faults, loop, schedules, workdir
 from petvision.training.runtime import Runtime
 from petvision.util.hashing import json_digest
 from petvision.util.nested import flatten, numbers
@@ -46,10 +49,10 @@ log = logging.getLogger(__name__)
 SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "testing"}
 
 
-def staging_dir(cfg: Config, task: str) -> Path:
+def staging_dir(task: TaskConfig) -> Path:
     """Where a run's report files are written before they replace the old ones together (beside
     the final folder, so the renames stay on one file system; not a DVC output)."""
-    return cfg.paths.resolve("reports") / f".{task}.partial"
+    return task.reports.parent / f".{task.task}.partial"
 
 
 def history_csv(history: dict[str, list[float]]) -> str:
@@ -77,36 +80,39 @@ def best_epoch_summary(history: dict[str, list[float]], best_epoch: int) -> dict
     return {"train": train, "val": val}
 
 
+@dataclass
+class Trained:
+    """What :meth:`TrainingSession.train` gives back."""
+
+    model: keras.Model  # as built and compiled (its name titles the pictures)
+    result: loop.FitResult
+    best: keras.Model  # the best epoch's model, loaded back from the work folder
+
+
 class TrainingSession:
     def __init__(
         self,
         cfg: Config,
-        task: str,
-        stage_name: str,
-        model_name: str,
+        task: TaskConfig,
         rt: Runtime,
         splits: Sequence[npy_dataset.Split],
     ):
-        self.cfg, self.task, self.stage_name, self.model_name, self.rt = (
-            cfg,
-            task,
-            stage_name,
-            model_name,
-            rt,
-        )
+        """One run of ``task``'s training stage on ``splits`` (the train split first).
+        ``cfg`` gives what is not the task's: trainer, paths, tracking, the preset."""
+        self.cfg, self.task, self.rt = cfg, task, rt
         self.splits = splits
         # Another worker's folder lies beside the chief's, not inside it: the chief clears its own
         # folder (settings changed, training done) while the other workers may still use theirs.
-        state = cfg.paths.resolve("state")
+        state, name = cfg.paths.resolve("state"), str(task.task)
         self.workdir = workdir.Workdir(
-            state / task if rt.is_chief else state / f"{task}.worker-{rt.worker_index}"
+            state / name if rt.is_chief else state / f"{name}.worker-{rt.worker_index}"
         )
         if not cfg.trainer.resume:
             self.workdir.clear()
         # Not reports/<task>/ itself: finish() moves the files there once all of them are written.
         # Other workers of a multi-worker job draw in their private folder: they never publish,
         # and a shared staging folder would be cleared under the chief's feet.
-        self.reports_dir = staging_dir(cfg, task) if rt.is_chief else self.workdir.root / "reports"
+        self.reports_dir = staging_dir(task) if rt.is_chief else self.workdir.root / "reports"
         self.run: tracking.Run | tracking.NoRun = tracking.NoRun()
         self.digests: dict[str, str] = {}
 
@@ -120,21 +126,22 @@ class TrainingSession:
             # The run of the saved state, progress or not: a run killed in its first epoch is reused
             # rather than left behind as a second, empty run.
             resume_id = self.workdir.run_id()
-            name = f"{self.model_name} {self.cfg.preset} {datetime.now():%m-%d %H:%M}"
+            model_name = self.task.model.name
+            name = f"{model_name} {self.cfg.preset} {datetime.now():%m-%d %H:%M}"
             self.run = tracking.Run(
                 self.cfg,
-                self.task,
-                self.stage_name,
+                self.task.stage,
+                task=self.task,
                 run_name=name,
                 resume_run_id=resume_id,
-                tags={"model": self.model_name, **self.rt.describe()},
+                tags={"model": model_name, **self.rt.describe()},
             )
         self.run.__enter__()
         # Only now that the run has started (tracking can fail at start): nothing is written before.
         self.workdir.save_fingerprint(fingerprint)
         shutil.rmtree(self.reports_dir, ignore_errors=True)  # what a killed run left half-staged
         if self.rt.is_chief:
-            atomic.remove_stale_tmp(self.cfg.paths.model_file(self.task))  # a SIGKILL leftover
+            atomic.remove_stale_tmp(self.task.model_file)  # a SIGKILL leftover
             self.workdir.save_run_id(self.run.run_id)
             self._log_inputs(digests)
             if self.run.resumed:
@@ -160,9 +167,11 @@ class TrainingSession:
         trainer = {
             k: v for k, v in dataclasses.asdict(self.cfg.trainer).items() if k not in unrelated
         }
+        t = self.task
         made_of = {
-            "image_size": getattr(self.cfg.data, self.task).image_size,
-            self.task: dataclasses.asdict(getattr(self.cfg, self.task)),
+            "image_size": t.data.image_size,
+            # params.yaml's <task> section whole (saved state from earlier versions still matches)
+            t.task: {"model": dataclasses.asdict(t.model), "train": dataclasses.asdict(t.train)},
             "trainer": trainer,
             "data": digests,
         }
@@ -172,9 +181,9 @@ class TrainingSession:
         npy = self.cfg.paths.resolve("npy")
         for split in self.splits:
             self.run.log_input_dataset(
-                name=f"{self.task}-{split.name}",
+                name=f"{self.task.task}-{split.name}",
                 digest=digests[split.name],
-                source=str(npy / self.task),
+                source=str(npy / self.task.task),
                 context=SPLIT_CONTEXT[split.name],
                 shape_info={"count": len(split), "image_shape": list(split.images.shape[1:])},
             )
@@ -195,15 +204,36 @@ class TrainingSession:
                 )
 
     # ------------------------------------------------------------------ training
-    def fit(self, model: keras.Model, train_ds, val_ds, train_cfg: TrainConfig) -> loop.FitResult:
+    def train(
+        self, build: Callable[[], keras.Model], train_ds, val_ds, *, loss: str, metrics: list
+    ) -> Trained:
+        """What both training stages do with their model: ``build()`` it and compile it in the
+        distribution strategy's scope (:func:`petvision.training.loop.compile_model`), train it
+        on the batches with resume and per-epoch logging, and load the best epoch back."""
+        train = self.task.train
+        steps = schedules.steps_per_epoch(len(self.splits[0]), train.batch_size)
+        with self.rt.strategy.scope():
+            model = loop.compile_model(
+                build(),
+                self.rt,
+                train,
+                steps,
+                loss=loss,
+                metrics=metrics,
+                config_key=self.task.task,
+            )
+        result = self.fit(model, train_ds, val_ds)
+        return Trained(model, result, self.load_best())
+
+    def fit(self, model: keras.Model, train_ds, val_ds) -> loop.FitResult:
         self.run.log_params({"model.parameters": model.count_params()})
         return loop.fit(
             model,
             train_ds,
             val_ds,
-            train_cfg,
+            self.task.train,
             self.workdir,
-            config_key=self.task,
+            config_key=self.task.task,
             callbacks=[self.run.keras_callback(), *search.keras_callbacks()],
             verbose=loop.verbosity(),
         )
@@ -237,7 +267,7 @@ class TrainingSession:
             self.workdir.clear()
             return summary
 
-        staging, final_dir = self.reports_dir, self.cfg.paths.task_reports(self.task)
+        staging, final_dir = self.reports_dir, self.task.reports
         atomic.write_json(staging / "metrics.json", summary)
         # Lets the visualize stage link its pictures to this run in the MLflow UI.
         atomic.write_json(
@@ -255,7 +285,7 @@ class TrainingSession:
             staging / "history.csv",
             *(Path(p) for p in pictures),
         ]
-        final_model = self.cfg.paths.model_file(self.task)
+        final_model = self.task.model_file
         with atomic.atomic_file(final_model) as tmp:
             shutil.copyfile(result.best_model, tmp)
             # Every output is complete: from here on only renames, the model's last (on leaving).
@@ -274,7 +304,7 @@ class TrainingSession:
         if self.cfg.tracking.log_model:
             model_uri = self.run.log_keras_model(best, example, name="model")
             registry.register_trained_model(
-                self.cfg, self.task, self.run, model_uri, summary, self.digests
+                self.cfg.tracking, self.task, self.run, model_uri, summary, self.digests
             )
         self.run.set_tags(
             {"best_epoch": str(result.best_epoch), "dvc.output.model": str(final_model)}
@@ -289,7 +319,7 @@ class TrainingSession:
         self.workdir.clear()
         log.info(
             "%s: best epoch %d of %d, model %s",
-            self.task,
+            self.task.task,
             result.best_epoch,
             summary["epochs_run"],
             final_model,

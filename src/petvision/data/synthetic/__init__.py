@@ -11,8 +11,10 @@ What makes the task mean something:
   thin, curving tail; dogs have hanging ears, a protruding snout and a shorter, straighter tail.
   Coats (solid, ticked, tabby stripes, spots, patches, colour points) and their colours come from
   one shared pool: each cat breed is paired with a dog breed that has the same typical coat.
-  Details that are not shape (eyes, nose, whiskers, shading) are drawn alike on both species:
-  a thin line or an outline found on one species only would tell them apart without any shape.
+  Details that are not shape (eyes, nose, whiskers, the rim shading) are drawn alike on both
+  species: a thin line, an outline or a nose size found on one species only would tell them
+  apart without any shape (tests/test_synthetic.py guards each). The ears are shaded as parts of
+  their shape: a cat's far ear darker behind the head, a dog's hanging ear darker over it.
 * Backgrounds are textured (value noise, stripes, tiles, gradients, spots, often a wall/floor
   split), often out of focus, in a palette where fur colours are common, with distractor shapes,
   some fur-textured (striped, spotted) and a few ear- or tail-like. Across the set no colour marks

@@ -12,17 +12,25 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from petvision.config import SyntheticConfig
 from petvision.data import layout
 from petvision.data.synthetic.breeds import COAT_NAMES, COATS, EYE_COLOURS, TYPICAL_COAT_P, Breed
-from petvision.data.synthetic.shapes import Face, _dir, _ellipse, _path, _pet_parts, _rot, _stroke
+from petvision.data.synthetic.shapes import (
+    Face,
+    direction,
+    ellipse,
+    pet_parts,
+    polyline,
+    rotation,
+    stroke,
+)
 from petvision.data.synthetic.textures import (
-    _background,
-    _coat_colours,
-    _coat_pattern,
-    _colourize,
-    _coords,
-    _grey,
-    _palette_colour,
-    _value_noise,
-    _vary,
+    background,
+    coat_colours,
+    coat_pattern,
+    colourize,
+    coords,
+    grey,
+    palette_colour,
+    value_noise,
+    vary,
 )
 
 # Sensor grain cut from one fixed tile: much cheaper than fresh normal noise for every image.
@@ -75,10 +83,10 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
 
     # ---- the pet in the canonical frame, then placed in the image
     pose = ("standing", "sitting", "closeup")[int(rng.choice(3, p=[0.35, 0.3, 0.35]))]
-    parts, face = _pet_parts(rng, breed, "sitting" if pose == "sitting" else "standing")
+    parts, face = pet_parts(rng, breed, "sitting" if pose == "sitting" else "standing")
     flip = -1.0 if rng.random() < 0.5 else 1.0
     angle = float(rng.uniform(-15, 15))
-    transform = _rot(angle) @ np.diag([flip, 1.0])
+    transform = rotation(angle) @ np.diag([flip, 1.0])
     placed = [p.polygon @ transform.T for p in parts]
     all_pts = np.concatenate(placed)
     lo, hi = all_pts.min(axis=0), all_pts.max(axis=0)
@@ -114,9 +122,9 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
         if rng.random() < TYPICAL_COAT_P
         else COATS[COAT_NAMES[rng.integers(len(COATS))]]
     )
-    base, second = _coat_colours(rng, coat)
+    base, second = coat_colours(rng, coat)
     avoid = (base, second) if coat.pattern != "solid" else (base,)
-    image = _background(rng, h, w, avoid)
+    image = background(rng, h, w, avoid)
     _distractors(rng, image, w, h, short, avoid)
     if (
         rng.random() < 0.7
@@ -152,7 +160,7 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
         )
         rim /= np.float32(255)
         body_dir = math.radians(angle) + (0 if flip > 0 else math.pi)
-        t = _coat_pattern(rng, coat, ch, cw, scale, body_dir + math.pi / 2)
+        t = coat_pattern(rng, coat, ch, cw, scale, body_dir + math.pi / 2)
         if coat.pattern == "points" or (coat.pattern == "patches" and rng.random() < 0.5):
             ext_img = _draw((cw, ch), local, [255 if p.extremity else 0 for p in parts])
             if coat.pattern == "points":  # the dark mask round the face
@@ -170,26 +178,26 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
             )
             t = t + (1 - t) * ext * np.float32(0.85 / 255)
         amount = np.float32(0.32 if coat.pattern == "ticked" else 0.16)
-        light = shade * (np.float32(1) - amount * _value_noise(rng, ch, cw, scale * 0.3))
+        light = shade * (np.float32(1) - amount * value_noise(rng, ch, cw, scale * 0.3))
         light *= np.float32(0.55) + np.float32(0.45) * np.clip(
             (rim - np.float32(0.5)) * np.float32(2.2), 0, 1
         )
         pet = ImageChops.multiply(
-            _colourize(t, [base, second]), Image.merge("RGB", [_grey(light)] * 3)
+            colourize(t, [base, second]), Image.merge("RGB", [grey(light)] * 3)
         )
         image.paste(pet, (int(x0), int(y0)), mask_img.filter(ImageFilter.BoxBlur(1)))
         full_mask.paste(mask_img, (int(x0), int(y0)))
 
     # ---- lighting: a gradient across the scene, a global level, sensor grain
-    g = _coords(
+    g = coords(
         -(-h // 8), -(-w // 8), float(rng.uniform(0, 2 * np.pi))
     )  # smooth: 1/8 size, enlarged
     g -= g.min()
     g *= np.float32(rng.uniform(0.0, 0.3) / max(float(g.max()), 1.0))
-    gain = _grey(1 - g).resize((w, h), Image.Resampling.BILINEAR)
+    gain = grey(1 - g).resize((w, h), Image.Resampling.BILINEAR)
     image = ImageChops.multiply(image, Image.merge("RGB", [gain] * 3))
     level = float(rng.uniform(0.9, 1.25))
-    grain = _grey(_grain(rng, h, w) * np.float32(rng.uniform(2, 9) / 255) + np.float32(0.5))
+    grain = grey(_grain(rng, h, w) * np.float32(rng.uniform(2, 9) / 255) + np.float32(0.5))
     # (image + 128 + noise) * level - 128 * level: the level and the grain in one pass
     image = ImageChops.add(image, Image.merge("RGB", [grain] * 3), 1 / level, -round(128 * level))
 
@@ -233,7 +241,7 @@ def _draw_face(
         disc(
             eye,
             er * 0.78,
-            tuple(int(v) for v in _vary(rng, EYE_COLOURS[rng.integers(len(EYE_COLOURS))])),
+            tuple(int(v) for v in vary(rng, EYE_COLOURS[rng.integers(len(EYE_COLOURS))])),
         )
         disc(eye, er * 0.4, (10, 10, 10))
         disc(eye + np.array([-0.25, -0.3]) * er, max(1.0, er * 0.15), (235, 235, 235))
@@ -243,7 +251,9 @@ def _draw_face(
         length = face.head_radius * scale * 1.1
         for a in (-12, 0, 12):
             draw.line(
-                [tuple(o), tuple(o + transform @ _dir(a) * length)], fill=(225, 225, 220), width=1
+                [tuple(o), tuple(o + transform @ direction(a) * length)],
+                fill=(225, 225, 220),
+                width=1,
             )
 
 
@@ -263,11 +273,11 @@ def _distractors(
         # mostly plain shapes; a few ear-like triangles and tail-like strokes
         kind = int(rng.choice(5, p=[0.3, 0.3, 0.06, 0.3, 0.04]))
         if kind == 0:
-            poly = _ellipse(cx, cy, size, size * rng.uniform(0.3, 1.0), rng.uniform(0, np.pi), 24)
+            poly = ellipse(cx, cy, size, size * rng.uniform(0.3, 1.0), rng.uniform(0, np.pi), 24)
         elif kind == 1:
-            poly = _ellipse(cx, cy, size, size * rng.uniform(0.3, 1.0), rng.uniform(0, np.pi), 4)
+            poly = ellipse(cx, cy, size, size * rng.uniform(0.3, 1.0), rng.uniform(0, np.pi), 4)
         elif kind == 2:  # triangles, like ears
-            poly = _ellipse(
+            poly = ellipse(
                 cx, cy, size * 0.6, size * rng.uniform(0.3, 0.8), rng.uniform(0, 2 * np.pi), 3
             )
         elif kind == 3:  # blobs
@@ -275,10 +285,10 @@ def _distractors(
             r = size * rng.uniform(0.6, 1.0, 16)
             poly = np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
         else:  # curved strokes, like tails
-            path = _path(
+            path = polyline(
                 [cx, cy], np.cumsum(rng.uniform(-40, 40, 4)) + rng.uniform(0, 360), [size * 0.5] * 4
             )
-            poly = _stroke(path, np.full(len(path), size * rng.uniform(0.1, 0.25)))
+            poly = stroke(path, np.full(len(path), size * rng.uniform(0.1, 0.25)))
         flat = poly.ravel().tolist()
         if rng.random() < 0.35:  # textured: stripes or spots in fur colours, like a coat
             bx0, by0 = np.floor(np.maximum(poly.min(axis=0), 0)).astype(int)
@@ -286,13 +296,13 @@ def _distractors(
             if bx1 - bx0 < 2 or by1 - by0 < 2:
                 continue
             coat = COATS[("tabby", "spotted", "patches")[rng.integers(3)]]
-            colours = [_palette_colour(rng, fur_share=1.0, avoid=avoid) for _ in range(2)]
-            t = _coat_pattern(
+            colours = [palette_colour(rng, fur_share=1.0, avoid=avoid) for _ in range(2)]
+            t = coat_pattern(
                 rng, coat, by1 - by0, bx1 - bx0, short * 0.5, float(rng.uniform(0, np.pi))
             )
             m = Image.new("L", (bx1 - bx0, by1 - by0), 0)
             ImageDraw.Draw(m).polygon((poly - [bx0, by0]).ravel().tolist(), fill=255)
-            img.paste(_colourize(t, colours), (int(bx0), int(by0)), m)
+            img.paste(colourize(t, colours), (int(bx0), int(by0)), m)
         else:
-            colour = tuple(int(v) for v in _palette_colour(rng, fur_share=0.6, avoid=avoid))
+            colour = tuple(int(v) for v in palette_colour(rng, fur_share=0.6, avoid=avoid))
             draw.polygon(flat, fill=colour)

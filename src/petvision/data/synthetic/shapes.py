@@ -13,8 +13,12 @@ from petvision.data.synthetic.breeds import Breed
 
 # The pet faces +x, y points down (as in images); the body is one unit long.
 
+# Of the head's radius, for both species: a nose drawn smaller on cats (0.12 against 0.14, an
+# earlier generator) told the species apart without any shape.
+NOSE_RADIUS = 0.13
 
-def _ellipse(
+
+def ellipse(
     cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 32
 ) -> np.ndarray:
     t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
@@ -23,7 +27,7 @@ def _ellipse(
     return np.stack([cx + c * x - s * y, cy + s * x + c * y], axis=1)
 
 
-def _stroke(points: np.ndarray, widths: np.ndarray, cap_points: int = 6) -> np.ndarray:
+def stroke(points: np.ndarray, widths: np.ndarray, cap_points: int = 6) -> np.ndarray:
     """A polygon around a polyline, ``widths`` (full width at each point) tapering along it,
     with rounded ends."""
     points = np.asarray(points, dtype=np.float64)
@@ -42,7 +46,7 @@ def _stroke(points: np.ndarray, widths: np.ndarray, cap_points: int = 6) -> np.n
     return np.concatenate([left, end_cap, right[::-1], start_cap])
 
 
-def _path(start, angles_deg, lengths) -> np.ndarray:
+def polyline(start, angles_deg, lengths) -> np.ndarray:
     """A polyline walked from ``start`` by segments of the given directions and lengths."""
     pts = [np.asarray(start, dtype=np.float64)]
     for a, length in zip(angles_deg, lengths):
@@ -51,7 +55,7 @@ def _path(start, angles_deg, lengths) -> np.ndarray:
     return np.array(pts)
 
 
-def _dir(deg: float) -> np.ndarray:
+def direction(deg: float) -> np.ndarray:
     r = math.radians(deg)
     return np.array([math.cos(r), math.sin(r)])
 
@@ -78,7 +82,7 @@ def _jitter(rng: np.random.Generator, value: float, spread: float = 0.12) -> flo
     return value * float(rng.uniform(1 - spread, 1 + spread))
 
 
-def _pet_parts(rng: np.random.Generator, breed: Breed, pose: str) -> tuple[list[Part], Face]:
+def pet_parts(rng: np.random.Generator, breed: Breed, pose: str) -> tuple[list[Part], Face]:
     """The pet as painter-ordered polygons in the canonical frame, and where its face goes."""
     is_cat = breed.species == layout.CAT
     depth = _jitter(rng, breed.body_depth)
@@ -94,30 +98,26 @@ def _pet_parts(rng: np.random.Generator, breed: Breed, pose: str) -> tuple[list[
 
     if pose == "sitting":
         body_angle = math.radians(-55 + rng.uniform(-8, 8))
-        body = Part(_ellipse(0.0, 0.0, 0.36, depth, body_angle), 1.0)
+        body = Part(ellipse(0.0, 0.0, 0.36, depth, body_angle), 1.0)
         ground = 0.38
-        haunch = Part(_ellipse(-0.13, 0.2, 0.22, 0.18, math.radians(-20)), 0.97)
+        haunch = Part(ellipse(-0.13, 0.2, 0.22, 0.18, math.radians(-20)), 0.97)
         leg_widths = np.array([leg_w, leg_w * 0.9])
-        back.append(
-            Part(_stroke(np.array([[0.08, -0.02], [0.11, ground]]), leg_widths), 0.75, True)
-        )
+        back.append(Part(stroke(np.array([[0.08, -0.02], [0.11, ground]]), leg_widths), 0.75, True))
         front.append(haunch)
-        front.append(Part(_ellipse(0.0, ground - 0.03, 0.11, 0.045), 0.95, True))
-        front.append(
-            Part(_stroke(np.array([[0.16, -0.02], [0.19, ground]]), leg_widths), 1.0, True)
-        )
+        front.append(Part(ellipse(0.0, ground - 0.03, 0.11, 0.045), 0.95, True))
+        front.append(Part(stroke(np.array([[0.16, -0.02], [0.19, ground]]), leg_widths), 1.0, True))
         head_c = np.array([0.25, -0.36 - 0.4 * rh])
         neck_from = np.array([0.17, -0.2])
         tail_base = np.array([-0.3, 0.28])
         if is_cat:  # curled round the paws on the ground
-            tail = _path(
+            tail = polyline(
                 tail_base, [120, 45, 0, -10], np.array([0.12, 0.12, 0.25, 0.2]) * tail_len / 0.69
             )
         else:
-            tail = _path(tail_base, [170, 190], np.array([0.5, 0.5]) * tail_len)
+            tail = polyline(tail_base, [170, 190], np.array([0.5, 0.5]) * tail_len)
     else:
         body_angle = math.radians(rng.uniform(-6, 6))
-        body = Part(_ellipse(0.0, 0.0, 0.5, depth, body_angle), 1.0)
+        body = Part(ellipse(0.0, 0.0, 0.5, depth, body_angle), 1.0)
         bottom = depth * 0.3 + leg + depth * 0.7
         for x, shade, layer in (
             (0.24, 0.75, back),
@@ -127,28 +127,30 @@ def _pet_parts(rng: np.random.Generator, breed: Breed, pose: str) -> tuple[list[
         ):
             swing = float(rng.uniform(-0.07, 0.07))
             pts = np.array([[x, 0.0], [x + swing, bottom]])
-            layer.append(Part(_stroke(pts, np.array([leg_w * 1.25, leg_w * 0.85])), shade, True))
+            layer.append(Part(stroke(pts, np.array([leg_w * 1.25, leg_w * 0.85])), shade, True))
         head_c = np.array([0.56, -depth - 0.55 * rh - float(rng.uniform(0.0, 0.12))])
         neck_from = np.array([0.36, -0.2 * depth])
         tail_base = np.array([-0.47, -0.35 * depth])
         if is_cat:  # back, then up in an S
             seg = np.array([0.18, 0.22, 0.25, 0.2]) * tail_len / 0.85
-            tail = _path(tail_base, np.array([200, 235, 275, 300]) + rng.uniform(-15, 15), seg)
+            tail = polyline(tail_base, np.array([200, 235, 275, 300]) + rng.uniform(-15, 15), seg)
         else:  # short, straight, raised or hanging
             lift = float(rng.choice([-45.0, -30.0, 30.0])) + float(rng.uniform(-10, 10))
-            tail = _path(tail_base, [180 + lift, 180 + lift * 1.2], np.array([0.5, 0.5]) * tail_len)
+            tail = polyline(
+                tail_base, [180 + lift, 180 + lift * 1.2], np.array([0.5, 0.5]) * tail_len
+            )
 
     tail_widths = np.linspace(tail_w, tail_w * (0.75 if is_cat else 0.45), len(tail))
-    tail_part = Part(_stroke(tail, tail_widths), 0.92, True)
-    neck = Part(_stroke(np.array([neck_from, head_c]), np.array([rh * 1.5, rh * 1.3])), 1.0)
+    tail_part = Part(stroke(tail, tail_widths), 0.92, True)
+    neck = Part(stroke(np.array([neck_from, head_c]), np.array([rh * 1.5, rh * 1.3])), 1.0)
 
     def head_point(angle_deg: float, radius: float) -> np.ndarray:
-        return head_c + radius * rh * _dir(angle_deg + head_tilt)
+        return head_c + radius * rh * direction(angle_deg + head_tilt)
 
     head_parts_back: list[Part] = []
     head_parts_front: list[Part] = []
     if is_cat:
-        head = Part(_ellipse(head_c[0], head_c[1], rh, rh * 0.95, math.radians(head_tilt)), 1.0)
+        head = Part(ellipse(head_c[0], head_c[1], rh, rh * 0.95, math.radians(head_tilt)), 1.0)
         ears = (
             (-118, -108, 0.8, head_parts_back),
             (-62, -72, 1.0, head_parts_front),
@@ -162,31 +164,31 @@ def _pet_parts(rng: np.random.Generator, breed: Breed, pose: str) -> tuple[list[
                 ]
             )
             layer.append(Part(tri, shade, True))
-        muzzle_c = head_c + _rot(head_tilt) @ (rh * np.array([0.72, 0.32]))
-        muzzle = Part(_ellipse(muzzle_c[0], muzzle_c[1], rh * 0.34, rh * 0.26), 1.0, True)
+        muzzle_c = head_c + rotation(head_tilt) @ (rh * np.array([0.72, 0.32]))
+        muzzle = Part(ellipse(muzzle_c[0], muzzle_c[1], rh * 0.34, rh * 0.26), 1.0, True)
         head_parts_front.append(muzzle)
         nose_c = head_point(12, 0.98)
         whiskers = head_point(20, 0.9)
-        nose_r = 0.12 * rh
+        nose_r = NOSE_RADIUS * rh
     else:
         head = Part(
-            _ellipse(head_c[0], head_c[1], rh * 1.04, rh * 0.95, math.radians(head_tilt)), 1.0
+            ellipse(head_c[0], head_c[1], rh * 1.04, rh * 0.95, math.radians(head_tilt)), 1.0
         )
         root = head_point(-125, 0.7)
-        tip = head_c + _rot(head_tilt) @ np.array([-0.45 * rh, (ear + 0.05) * rh])
+        tip = head_c + rotation(head_tilt) @ np.array([-0.45 * rh, (ear + 0.05) * rh])
         length = float(np.linalg.norm(tip - root))
         mid = (root + tip) / 2
         angle = math.atan2(*(tip - root)[::-1])
-        flap = _ellipse(mid[0], mid[1], length / 2 + 0.15 * rh, 0.42 * rh, angle)
+        flap = ellipse(mid[0], mid[1], length / 2 + 0.15 * rh, 0.42 * rh, angle)
         # No darker outline round the flap: drawn on dogs only, a dark line would tell the species.
         head_parts_front.append(Part(flap, 0.9, True))
         snout_from = head_point(20, 0.35)
-        snout_to = head_c + _rot(head_tilt) @ (rh * np.array([0.85 + snout, 0.38]))
-        snout_part = _stroke(np.array([snout_from, snout_to]), np.array([rh * 1.05, rh * 0.8]))
+        snout_to = head_c + rotation(head_tilt) @ (rh * np.array([0.85 + snout, 0.38]))
+        snout_part = stroke(np.array([snout_from, snout_to]), np.array([rh * 1.05, rh * 0.8]))
         head_parts_back.append(Part(snout_part, 1.0, True))
-        nose_c = snout_to + _rot(head_tilt) @ (rh * np.array([0.22, -0.12]))
-        nose_r = 0.14 * rh
-        whiskers = snout_to + _rot(head_tilt) @ (rh * np.array([0.02, 0.12]))
+        nose_c = snout_to + rotation(head_tilt) @ (rh * np.array([0.22, -0.12]))
+        nose_r = NOSE_RADIUS * rh
+        whiskers = snout_to + rotation(head_tilt) @ (rh * np.array([0.02, 0.12]))
 
     face = Face(
         head_c,
@@ -203,7 +205,7 @@ def _pet_parts(rng: np.random.Generator, breed: Breed, pose: str) -> tuple[list[
     return parts, face
 
 
-def _rot(deg: float) -> np.ndarray:
+def rotation(deg: float) -> np.ndarray:
     r = math.radians(deg)
     c, s = math.cos(r), math.sin(r)
     return np.array([[c, -s], [s, c]])

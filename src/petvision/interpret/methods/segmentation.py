@@ -1,12 +1,14 @@
-"""Where the segmentation model fails: IoU per class and by pet size, and its errors by kind.
+"""What the segmentation model gets right and wrong: predicted masks, per-image pet IoU and the
+worst cases; IoU per class and by pet size, and its errors by kind.
 
 Mask values are the trimap minus one: 0 = pet, 1 = background, 2 = border. The border is a thin
 band around the pet, so it is the hardest class; small pets are mostly border and outline, so
-they are the hardest images. The errors fall into three kinds, each drawn in its own colour:
+they are the hardest images. The errors fall into three kinds (each drawn in its own colour by
+:func:`petvision.render.images.error_picture`):
 
-- pet missed: a pet pixel called background (red);
-- pet invented: a background pixel called pet or border (blue);
-- border confused: every other error, each of which involves the border class (yellow).
+- pet missed: a pet pixel called background;
+- pet invented: a background pixel called pet or border;
+- border confused: every other error, each of which involves the border class.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import keras
 import numpy as np
+from tqdm import tqdm
 
 from petvision.evaluation.metrics import (
     PET,
@@ -25,11 +29,46 @@ from petvision.evaluation.metrics import (
 )
 
 BACKGROUND, BORDER = 1, 2
-ERROR_COLOURS = {
-    "pet_missed": (230, 30, 30),
-    "pet_invented": (40, 90, 255),
-    "border_confused": (255, 230, 0),
-}
+
+# --------------------------------------------------------------------------- per image
+
+
+def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """The most likely class per pixel, ``(N, H, W)`` uint8, in inference mode."""
+    out = []
+    starts = range(0, len(images), batch_size)
+    for start in tqdm(starts, desc="segmenting", leave=False, disable=len(starts) < 4):
+        batch = np.asarray(images[start : start + batch_size], dtype=np.float32)
+        probs = keras.ops.convert_to_numpy(model(batch, training=False))
+        out.append(np.argmax(probs, axis=-1).astype(np.uint8))
+    return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.uint8)
+
+
+def pet_ious(true_masks: np.ndarray, pred_masks: np.ndarray) -> np.ndarray:
+    """Per-image IoU of the pet class (1.0 where neither truth nor prediction has any pet)."""
+    true = np.asarray(true_masks)
+    true = true[..., 0] if true.ndim == 4 else true
+    return per_image_iou(true, np.asarray(pred_masks), cls=PET).astype(np.float64)
+
+
+def worst_cases(ious: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` lowest IoUs, the worst first (ties in index order)."""
+    return np.argsort(np.asarray(ious), kind="stable")[:count]
+
+
+def summary(ious: np.ndarray) -> dict:
+    ious = np.asarray(ious, dtype=np.float64)
+    if not len(ious):
+        return {"images": 0}
+    return {
+        "images": int(len(ious)),
+        "mean_pet_iou": float(ious.mean()),
+        "median_pet_iou": float(np.median(ious)),
+        "worst_pet_iou": float(ious.min()),
+    }
+
+
+# --------------------------------------------------------------------------- breakdown
 
 
 def _plain(masks: np.ndarray) -> np.ndarray:
@@ -102,13 +141,3 @@ def error_shares(true_masks: np.ndarray, pred_masks: np.ndarray) -> dict[str, fl
     """Each kind of error's share of all pixels."""
     kinds = error_kinds(true_masks, pred_masks)
     return {name: float(hit.mean()) if hit.size else float("nan") for name, hit in kinds.items()}
-
-
-def error_picture(image: np.ndarray, true_mask: np.ndarray, pred_mask: np.ndarray) -> np.ndarray:
-    """The image dimmed to grey where the prediction is right, each error in its colour."""
-    image = np.asarray(image, dtype=np.float32)
-    grey = image.mean(axis=-1, keepdims=True) * 0.6 + 40
-    out = np.repeat(grey, 3, axis=-1)
-    for name, where in error_kinds(true_mask, pred_mask).items():
-        out[where] = ERROR_COLOURS[name]
-    return np.clip(out, 0, 255).astype(np.uint8)

@@ -14,14 +14,15 @@ from datetime import datetime
 from pathlib import Path
 
 from petvision.core.atomic import write_text
+from petvision.core.tasks import Task
 from petvision.util.nested import flatten
 
 PICTURES = (".png", ".jpg", ".jpeg", ".svg", ".gif")
 # Where each part of the run is reported, in pipeline order: (title, folder under reports/).
 SECTIONS = (
     ("Preprocessing", "."),
-    ("Segmentation training", "segmentation"),
-    ("Classification training", "classification"),
+    ("Segmentation training", Task.segmentation),
+    ("Classification training", Task.classification),
     ("What the convnets learned", "visualize"),
 )
 STYLE = """

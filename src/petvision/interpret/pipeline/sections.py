@@ -14,8 +14,10 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from petvision.interpret import activations, filters, gradcam, pictures, segmentation_views
-from petvision.interpret.pictures import Panel, Row
+from petvision.interpret.methods import activations, filters, gradcam, localization, segmentation
+from petvision.render import images as pixels
+from petvision.render import pictures
+from petvision.render.pictures import Panel, Row
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ def draw_activations(
     maps = activations.layer_activations(model, layer_names, image)
     for i, name in enumerate(tqdm(layer_names, desc=f"{prefix} activations", leave=False), start=1):
         act = maps[name]
-        grid = activations.activation_grid(act, images_per_row, cell=pictures.ACTIVATION_CELL_PX)
+        grid = pixels.activation_grid(act, images_per_row, cell=pictures.ACTIVATION_CELL_PX)
         title = f"{model.name} / {name}: {act.shape[0]}x{act.shape[1]}, {act.shape[2]} channels"
         written.append(
             pictures.activation_picture(
@@ -82,7 +84,7 @@ def draw_filters(
             seed=seed,
             progress=f"filters of {name}",
         )
-        grid = filters.stitch([filters.deprocess(im, crop) for im in images], margin)
+        grid = pixels.stitch([pixels.deprocess(im, crop) for im in images], margin)
         written.append(pictures.save_image(grid, folder / f"{prefix}_{_safe_name(name)}.jpg"))
     return written
 
@@ -110,7 +112,7 @@ def explain_classifier(
     k = min(num_images, len(images))
     used = max(n, k)
     result = gradcam.heatmaps(cam, images[:used])
-    metrics = gradcam.localization(result.heatmaps[:n], np.asarray(masks[:n]))
+    metrics = localization.measures(result.heatmaps[:n], np.asarray(masks[:n]))
     metrics["layer"] = cam.layer_name
     if labels is not None:
         metrics["accuracy"] = (
@@ -127,12 +129,12 @@ def explain_classifier(
     others = gradcam.heatmaps(cam, images[:k], classes="other") if other_class and k else None
     rows = []
     for i in range(k):
-        region = gradcam.pet_region(masks[i])
-        up = gradcam.upsample(result.heatmaps[i], region.shape)
+        region = localization.pet_region(masks[i])
+        up = localization.upsample(result.heatmaps[i], region.shape)
         truth = f", true {class_names[int(labels[i])]}" if labels is not None else ""
         row = Row(
             [
-                Panel(np.asarray(images[i]), f"{stems[i]}{truth}", outline=np.asarray(masks[i])),
+                Panel(np.asarray(images[i]), f"{stems[i]}{truth}", outline=region),
                 Panel(
                     result.heatmaps[i],
                     f"heatmap {result.heatmaps.shape[1]}x{result.heatmaps.shape[2]}",
@@ -141,16 +143,16 @@ def explain_classifier(
                     vmax=1.0,
                 ),
                 Panel(
-                    gradcam.jet_overlay(images[i], result.heatmaps[i], alpha),
+                    pixels.jet_overlay(images[i], result.heatmaps[i], alpha),
                     f"{_class_label(result, i, class_names)}\n{_where(up, region)}",
                 ),
             ]
         )
         if others is not None:
-            other_up = gradcam.upsample(others.heatmaps[i], region.shape)
+            other_up = localization.upsample(others.heatmaps[i], region.shape)
             row.panels.append(
                 Panel(
-                    gradcam.jet_overlay(images[i], others.heatmaps[i], alpha),
+                    pixels.jet_overlay(images[i], others.heatmaps[i], alpha),
                     f"evidence for {class_names[int(others.classes[i])]}\n{_where(other_up, region)}",
                 )
             )
@@ -160,14 +162,15 @@ def explain_classifier(
         folder / "gradcam.jpg",
         title=f"Grad-CAM at {cam.layer_name} (white: the pet's outline)",
     )
+    metrics["heat_ratio"] = localization.heat_ratio(metrics)
     return metrics
 
 
 def _where(heat: np.ndarray, region: np.ndarray) -> str:
-    share = gradcam.heat_on_pet(heat, region)
+    share = localization.heat_on_pet(heat, region)
     if np.isnan(share):
         return "no positive evidence anywhere"
-    peak = "on" if gradcam.pointing_hit(heat, region) == 1 else "off"
+    peak = "on" if localization.pointing_hit(heat, region) == 1 else "off"
     return f"{share:.0%} of heat on pet, peak {peak} pet"
 
 
@@ -193,17 +196,17 @@ def explain_segmentation(
     """Overlays of the predicted masks on the first ``num_images`` images and on the ``worst``
     images by pet IoU; the IoU summary over all of them."""
     folder.mkdir(parents=True, exist_ok=True)
-    predicted = segmentation_views.predict_masks(model, images)
-    ious = segmentation_views.pet_ious(masks, predicted)
+    predicted = segmentation.predict_masks(model, images)
+    ious = segmentation.pet_ious(masks, predicted)
 
     def rows(indices: Sequence[int]) -> list[Row]:
         return [
             Row(
                 [
                     Panel(np.asarray(images[i]), stems[i]),
-                    Panel(segmentation_views.mask_overlay(images[i], masks[i]), "true mask"),
+                    Panel(pixels.mask_overlay(images[i], masks[i]), "true mask"),
                     Panel(
-                        segmentation_views.mask_overlay(images[i], predicted[i]),
+                        pixels.mask_overlay(images[i], predicted[i]),
                         f"predicted: pet IoU {ious[i]:.2f}",
                     ),
                 ]
@@ -218,11 +221,11 @@ def explain_segmentation(
     )
     if worst:
         pictures.panel_grid(
-            rows([int(i) for i in segmentation_views.worst_cases(ious, worst)]),
+            rows([int(i) for i in segmentation.worst_cases(ious, worst)]),
             folder / "worst.jpg",
             title=f"the {min(worst, len(images))} validation images with the lowest pet IoU",
         )
-    metrics = segmentation_views.summary(ious)
+    metrics = segmentation.summary(ious)
     log.info(
         "segmentation: mean pet IoU %.3f over %d validation images, worst %.3f",
         metrics.get("mean_pet_iou", float("nan")),

@@ -1,16 +1,17 @@
-"""Where the classifier looks, layer by layer, and the stage's default localization method.
+"""Where the maps put the evidence, measured against the pet masks, and the stage's default
+localization method.
+
+The measures, per image and averaged: the share of the map's mass on the pet (chance: the pet's
+share of the image) and the pointing game (whether the map's peak is on the pet).
 
 A layer's map has one cell per ``stride`` x ``stride`` pixels of the image: the mini-Xception's
 last block is 3x3 at 96 px (stride 32), too coarse to say which third of the image the evidence
-is in. The default method takes a recipe of :mod:`cams` at the block outputs whose stride lies
-in the configured range (pixels of the image per cell, so the choice does not depend on the
+is in. The default method takes a recipe of :mod:`.gradcam` at the block outputs whose stride
+lies in the configured range (pixels of the image per cell, so the choice does not depend on the
 input size): by default HiResCAM at stride 8, the mini-Xception's block3 (12x12 at 96 px), where
 the measured per-block table of the quick preset localizes best. Several layers in the range are
 upsampled to the image and fused by the element-wise maximum, as LayerCAM does (Jiang et al.
 2021).
-
-The measures, per image and averaged: the share of the map's mass on the pet (chance: the pet's
-share of the image) and the pointing game (whether the map's peak is on the pet).
 
 Where the heat lies relative to the pet's outline (:func:`by_outline_distance`) says what the
 heat-on-pet ratio can reach: a map whose evidence is the outline itself (on the generated pets
@@ -23,10 +24,87 @@ from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
+from PIL import Image
 
 from petvision.core.errors import ConfigError
-from petvision.interpret import gradcam
-from petvision.interpret.cams import LayerMaps
+from petvision.interpret.methods.gradcam import LayerMaps, normalized
+from petvision.interpret.methods.segmentation import BACKGROUND
+
+# --------------------------------------------------------------------------- the measures
+
+
+def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A heatmap ``(h, w)`` resized bilinearly to ``(H, W)``."""
+    picture = Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F")
+    return np.asarray(
+        picture.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32
+    )
+
+
+def pet_region(mask: np.ndarray) -> np.ndarray:
+    """Pixels of the pet: the trimap's pet and border classes (mask values 0 and 2)."""
+    mask = np.asarray(mask)
+    return (mask[..., 0] if mask.ndim == 3 else mask) != BACKGROUND
+
+
+def heat_on_pet(heat: np.ndarray, region: np.ndarray) -> float:
+    """The share of the heatmap's mass on the pet; NaN for a blank heatmap."""
+    total = float(heat.sum())
+    return float(heat[region].sum()) / total if total > 0 else float("nan")
+
+
+def pointing_hit(heat: np.ndarray, region: np.ndarray) -> float:
+    """1.0 if the heatmap's peak lies on the pet, 0.0 if not, NaN for a blank heatmap. A peak
+    spread over several pixels of equal heat counts as a hit if most of them are on the pet."""
+    peak = heat.max()
+    if peak <= 0:
+        return float("nan")
+    at_peak = heat >= peak
+    return float(region[at_peak].mean() >= 0.5)
+
+
+def measures(heatmaps: np.ndarray, masks: np.ndarray) -> dict:
+    """Localization over images, each map upsampled to its mask: mean heat-on-pet share,
+    pointing-game hit rate, and the chance level of both (the share of the image the pets cover),
+    with the number of images used and how many maps were blank (left out of the two means)."""
+    shares, hits, areas = [], [], []
+    for heat, mask in zip(heatmaps, masks):
+        region = pet_region(mask)
+        up = upsample(heat, region.shape)
+        shares.append(heat_on_pet(up, region))
+        hits.append(pointing_hit(up, region))
+        areas.append(float(region.mean()))
+    shares_a, hits_a = np.array(shares, dtype=np.float64), np.array(hits, dtype=np.float64)
+    blank = int(np.isnan(shares_a).sum())
+    return {
+        "images": len(areas),
+        "blank_heatmaps": blank,
+        "heat_on_pet": _nanmean(shares_a),
+        "pointing_game": _nanmean(hits_a),
+        "pet_area": float(np.mean(areas)) if areas else float("nan"),
+    }
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def heat_ratio(found: Mapping) -> float:
+    """The heat-on-pet ratio to chance of :func:`measures`' result: mean heat share over mean pet
+    share (1 is chance, 2 is twice as much heat on the pet as its area)."""
+    area = found["pet_area"]
+    return found["heat_on_pet"] / area if area > 0 else float("nan")
+
+
+def scores(maps: np.ndarray, masks: np.ndarray) -> dict:
+    """:func:`measures` and :func:`heat_ratio`."""
+    result = measures(maps, masks)
+    result["heat_ratio"] = heat_ratio(result)
+    return result
+
+
+# --------------------------------------------------------------------------- layers by stride
 
 
 def stride(model: keras.Model, layer: str) -> int:
@@ -64,12 +142,11 @@ def upsampled(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if maps.shape[1:] == tuple(size):
         return maps
     up = (
-        np.stack([gradcam.upsample(m, size) for m in maps])
+        np.stack([upsample(m, size) for m in maps])
         if len(maps)
         else np.zeros((0, *size), np.float32)
     )
-    peak = up.max(axis=(1, 2), keepdims=True) if len(up) else up
-    return np.where(peak > 0, up / np.where(peak > 0, peak, 1), 0).astype(np.float32)
+    return normalized(up)  # bilinear weights are not negative: the ReLU in it changes nothing
 
 
 def fuse(maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
@@ -79,15 +156,6 @@ def fuse(maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     if not maps:
         raise ValueError("nothing to fuse")
     return np.max(np.stack([upsampled(m, size) for m in maps]), axis=0)
-
-
-def scores(maps: np.ndarray, masks: np.ndarray) -> dict:
-    """:func:`gradcam.localization` and the heat-on-pet ratio to chance (mean heat share over mean
-    pet share: 1 is chance, 2 is twice as much heat on the pet as its area)."""
-    result = gradcam.localization(maps, masks)
-    area = result["pet_area"]
-    result["heat_ratio"] = result["heat_on_pet"] / area if area > 0 else float("nan")
-    return result
 
 
 def per_layer(found: LayerMaps, model: keras.Model, masks: np.ndarray) -> dict[str, dict]:
@@ -186,7 +254,7 @@ def by_outline_distance(
     area = np.zeros(len(bands))
     outlines, counted = [], 0
     for one, mask in zip(np.asarray(maps, dtype=np.float64), masks):
-        region = gradcam.pet_region(mask)
+        region = pet_region(mask)
         if one.shape != region.shape:
             raise ValueError(f"map {one.shape} and trimap {region.shape} differ in size")
         distance = outline_distance(region, edges[-1])

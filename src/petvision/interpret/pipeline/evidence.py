@@ -2,9 +2,10 @@
 
 For the trained classifier on the test images, it measures and draws:
 
-- every block output's maps by each recipe of :mod:`cams`, scored against the pet masks, and
-  the default method (``visualize.localization``: a recipe at the block outputs of a given
-  stride), which the stage reports beside the book's Grad-CAM on the last block;
+- every block output's maps by each recipe of :mod:`~petvision.interpret.methods.gradcam`,
+  scored against the pet masks, and the default method (``visualize.localization``: a recipe
+  at the block outputs of a given stride), which the stage reports beside the book's Grad-CAM
+  on the last block;
 - the faithfulness of the default and the book's maps (deletion and insertion against a random
   order), and the classifier's accuracy with parts of the image greyed out by the trimaps;
 - the sanity check: how the maps change as the weights are randomized, top block first;
@@ -28,15 +29,9 @@ import numpy as np
 
 from petvision.config import FaithfulnessConfig, LocalizationConfig, SanityConfig
 from petvision.core.atomic import write_text
-from petvision.interpret import (
-    cams,
-    faithfulness,
-    figures,
-    localization,
-    sanity,
-    segmentation_breakdown,
-    segmentation_views,
-)
+from petvision.interpret.methods import faithfulness, gradcam, localization, sanity, segmentation
+from petvision.interpret.pipeline import panels
+from petvision.render import figures
 
 log = logging.getLogger(__name__)
 PICTURE_IMAGES = 4  # images in the per-layer grid; 3 in the randomization cascade's
@@ -74,10 +69,10 @@ def explain_where(
     n = len(images) if count == 0 else min(count, len(images))
     images, masks = np.asarray(images), np.asarray(masks)
     size = images.shape[1:3]
-    methods = list(dict.fromkeys(["gradcam", loc.method, *cams.METHODS]))
+    methods = list(dict.fromkeys(["gradcam", loc.method, *gradcam.METHODS]))
     fused = localization.layers_by_stride(model, blocks, loc.min_stride, loc.max_stride)
     needed = list(dict.fromkeys([*fused, book_layer]))
-    head = cams.layer_maps(
+    head = gradcam.layer_maps(
         model, needed, images[:n], methods=list(dict.fromkeys(["gradcam", loc.method]))
     )
     default = localization.default_maps(head, fused, loc.method, size)
@@ -108,7 +103,7 @@ def explain_where(
         outline["outline_band_ratio"],
     )
 
-    found = cams.layer_maps(model, blocks, images[:m], methods=methods, classes=head.classes[:m])
+    found = gradcam.layer_maps(model, blocks, images[:m], methods=methods, classes=head.classes[:m])
     table = localization.per_layer(found, model, masks[:m])
     rows = localization.layer_rows(table, methods)
     write_csv(folder / "localization_by_layer.csv", rows)
@@ -127,7 +122,7 @@ def explain_where(
                 maps, size
             )
     columns[loc.method]["default (fused)"] = default[:k]
-    figures.map_grid(
+    panels.map_grid(
         images[:k],
         masks[:k],
         stems[:k],
@@ -236,7 +231,7 @@ def _sanity(
     needed = list(dict.fromkeys([*fused, book_layer]))
 
     def maps_fn(candidate: keras.Model) -> dict[str, np.ndarray]:
-        found = cams.layer_maps(
+        found = gradcam.layer_maps(
             candidate,
             needed,
             images[:s],
@@ -278,7 +273,7 @@ def _sanity(
         ],
     )
     (folder / "sanity").mkdir(parents=True, exist_ok=True)
-    figures.cascade_grid(
+    panels.cascade_grid(
         images[:keep],
         masks[:keep],
         kept,
@@ -316,14 +311,14 @@ def explain_segmentation_failures(
     """IoU per class and by pet size over the validation images, the errors' shares by kind, and
     two pictures beside the worst cases: those images' errors by kind, and the IoU bars."""
     folder.mkdir(parents=True, exist_ok=True)
-    predicted = segmentation_views.predict_masks(model, images)
-    ious = segmentation_views.pet_ious(masks, predicted)
-    by_class = segmentation_breakdown.class_ious(masks, predicted)
-    by_size = segmentation_breakdown.by_pet_size(masks, predicted, edges)
-    errors = segmentation_breakdown.error_shares(masks, predicted)
+    predicted = segmentation.predict_masks(model, images)
+    ious = segmentation.pet_ious(masks, predicted)
+    by_class = segmentation.class_ious(masks, predicted)
+    by_size = segmentation.by_pet_size(masks, predicted, edges)
+    errors = segmentation.error_shares(masks, predicted)
     if worst:
-        worst_first = [int(i) for i in segmentation_views.worst_cases(ious, worst)]
-        figures.failure_modes(
+        worst_first = [int(i) for i in segmentation.worst_cases(ious, worst)]
+        panels.failure_modes(
             images, masks, predicted, ious, stems, worst_first, folder / "failure_modes.jpg"
         )
     figures.iou_breakdown(by_class, by_size, folder / "iou_breakdown.png")

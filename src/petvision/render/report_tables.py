@@ -8,6 +8,8 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 
+from petvision.core.tasks import Task
+
 WARNING_STYLE = "background:#fff3cd;border:1px solid #e0b000;padding:.5em;font-weight:bold"
 
 
@@ -166,7 +168,7 @@ def sanity_warnings(metrics: Mapping) -> str:
 
 
 def segmentation(metrics: Mapping) -> str:
-    seg = metrics["segmentation"]
+    seg = metrics[Task.segmentation]
     if "iou_by_class" not in seg:
         return ""
     by_size = [

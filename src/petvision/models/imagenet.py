@@ -1,14 +1,9 @@
-"""The models to explain: the pipeline's trained ones, or the book's ImageNet Xception.
+"""The book's ImageNet Xception (chapter 9.4), the ``visualize.model=imagenet_xception`` option.
 
-The trained models are read from the pipeline's outputs (``models/*.keras``), never from MLflow,
-so ``dvc pull`` + ``dvc repro`` works without a tracking server. A model trained under a mixed
-precision policy is explained in float32: gradients of a bfloat16 network are too coarse for
-gradient ascent and Grad-CAM, and its weights are float32 anyway.
-
-ImageNet Xception needs its weights (about 88 MB) from the internet. Keras downloads them with
-``urllib`` and no timeout, which hangs for minutes on a machine that cannot reach the host, so
-we fetch them ourselves, bounded by a timeout, into the cache Keras uses (``$KERAS_HOME/models``
-or ``~/.keras/models``) and fail with a message saying what to do.
+It needs its weights (about 88 MB) from the internet. Keras downloads them with ``urllib`` and no
+timeout, which hangs for minutes on a machine that cannot reach the host, so we fetch them
+ourselves, bounded by a timeout, into the cache Keras uses (``$KERAS_HOME/models`` or
+``~/.keras/models``) and fail with a message saying what to do.
 """
 
 from __future__ import annotations
@@ -16,17 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
 import requests
 
 from petvision.core.atomic import atomic_file
-from petvision.core.errors import DataError, DownloadError
-from petvision.models import xla
+from petvision.core.errors import DownloadError
 from petvision.util import http
 from petvision.util.hashing import file_digest
 
@@ -38,63 +30,8 @@ XCEPTION_WEIGHTS = (
     "0a58e3b7378bc2990ea3b43d5981f1f6",
 )
 IMAGENET_CLASS_INDEX = ("imagenet_class_index.json", "c2c37ea517e94d9795004a39431a14cb")
-IMAGENET_XCEPTION_SIZE = 299
-IMAGENET_XCEPTION_GRADCAM_LAYER = "block14_sepconv2_act"
-
-
-def load_trained(path: Path, what: str) -> keras.Model:
-    """A model the pipeline saved, in float32. ``what`` names the stage that makes it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: missing; run the {what} stage first (dvc repro {what})")
-    try:
-        with xla.loading():
-            model = keras.saving.load_model(path, safe_mode=True)
-    except Exception as exc:
-        raise DataError(
-            f"{path}: cannot be loaded as a Keras model ({type(exc).__name__}: {exc}); rerun {what}"
-        ) from None
-    return float32_copy(model)
-
-
-def input_size(model: keras.Model) -> int:
-    shape = model.inputs[0].shape
-    return int(shape[1])
-
-
-def _to_float32_policies(tree: Any) -> Any:
-    if isinstance(tree, Mapping):
-        if str(tree.get("class_name", "")).endswith("DTypePolicy") and isinstance(
-            tree.get("config"), Mapping
-        ):
-            name = tree["config"].get("name", "")
-            if isinstance(name, str) and name.startswith("mixed_"):
-                return {**tree, "config": {**tree["config"], "name": "float32"}}
-        return {key: _to_float32_policies(value) for key, value in tree.items()}
-    if isinstance(tree, list):
-        return [_to_float32_policies(item) for item in tree]
-    return tree
-
-
-def float32_copy(model: keras.Model) -> keras.Model:
-    """``model`` itself if it computes in float32, else the same network and weights in float32;
-    compilable where the backend allows (:func:`petvision.models.xla.allow`)."""
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(model)):
-        return xla.allow(model)
-    config = _to_float32_policies(keras.saving.serialize_keras_object(model))
-    copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
-    copy.set_weights(model.get_weights())
-    return xla.allow(copy)
-
-
-def _all_layers(model: keras.Model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
-# --------------------------------------------------------------------------- ImageNet Xception
+XCEPTION_SIZE = 299
+XCEPTION_GRADCAM_LAYER = "block14_sepconv2_act"
 
 
 def keras_cache_dir() -> Path:
@@ -131,7 +68,7 @@ def fetch_verified(
     return final
 
 
-def load_imagenet_xception(
+def load_xception(
     weights_url: str, class_index_url: str, timeout_s: float, cache_dir: Path | None = None
 ) -> tuple[keras.Model, list[str]]:
     """The book's ImageNet Xception and its 1,000 class names; DownloadError, quickly, offline."""
@@ -157,17 +94,17 @@ def load_imagenet_xception(
     return model, names
 
 
-def imagenet_xception_inputs(images: np.ndarray) -> np.ndarray:
+def xception_inputs(images: np.ndarray) -> np.ndarray:
     """uint8 images -> 299x299 float32 in [-1, 1], as ``keras.applications.xception.preprocess_input``."""
     resized = keras.ops.image.resize(
         np.asarray(images, dtype=np.float32),
-        (IMAGENET_XCEPTION_SIZE,) * 2,
+        (XCEPTION_SIZE,) * 2,
         interpolation="bilinear",
     )
     return keras.ops.convert_to_numpy(resized) / 127.5 - 1.0
 
 
-def imagenet_conv_base(full: keras.Model, size: int) -> keras.Model:
+def xception_conv_base(full: keras.Model, size: int) -> keras.Model:
     """Xception's convolutional base at ``size`` x ``size`` with ``full``'s weights: the book
     probes filters at 200x200, and a Keras 3 model only takes its own input size."""
     base = keras.applications.Xception(include_top=False, weights=None, input_shape=(size, size, 3))

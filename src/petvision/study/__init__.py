@@ -1,8 +1,10 @@
 """Hyperparameter search, the study side: storage, search space, sampler, the search's MLflow
-run, and the report at the end (Optuna's pictures, the best trial as a ``dvc exp run`` command).
+run (here), and the report at the end (:mod:`.report`: Optuna's pictures, the best trial as a
+``dvc exp run`` command).
 
 The sweeper (``hydra_plugins.petvision_optuna_sweeper``) drives it; :mod:`petvision.search` is
-what runs inside each trial. Several worker processes (on one machine or several) share one
+what runs inside each trial, the only part a stage imports (so the stages' dvc.yaml deps name
+that package, not this one). Several worker processes (on one machine or several) share one
 study through its SQL storage: Optuna's own distributed mode. Each worker asks the study for a
 trial, runs it, tells the result, and stops when the study's budget is spent.
 """

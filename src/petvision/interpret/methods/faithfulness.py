@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 import keras
 import numpy as np
 
-from petvision.interpret.gradcam import pet_region
+from petvision.interpret.methods.localization import pet_region
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, H, W, 3) -> P(dog), (N,)
 

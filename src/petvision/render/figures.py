@@ -1,6 +1,6 @@
-"""Pictures of where the classifier looks and how faithful its maps are, and of the segmentation
-model's failures: per-layer map grids, localization by depth, deletion and insertion curves, the
-randomization cascade, the errors by kind. Each saved atomically, like :mod:`pictures`."""
+"""The visualize stage's charts, from its measures: localization by depth, heat by distance to
+the pet's outline, deletion and insertion curves, segmentation IoU by class and pet size. Each
+saved atomically by :func:`.plots.save`. (Its grids of images are :func:`.pictures.panel_grid`.)"""
 
 from __future__ import annotations
 
@@ -9,47 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from petvision.interpret import gradcam, segmentation_breakdown, segmentation_views
-from petvision.interpret.pictures import Panel, Row, panel_grid
 from petvision.render import plots
 
 plt = plots.plt
-
-
-def _where(heat: np.ndarray, mask: np.ndarray) -> str:
-    region = gradcam.pet_region(mask)
-    share = gradcam.heat_on_pet(heat, region)
-    if np.isnan(share):
-        return "blank"
-    return f"{share:.0%} on pet, peak {'on' if gradcam.pointing_hit(heat, region) == 1 else 'off'}"
-
-
-def map_grid(
-    images: np.ndarray,
-    masks: np.ndarray,
-    stems: Sequence[str],
-    columns: Mapping[str, Mapping[str, np.ndarray]],
-    path: Path,
-    title: str,
-    alpha: float,
-) -> Path:
-    """Rows of maps at the image size: for each image, one row per method of ``columns``
-    (method -> column title -> maps ``(N, H, W)``), after the image with the pet's outline."""
-    rows = []
-    for i in range(len(images)):
-        for method, by_column in columns.items():
-            panels = [
-                Panel(np.asarray(images[i]), f"{stems[i]}\n{method}", outline=np.asarray(masks[i]))
-            ]
-            for name, maps in by_column.items():
-                panels.append(
-                    Panel(
-                        gradcam.jet_overlay(images[i], maps[i], alpha),
-                        f"{name}\n{_where(maps[i], masks[i])}",
-                    )
-                )
-            rows.append(Row(panels))
-    return panel_grid(rows, path, title=title, inches=1.6)
 
 
 def localization_by_depth(
@@ -124,67 +86,6 @@ def deletion_insertion(curves: Mapping[str, np.ndarray], metrics: Mapping, path:
         )
         ax.legend(fontsize=7)
     return plots.save(fig, path)
-
-
-def cascade_grid(
-    images: np.ndarray,
-    masks: np.ndarray,
-    kept: Mapping[str, Sequence[np.ndarray]],
-    steps: Sequence[str],
-    path: Path,
-    alpha: float,
-) -> Path:
-    """For each image and method: its map from the trained model, then after each step of the
-    cascading randomization (named in ``steps``)."""
-    rows = []
-    for i in range(len(images)):
-        for method, stages in kept.items():
-            panels = [Panel(np.asarray(images[i]), method, outline=np.asarray(masks[i]))]
-            for name, maps in zip(["trained", *steps], stages, strict=True):
-                panels.append(Panel(gradcam.jet_overlay(images[i], maps[i], alpha), name))
-            rows.append(Row(panels))
-    return panel_grid(
-        rows,
-        path,
-        inches=1.3,
-        title="Maps as the weights are randomized, top block first (Adebayo et al. 2018)",
-    )
-
-
-def failure_modes(
-    images: np.ndarray,
-    true_masks: np.ndarray,
-    pred_masks: np.ndarray,
-    ious: np.ndarray,
-    stems: Sequence[str],
-    indices: Sequence[int],
-    path: Path,
-) -> Path:
-    """The given images with their errors by kind (red: pet missed, blue: pet invented, yellow:
-    border confused)."""
-    rows = []
-    for i in indices:
-        shares = segmentation_breakdown.error_shares(true_masks[i], pred_masks[i])
-        text = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in shares.items())
-        rows.append(
-            Row(
-                [
-                    Panel(np.asarray(images[i]), f"{stems[i]}: pet IoU {ious[i]:.2f}"),
-                    Panel(segmentation_views.mask_overlay(images[i], true_masks[i]), "true mask"),
-                    Panel(
-                        segmentation_breakdown.error_picture(
-                            images[i], true_masks[i], pred_masks[i]
-                        ),
-                        text.replace(", b", "\nb"),
-                    ),
-                ]
-            )
-        )
-    return panel_grid(
-        rows,
-        path,
-        title="errors by kind: red pet missed, blue pet invented, yellow border confused",
-    )
 
 
 def iou_breakdown(

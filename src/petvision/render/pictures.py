@@ -1,6 +1,6 @@
 """The visualize stage's pictures, each saved atomically: activation grids as small palette PNGs,
 filter grids and panels of photographs (Grad-CAM, segmentation) as JPEGs, to keep the stage's
-output a few MB. Drawn with :mod:`petvision.render.plots`' headless matplotlib and with PIL."""
+output a few MB. Drawn with :mod:`.plots`' headless matplotlib and with PIL."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from petvision.core.atomic import atomic_file
-from petvision.interpret.gradcam import pet_region
 from petvision.render import plots
 
 plt = plots.plt
@@ -65,7 +64,7 @@ def activation_picture(grid: np.ndarray, title: str, path: Path) -> Path:
 class Panel:
     image: np.ndarray
     title: str
-    outline: np.ndarray | None = None  # a mask whose pet region is drawn as a white contour
+    outline: np.ndarray | None = None  # a boolean region (the pet) drawn as a white contour
     cmap: str | None = None  # for a single-channel picture, with its value range
     vmin: float | None = None
     vmax: float | None = None
@@ -104,7 +103,7 @@ def panel_grid(
             )
             if panel.outline is not None:
                 ax.contour(
-                    pet_region(panel.outline).astype(np.float32),
+                    np.asarray(panel.outline, dtype=np.float32),
                     levels=[0.5],
                     colors="white",
                     linewidths=0.8,

@@ -1,11 +1,12 @@
 """Filter patterns: the input each filter responds to most, found by gradient ascent.
 
-The book's recipe (chapter 9.4.2): start from uniform noise in [0.4, 0.6]; 30 times, add 10 times the
-L2-normalized gradient of the filter's mean activation (borders of 2 px left out) with respect
-to the image; deprocess by (x - mean) / std * 64 + 128, clipped, cropped 25 px each side; 64
-filters in an 8x8 grid with 5 px margins. Here all filters of a layer climb at once, as one
-batch: each image's loss depends on that image alone (inference mode), so the batch gradient
-is the stack of the single-image gradients, and each is normalized on its own as in the book.
+The book's recipe (chapter 9.4.2): start from uniform noise in [0.4, 0.6]; 30 times, add 10 times
+the L2-normalized gradient of the filter's mean activation (borders of 2 px left out) with respect
+to the image. (Its display, each pattern deprocessed and the first 64 stitched into a grid, is
+:func:`petvision.render.images.deprocess` and :func:`~petvision.render.images.stitch`.) Here all
+filters of a layer climb at once, as one batch: each image's loss depends on that image alone
+(inference mode), so the batch gradient is the stack of the single-image gradients, and each is
+normalized on its own as in the book.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from keras import ops
 from tqdm import tqdm
 
 from petvision.core.errors import ConfigError
-from petvision.interpret.activations import CONVOLUTIONS
-from petvision.interpret.gradients import value_and_grad
+from petvision.interpret.methods.activations import CONVOLUTIONS
+from petvision.interpret.methods.gradients import value_and_grad
 
 BOOK_BORDER = 2
 BOOK_START = (0.4, 0.6)
@@ -124,34 +125,3 @@ def filter_patterns(
             image = image + learning_rate * input_scale * grad / np.maximum(norm, 1e-12)
         out.append(image)
     return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.float32)
-
-
-def deprocess(image: np.ndarray, crop: int = 25) -> np.ndarray:
-    """The book's ``deprocess_image``: normalize the whole image, clip to uint8, crop the borders."""
-    x = np.asarray(image, dtype=np.float64)
-    x = x - x.mean()
-    std = x.std()
-    x = x / std if std > 0 else x
-    x = np.clip(x * 64 + 128, 0, 255).astype(np.uint8)
-    if crop and x.shape[0] > 2 * crop and x.shape[1] > 2 * crop:
-        x = x[crop:-crop, crop:-crop]
-    return x
-
-
-def stitch(tiles: Sequence[np.ndarray], margin: int = 5, columns: int | None = None) -> np.ndarray:
-    """Tiles of one size in a grid (``columns`` across, square by default) with black margins."""
-    n = len(tiles)
-    if n == 0:
-        return np.zeros((1, 1, 3), dtype=np.uint8)
-    columns = columns or int(np.ceil(np.sqrt(n)))
-    rows = -(-n // columns)
-    h, w = tiles[0].shape[:2]
-    grid = np.zeros(
-        (rows * h + (rows - 1) * margin, columns * w + (columns - 1) * margin, 3), dtype=np.uint8
-    )
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        grid[r * (h + margin) : r * (h + margin) + h, c * (w + margin) : c * (w + margin) + w] = (
-            tile
-        )
-    return grid

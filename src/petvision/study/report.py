@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from petvision.search.study import OVERRIDES_ATTR, RUN_ATTR, SEARCH_GROUP, Space
+from petvision.study import OVERRIDES_ATTR, RUN_ATTR, SEARCH_GROUP, Space
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,34 @@
+"""Loaded at start-up by every Python process the tests start (conftest puts this folder first on
+PYTHONPATH): the warning filters of pyproject.toml's pytest settings, applied as pytest applies
+them in its own process, so that a DeprecationWarning raised from petvision's code fails a stage
+run in a subprocess (``python -m petvision.<stage>``, ``dvc repro``) as it fails a test.
+``PYTHONWARNINGS`` cannot say this: it matches a module's whole name, not a package prefix."""
+
+from __future__ import annotations
+
+import builtins
+import tomllib
+import warnings
+from pathlib import Path
+
+_PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def _apply(entry: str) -> None:
+    """One ``action:message:category:module:lineno`` filter, as pytest's ini ``filterwarnings``
+    reads it: message and module are regular expressions, the module matched from its start."""
+    action, message, category, module, lineno = (
+        part.strip() for part in (entry.split(":") + [""] * 5)[:5]
+    )
+    found = getattr(builtins, category or "Warning", None)
+    if not (isinstance(found, type) and issubclass(found, Warning)):
+        # Only built-in categories: importing a library at every interpreter start would slow
+        # and entangle every subprocess of the tests.
+        raise ValueError(f"{_PYPROJECT}: filterwarnings {entry!r}: not a built-in warning class")
+    warnings.filterwarnings(action, message, found, module, int(lineno) if lineno else 0)
+
+
+for _entry in tomllib.loads(_PYPROJECT.read_text(encoding="utf-8"))["tool"]["pytest"][
+    "ini_options"
+]["filterwarnings"]:
+    _apply(_entry)
