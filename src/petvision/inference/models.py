@@ -33,6 +33,9 @@ class LoadedModel:
     source: str
     size: int
     interpolation: str
+    # What it was trained on, its temperature and its unlike-the-training-data detector
+    # (petvision.evaluation.trust); None for a model without a trust file.
+    trust: Any = None
 
     def prepare(self, photo: np.ndarray) -> np.ndarray:
         """The photo as the model's input: the preprocess stage's own resize."""
@@ -45,6 +48,35 @@ class LoadedModel:
         return np.asarray(
             keras.ops.convert_to_numpy(self.model(x, training=False)), dtype=np.float32
         )
+
+    def answer(self, batch: np.ndarray) -> Answer:
+        """The model's probabilities at its trust file's temperature, and each image's score
+        of the unlike-the-training-data detector (None without a trust file or detector)."""
+        if self.trust is None:
+            return Answer(self(batch), None, None)
+        from petvision.evaluation import calibration, features
+
+        detector = self.trust.detector
+        fwd = features.forward(self.model, batch, detector.layers if detector else [])
+        t = float(self.trust.temperature)
+        if fwd.binary:
+            outputs = 1.0 / (1.0 + np.exp(-np.asarray(fwd.logits) / t))
+        else:
+            outputs = calibration.softmax(np.asarray(fwd.logits) / t)
+        shaped = np.asarray(outputs, np.float32)
+        if fwd.binary:
+            shaped = shaped.reshape(len(batch), 1)
+        if detector is None:
+            return Answer(shaped, None, None)
+        scores = detector.score(fwd.features)
+        return Answer(shaped, scores, detector.flag(scores))
+
+
+@dataclass(frozen=True)
+class Answer:
+    outputs: np.ndarray  # (N, 1) P(dog), or (N, s, s, C) per-pixel class probabilities
+    ood_score: np.ndarray | None  # (N,) the detector's score; higher is more unlike
+    unlike: np.ndarray | None  # (N,) bool: above the detector's threshold
 
 
 # --------------------------------------------------------------------------- loading
@@ -71,7 +103,51 @@ def load_model(task: TaskConfig, spec: str, tracking: TrackingConfig) -> LoadedM
         source = str(path)
     size = loading.input_size(model)
     _check_shape(model, task.task, source)
-    return LoadedModel(task.task, model, source, size, interpolation)
+    found = _trust_of(tracking, spec, source)
+    if found is None:
+        log.warning(
+            "%s: no trust file (%s): what it was trained on is unknown, its probabilities are "
+            "not calibrated and photos unlike its training data are not flagged; retrain it",
+            source,
+            "petvision/*.trust.npz in the MLflow model"
+            if is_mlflow_uri(spec)
+            else trust_path(source),
+        )
+    return LoadedModel(task.task, model, source, size, interpolation, found)
+
+
+def trust_path(model_file: str) -> Path:
+    from petvision.evaluation import trust
+
+    return trust.trust_file(Path(model_file))
+
+
+def _trust_of(tracking: TrackingConfig, spec: str, source: str) -> Any:
+    """The model's trust file: beside a .keras file, or inside a logged MLflow model."""
+    from petvision.evaluation import trust
+
+    if not is_mlflow_uri(spec):
+        return trust.load_beside(Path(source))
+    import mlflow
+
+    from petvision.tracking import tracking_uri
+    from petvision.tracking.flavor import EXTRA_FILES_DIR
+
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(tracking_uri(tracking))
+    try:
+        folder = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{spec.rstrip('/')}/{EXTRA_FILES_DIR}"
+            )
+        )
+    except Exception as exc:
+        log.info("%s: no %s folder in the model (%s)", spec, EXTRA_FILES_DIR, exc)
+        return None
+    finally:
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
+    files = sorted(folder.glob("*" + trust.SUFFIX))
+    return trust.Trust.load(files[0]) if files else None
 
 
 def _check_shape(model: Any, task: Task, source: str) -> None:
@@ -128,8 +204,13 @@ def dog_probabilities(classifier: LoadedModel, photos: Sequence[np.ndarray]) -> 
     """P(dog) for each photo (any size, uint8 RGB)."""
     if not photos:
         return np.zeros((0,), np.float32)
-    batch = np.stack([classifier.prepare(p) for p in photos])
-    return classifier(batch).reshape(len(photos))
+    return answer_photos(classifier, photos).outputs.reshape(len(photos))
+
+
+def answer_photos(model: LoadedModel, photos: Sequence[np.ndarray]) -> Answer:
+    """:meth:`LoadedModel.answer` for photos of any size (resized as in training)."""
+    batch = np.stack([model.prepare(p) for p in photos])
+    return model.answer(batch)
 
 
 def label_of(p_dog: float) -> tuple[str, float]:
@@ -163,8 +244,7 @@ def trimaps(segmenter: LoadedModel, photos: Sequence[np.ndarray]) -> list[np.nda
     """The predicted trimap (1 pet, 2 background, 3 border) of each photo, at the photo's size."""
     if not photos:
         return []
-    batch = np.stack([segmenter.prepare(p) for p in photos])
-    probabilities = segmenter(batch)
+    probabilities = answer_photos(segmenter, photos).outputs
     return [
         probabilities_to_trimap(probs, *photo.shape[:2])
         for probs, photo in zip(probabilities, photos)
