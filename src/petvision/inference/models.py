@@ -94,7 +94,7 @@ def load_model(task: TaskConfig, spec: str, tracking: TrackingConfig) -> LoadedM
 
     interpolation: str = task.data.interpolation
     if is_mlflow_uri(spec):
-        model, trained_with = _load_from_mlflow(tracking, task.task, spec)
+        model, trained_with, found = _load_from_mlflow(tracking, task.task, spec)
         interpolation = trained_with or interpolation
         source = spec
     else:
@@ -103,7 +103,10 @@ def load_model(task: TaskConfig, spec: str, tracking: TrackingConfig) -> LoadedM
         source = str(path)
     size = loading.input_size(model)
     _check_shape(model, task.task, source)
-    found = _trust_of(tracking, spec, source)
+    if not is_mlflow_uri(spec):
+        from petvision.evaluation import trust
+
+        found = trust.load_beside(Path(source))
     if found is None:
         log.warning(
             "%s: no trust file (%s): what it was trained on is unknown, its probabilities are "
@@ -122,34 +125,6 @@ def trust_path(model_file: str) -> Path:
     return trust.trust_file(Path(model_file))
 
 
-def _trust_of(tracking: TrackingConfig, spec: str, source: str) -> Any:
-    """The model's trust file: beside a .keras file, or inside a logged MLflow model."""
-    from petvision.evaluation import trust
-
-    if not is_mlflow_uri(spec):
-        return trust.load_beside(Path(source))
-    import mlflow
-
-    from petvision.tracking import tracking_uri
-    from petvision.tracking.flavor import EXTRA_FILES_DIR
-
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(tracking_uri(tracking))
-    try:
-        folder = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{spec.rstrip('/')}/{EXTRA_FILES_DIR}"
-            )
-        )
-    except Exception as exc:
-        log.info("%s: no %s folder in the model (%s)", spec, EXTRA_FILES_DIR, exc)
-        return None
-    finally:
-        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
-    files = sorted(folder.glob("*" + trust.SUFFIX))
-    return trust.Trust.load(files[0]) if files else None
-
-
 def _check_shape(model: Any, task: Task, source: str) -> None:
     out = tuple(model.outputs[0].shape[1:])
     if task == Task.classification and out != (1,):
@@ -160,22 +135,37 @@ def _check_shape(model: Any, task: Task, source: str) -> None:
         )
 
 
-def _load_from_mlflow(tracking: TrackingConfig, task: Task, uri: str) -> tuple[Any, str | None]:
-    """The Keras model behind an MLflow URI, and the interpolation its run's data was resized with
-    (the run's ``data.<task>.interpolation`` param), if the run says."""
+def _load_from_mlflow(
+    tracking: TrackingConfig, task: Task, uri: str
+) -> tuple[Any, str | None, Any]:
+    """The Keras model behind an MLflow URI, the interpolation its run's data was resized with
+    (the run's ``data.<task>.interpolation`` param), if the run says, and the trust file logged
+    inside the model (None if there is none)."""
+    import tempfile
+
     import mlflow
     import mlflow.keras
 
+    from petvision.evaluation import trust
     from petvision.models import loading, xla
     from petvision.tracking import tracking_uri
+    from petvision.tracking.flavor import EXTRA_FILES_DIR
 
     store = tracking_uri(tracking)
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(store)
     try:
         try:
-            with xla.loading():
-                model = mlflow.keras.load_model(uri)
+            # Downloaded once, for the network and the files beside it; both are read into
+            # memory, so the copy goes when they are.
+            with tempfile.TemporaryDirectory(prefix="petvision-model-") as tmp:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+                with xla.loading():
+                    model = mlflow.keras.load_model(str(local))
+                files = sorted((local / EXTRA_FILES_DIR).glob("*" + trust.SUFFIX))
+                found = trust.Trust.load(files[0]) if files else None
+        except DataError:
+            raise
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(
@@ -194,7 +184,7 @@ def _load_from_mlflow(tracking: TrackingConfig, task: Task, uri: str) -> tuple[A
         mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None: back to the default
     if interpolation is not None and interpolation not in images.INTERPOLATIONS:
         interpolation = None
-    return loading.float32_copy(model), interpolation
+    return loading.float32_copy(model), interpolation, found
 
 
 # --------------------------------------------------------------------------- the models' answers
