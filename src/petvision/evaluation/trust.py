@@ -160,28 +160,6 @@ def load_beside(model_file: Path) -> Trust | None:
     return Trust.load(path) if path.is_file() else None
 
 
-# --------------------------------------------------------------------------- the photos
-
-
-def read_unlike_photos(folder: Path, size: int, interpolation: str) -> tuple[list[str], np.ndarray]:
-    """The photos of ``folder`` resized as the training images were; empty if it has none."""
-    from petvision.data import images
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        return [], np.zeros((0, size, size, 3), np.uint8)
-    names, photos = [], []
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".gif") or path.name.startswith(
-            "."
-        ):
-            continue
-        rgb, _ = images.load_rgb(path)
-        names.append(path.name)
-        photos.append(images.resize_image(rgb, size, interpolation))
-    return names, (np.stack(photos) if photos else np.zeros((0, size, size, 3), np.uint8))
-
-
 # --------------------------------------------------------------------------- the stages' step
 
 

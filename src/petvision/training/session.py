@@ -89,6 +89,34 @@ class Trained:
     best: keras.Model  # the best epoch's model, loaded back from the work folder
 
 
+def read_unlike_photos(folder: Path, size: int, interpolation: str) -> tuple[list[str], np.ndarray]:
+    """The photos of ``folder`` (``trust.unlike_photos``) resized as the training images were;
+    none if the folder is missing."""
+    from petvision.data import images
+
+    folder = Path(folder)
+    empty = np.zeros((0, size, size, 3), np.uint8)
+    if not folder.is_dir():
+        log.warning(
+            "trust.unlike_photos=%s: no such folder; the detector is measured without real photos",
+            folder,
+        )
+        return [], empty
+    names, photos = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in (
+            ".png",
+            ".jpg",
+            ".jpeg",
+            ".gif",
+        ):
+            continue
+        rgb, _ = images.load_rgb(path)
+        names.append(path.name)
+        photos.append(images.resize_image(rgb, size, interpolation))
+    return names, (np.stack(photos) if photos else empty)
+
+
 @dataclass(frozen=True)
 class TrustStep:
     """What :meth:`TrainingSession.measure_trust` hands to :meth:`TrainingSession.finish`."""
@@ -280,7 +308,7 @@ class TrainingSession:
             self.task.model.name,
         )
         layers = self.task.architecture.trust_layers or self.task.architecture.block_outputs
-        _, photos = trust.read_unlike_photos(
+        _, photos = read_unlike_photos(
             paths.resolve(settings.unlike_photos),
             self.task.data.image_size,
             self.task.data.interpolation,
