@@ -196,3 +196,114 @@ def test_the_command_line_predicts_a_folder_with_a_progress_bar(trained_dir, tmp
     assert "predicted 8 photo(s), skipped 2 unreadable file(s)" in done.stdout
     with open(tmp_path / "out" / "predictions.csv", newline="") as f:
         assert sum(1 for r in csv.DictReader(f) if r["status"] == "ok") == 8
+
+
+# --------------------------------------------------------------------------- trust
+
+
+def _generated_pets(cfg, count: int) -> list[np.ndarray]:
+    """Pets drawn by the default data source, at their own sizes (uint8 RGB)."""
+    import dataclasses
+
+    from petvision.data.synthetic import plan
+    from petvision.data.synthetic.render import render
+
+    synthetic = dataclasses.replace(cfg.data.synthetic, num_images=count)
+    return [render(synthetic, i, breed, stem).image for i, breed, stem in plan(synthetic)]
+
+
+def write_trust_files(cfg, pets: list[np.ndarray]) -> None:
+    """Beside each saved model, the trust file a training stage would write: provenance of the
+    generated data, a temperature and a detector fitted on the first pets (the first 100 its
+    bank, the next 40 its threshold), as petvision.evaluation.trust.measure fits them."""
+    import keras
+
+    from petvision.data import images
+    from petvision.evaluation import trust
+
+    rng = np.random.default_rng(0)
+    for task in (Task.classification, Task.segmentation):
+        t = task_config(cfg, task)
+        model = keras.saving.load_model(t.model_file)
+        x = np.stack([images.resize_image(p, SIZE, t.data.interpolation) for p in pets[:140]])
+        labels = (
+            rng.integers(0, 2, 40)
+            if task is Task.classification
+            else rng.integers(0, 3, (40, SIZE, SIZE))
+        )
+        prov = trust.provenance("synthetic", {"train": "t", "val": "v"}, "quick", SIZE, "tiny")
+        layers = t.architecture.trust_layers or t.architecture.block_outputs
+        measured = trust.measure(
+            model, tuple(layers), x[:100], x[100:140], labels, x[100:140], labels,
+            np.zeros((0, SIZE, SIZE, 3), np.uint8), prov, True, True, 3, 0.95, str(task),
+        )  # fmt: skip
+        measured.trust.save(trust.trust_file(t.model_file))
+
+
+def test_predict_says_what_the_models_were_trained_on_and_flags_photos_unlike_it(
+    trained_dir, tmp_path, caplog
+):
+    from petvision.evaluation import trust
+    from petvision.inference import run_predict
+
+    skimage_data = pytest.importorskip("skimage.data")
+    pets = _generated_pets(trained_dir, 148)
+    write_trust_files(trained_dir, pets)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(skimage_data.astronaut()).save(folder / "astronaut.png")
+    for i, pet in enumerate(pets[140:148]):  # drawn like the training pets, fitted nothing
+        Image.fromarray(pet).save(folder / f"pet_{i}.png")
+    out = tmp_path / "predictions"
+    with caplog.at_level("WARNING", logger="petvision.inference"):
+        table = run_predict(_with(trained_dir, input=str(folder), output=str(out)))
+
+    assert [r.getMessage() for r in caplog.records].count(trust.GENERATED_WARNING) == 1
+    with open(out / "predictions.csv", newline="") as f:
+        rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(f)}
+    assert rows["astronaut.png"]["unlike_training_data"] == "True"
+    # each detector flags about 5 % of such pets (its threshold): of 8, at most one
+    flagged_pets = [i for i in range(8) if rows[f"pet_{i}.png"]["unlike_training_data"] == "True"]
+    assert len(flagged_pets) <= 1, flagged_pets
+    for row in rows.values():
+        assert row["trained_on"].startswith("GENERATED PETS, not photos: synthetic data")
+        assert float(row["ood_score"]) > 0 and float(row["seg_ood_score"]) > 0
+    threshold = table["models"]["classification"]["detector"]["threshold"]
+    seg_threshold = table["models"]["segmentation"]["detector"]["threshold"]
+    astronaut = rows["astronaut.png"]
+    assert float(astronaut["ood_score"]) > threshold or float(astronaut["seg_ood_score"]) > (
+        seg_threshold
+    )
+    assert table["models"]["classification"]["trained_on"]["source"] == "synthetic"
+    # the overlay of the flagged photo is framed in red, the others are not
+    flagged = np.asarray(Image.open(out / astronaut["overlay"]))
+    plain_pet = next(i for i in range(8) if i not in flagged_pets)
+    plain = np.asarray(Image.open(out / rows[f"pet_{plain_pet}.png"]["overlay"]))
+    assert flagged[0, 0, 0] > 180 and flagged[0, 0, 1] < 60
+    assert not (plain[0, 0, 0] > 180 and plain[0, 0, 1] < 60)
+
+
+def test_calibrated_probabilities_follow_the_temperature(trained_dir, tmp_path):
+    """P(dog) in the table is sigmoid(logit / T) with the trust file's T."""
+    import keras
+
+    from petvision.data import images
+    from petvision.evaluation import trust
+    from petvision.inference import run_predict
+
+    pets = _generated_pets(trained_dir, 148)
+    write_trust_files(trained_dir, pets)
+    path = task_config(trained_dir, Task.classification).model_file
+    saved = trust.Trust.load(trust.trust_file(path))
+    saved.temperature = 2.5
+    saved.save(trust.trust_file(path))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(pets[141]).save(folder / "pet.png")
+    table = run_predict(_with(trained_dir, input=str(folder), output=str(tmp_path / "out")))
+    model = keras.saving.load_model(path)
+    x = images.resize_image(pets[141], SIZE, trained_dir.data.classification.interpolation)
+    p = float(model.predict(x[None].astype("float32"), verbose=0)[0, 0])
+    logit = np.log(p) - np.log1p(-p)
+    expected = 1 / (1 + np.exp(-logit / 2.5))
+    assert table["photos"][0]["p_dog"] == pytest.approx(expected, abs=1e-4)

@@ -235,3 +235,67 @@ def test_an_rgba_png_is_read_like_the_loader_reads_it(tmp_path):
         _decode(base64.b64encode(buffer.getvalue()).decode(), 0),
         images.load_rgb(tmp_path / "x.png")[0],
     )
+
+
+def test_the_served_models_flag_photos_and_say_what_they_were_trained_on_as_predict_does(
+    make_config, tmp_path
+):
+    """Models logged with their trust file (as the training stages log them): the pyfunc
+    answers ood_score, unlike_training_data and trained_on, equal to predict's from the same
+    MLflow models, and its probabilities are predict's calibrated ones."""
+    import mlflow
+    import pandas as pd
+    from test_predict import _generated_pets, write_trust_files
+
+    from petvision import tracking
+    from petvision.evaluation import trust
+    from petvision.models.classification import build_classifier
+    from petvision.models.segmentation import build_segmentation_model
+
+    skimage_data = pytest.importorskip("skimage.data")
+    cfg = make_config(*tiny_overrides())
+    builders = {
+        Task.classification: build_classifier(cfg.classification.model, SIZE),
+        Task.segmentation: build_segmentation_model(cfg.segmentation.model, SIZE),
+    }
+    for task, model in builders.items():
+        task_config(cfg, task).model_file.parent.mkdir(parents=True, exist_ok=True)
+        model.save(task_config(cfg, task).model_file)
+    pets = _generated_pets(cfg, 148)
+    write_trust_files(cfg, pets)
+    uris = {}
+    for task, model in builders.items():
+        t = task_config(cfg, task)
+        with tracking.Run(cfg, "test", task=t) as run:
+            uris[task] = run.log_keras_model(
+                model,
+                np.zeros((1, SIZE, SIZE, 3), np.uint8),
+                extra_files=[trust.trust_file(t.model_file)],
+            )
+        assert uris[task] and not run.lost, run.lost
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(skimage_data.astronaut()).save(folder / "astronaut.png")
+    Image.fromarray(pets[141]).save(folder / "pet.png")
+    photos = [folder / "astronaut.png", folder / "pet.png"]
+    expected = _predict(cfg, uris, photos, tmp_path / "out")
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(cfg.tracking))
+    try:
+        served = {task: mlflow.pyfunc.load_model(uri) for task, uri in uris.items()}
+    finally:
+        mlflow.set_tracking_uri(None)
+    frame = pd.DataFrame({"image": [_b64(f) for f in photos]})
+    labels = served[Task.classification].predict(frame)
+    masks = served[Task.segmentation].predict(frame)
+    for i, f in enumerate(photos):
+        row = expected[str(f)]
+        assert labels["p_dog"][i] == pytest.approx(row["p_dog"], abs=1e-6)
+        assert labels["ood_score"][i] == pytest.approx(row["ood_score"], abs=1e-5)
+        assert masks["ood_score"][i] == pytest.approx(row["seg_ood_score"], abs=1e-5)
+        assert (
+            bool(labels["unlike_training_data"][i] or masks["unlike_training_data"][i])
+            is (row["unlike_training_data"])
+        )
+        assert labels["trained_on"][i].startswith("GENERATED PETS, not photos: synthetic data")
+    assert expected[str(photos[0])]["unlike_training_data"] is True

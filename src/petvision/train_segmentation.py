@@ -73,7 +73,25 @@ def run_train_segmentation(cfg: Config) -> dict:
                 titles=val.stems[sample],
             ),
         ]
-        summary = session.finish(best, result, pictures, example=np.asarray(val.images[:2]))
+        # No test split: the validation split's even images fit the temperature and the
+        # detector's threshold, its odd ones, which fitted nothing, measure them.
+        images, masks = np.asarray(val.images), np.asarray(val.require("masks"))[..., 0]
+        trust = session.measure_trust(
+            best,
+            np.asarray(train.images),
+            (images[0::2], masks[0::2]),
+            (images[1::2], masks[1::2]),
+            f"the odd half of the validation split ({len(images[1::2])} images, per pixel)",
+        )
+        summary = session.finish(
+            best,
+            result,
+            [*pictures, trust.picture],
+            example=np.asarray(val.images[:2]),
+            extra={"trust": trust.summary},
+            beside_model=[trust.file],
+            tags=trust.tags,
+        )
     return summary
 
 

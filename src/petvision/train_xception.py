@@ -92,12 +92,21 @@ def run_train_xception(cfg: Config) -> dict:
             ),
         ]
         test_summary = {k: v for k, v in report.items() if k != "confusion_matrix"}
+        trust = session.measure_trust(
+            best,
+            np.asarray(train.images),
+            (np.asarray(val.images), np.asarray(val.require("labels"))),
+            (np.asarray(test.images), labels),
+            f"the test split ({len(test)} images)",
+        )
         return session.finish(
             best,
             result,
-            pictures,
+            [*pictures, trust.picture],
             example=np.asarray(test.images[:2]),
-            extra={"test": test_summary},
+            extra={"test": test_summary, "trust": trust.summary},
+            beside_model=[trust.file],
+            tags=trust.tags,
         )
 
 

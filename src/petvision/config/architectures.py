@@ -22,19 +22,36 @@ class Architecture:
     last_conv_layer: str | None = None
     # ... and each block's output, shallow to deep, for maps at every depth.
     block_outputs: tuple[str, ...] = ()
+    # The layers whose pooled features the unlike-the-training-data detector reads
+    # (petvision.evaluation.ood); chosen on the quick preset's models (README, "Can I trust a
+    # prediction?"). Empty: the block outputs.
+    trust_layers: tuple[str, ...] = ()
 
 
 ARCHITECTURES: dict[Task, dict[str, Architecture]] = {
     Task.segmentation: {
         # The book's encoder-decoder (chapter 9.1): the default.
-        "book": Architecture("segmentation:book_model"),
-        "unet": Architecture("segmentation:unet_model"),
+        "book": Architecture(
+            "segmentation:book_model",
+            trust_layers=(
+                "down2_conv",
+                "down3_conv",
+                "up3_convt",
+                "up2_convt",
+                "up1_convt_stride2",
+            ),
+        ),
+        "unet": Architecture(
+            "segmentation:unet_model",
+            trust_layers=("down2b_relu", "down3b_relu", "bottom_b_relu", "up2b_relu", "up1b_relu"),
+        ),
     },
     Task.classification: {
         "mini_xception": Architecture(
             "classification:mini_xception",
             last_conv_layer="block5_add",
             block_outputs=tuple(f"block{i}_add" for i in range(1, 6)),
+            trust_layers=("block3_add", "block4_add", "block5_add"),
         ),
         "simple_convnet": Architecture(
             "classification:simple_convnet",

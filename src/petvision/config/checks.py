@@ -71,6 +71,7 @@ def _check_ranges(cfg: Config) -> None:
         "visualize.localization.min_stride",
         "predict.batch_size",
         "trainer.steps_per_execution",
+        "trust.k",
     ]
     for key in positive:
         value = _get(cfg, key)
@@ -103,6 +104,9 @@ def _check_ranges(cfg: Config) -> None:
     ]:
         if _get(cfg, key) < 0:
             raise _fail(key, _get(cfg, key), "must not be negative")
+
+    if not 0 < cfg.trust.quantile < 1:
+        raise _fail("trust.quantile", cfg.trust.quantile, "must lie strictly between 0 and 1")
 
     for task in Task:
         train = task_config(cfg, task).train

@@ -343,6 +343,18 @@ class ExportConfig:
 
 
 @dataclass
+class TrustConfig:
+    """What the training stages add to each model so that its answers can be judged
+    (petvision.evaluation.trust): calibration and the unlike-the-training-data detector."""
+
+    temperature_scaling: bool = MISSING  # fit T on validation; kept only if it lowers the NLL
+    detector: bool = MISSING  # fit the detector and measure it
+    k: int = MISSING  # the k-th nearest training image
+    quantile: float = MISSING  # of the validation scores: the threshold
+    unlike_photos: str = MISSING  # real photos unlike the training data, for the measurement
+
+
+@dataclass
 class Config:
     preset: str = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -354,3 +366,4 @@ class Config:
     visualize: VisualizeConfig = field(default_factory=VisualizeConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)

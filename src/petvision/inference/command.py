@@ -15,12 +15,12 @@ from petvision.core.errors import ConfigError, DataError
 from petvision.core.tasks import Task
 from petvision.inference.models import (
     LoadedModel,
-    dog_probabilities,
+    answer_photos,
     gradcam_overlays,
     label_of,
     load_model,
     mask_overlay,
-    trimaps,
+    probabilities_to_trimap,
 )
 from petvision.inference.photos import Inputs, collect_inputs, output_names, read_photo
 
@@ -36,6 +36,10 @@ TABLE_FIELDS = (
     "p_cat",
     "p_dog",
     "pet_fraction",
+    "unlike_training_data",  # either model's detector flags the photo (README, "Can I trust...")
+    "ood_score",  # the classifier's detector score; above its threshold = unlike
+    "seg_ood_score",  # the segmentation model's
+    "trained_on",
     "width",
     "height",
     "decoded_as",
@@ -101,6 +105,7 @@ def run_predict(cfg: Config) -> dict[str, Any]:
         segmenter.size,
         segmenter.interpolation,
     )
+    _say_what_they_were_trained_on(classifier, segmenter)
 
     names = dict(zip(found.files, output_names(found.files)))
     rows: list[dict[str, Any]] = []
@@ -146,10 +151,7 @@ def run_predict(cfg: Config) -> dict[str, Any]:
                 + "; ".join(s["error"] for s in skipped[:5])
             )
         table = {
-            "models": {
-                m.task: {"source": m.source, "input_size": m.size, "interpolation": m.interpolation}
-                for m in (classifier, segmenter)
-            },
+            "models": {m.task: _model_entry(m) for m in (classifier, segmenter)},
             "counts": {
                 "files": len(found.files),
                 "predicted": len(ok),
@@ -172,12 +174,78 @@ def run_predict(cfg: Config) -> dict[str, Any]:
             out / TABLE_CSV,
             "; ".join(Path(s["file"]).name for s in skipped[:10]),
         )
+    unlike = [r for r in ok if r.get("unlike_training_data") is True]
+    if unlike:
+        log.warning(
+            "predict: %d of %d photo(s) are unlike the models' training data; their answers "
+            "mean little: %s",
+            len(unlike),
+            len(ok),
+            "; ".join(Path(r["file"]).name for r in unlike[:10]),
+        )
     log.info("predict: %d photo(s) -> %s", len(ok), out)
     print(
         f"predicted {len(ok)} photo(s), skipped {len(skipped)} unreadable file(s): "
         f"{out / TABLE_CSV}"
     )
     return table
+
+
+def _say_what_they_were_trained_on(*models: LoadedModel) -> None:
+    """Each model's provenance in the log, and one plain warning when any was trained on the
+    generated stand-in."""
+    from petvision.evaluation import trust
+
+    for m in models:
+        log.info("%s model trained on: %s", m.task, trust.describe(_provenance(m)))
+    if any(trust.is_generated(_provenance(m)) for m in models):
+        log.warning("%s", trust.GENERATED_WARNING)
+
+
+def _provenance(model: LoadedModel) -> dict | None:
+    return model.trust.provenance if model.trust is not None else None
+
+
+def _model_entry(m: LoadedModel) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "source": m.source,
+        "input_size": m.size,
+        "interpolation": m.interpolation,
+        "trained_on": _provenance(m),
+    }
+    if m.trust is not None:
+        entry["temperature"] = m.trust.temperature
+        d = m.trust.detector
+        if d is not None:
+            entry["detector"] = {"threshold": d.threshold, "quantile": d.quantile, "k": d.k}
+    return entry
+
+
+def _trained_on(classifier: LoadedModel, segmenter: LoadedModel) -> str:
+    from petvision.evaluation import trust
+
+    c, s = trust.describe(_provenance(classifier)), trust.describe(_provenance(segmenter))
+    text = c if c == s else f"classifier: {c}; segmentation: {s}"
+    if any(trust.is_generated(_provenance(m)) for m in (classifier, segmenter)):
+        text = "GENERATED PETS, not photos: " + text
+    return text
+
+
+def _mark_unlike(picture: np.ndarray) -> np.ndarray:
+    """A red frame and a banner on a photo's overlay: unlike the training data."""
+    from PIL import ImageDraw
+
+    image = Image.fromarray(picture)
+    draw = ImageDraw.Draw(image)
+    w, h = image.size
+    width = max(2, min(w, h) // 40)
+    draw.rectangle([0, 0, w - 1, h - 1], outline=(220, 0, 0), width=width)
+    banner = max(12, h // 12)
+    draw.rectangle([0, 0, w - 1, banner], fill=(220, 0, 0))
+    draw.text(
+        (width + 2, max(1, banner // 2 - 5)), "UNLIKE THE TRAINING DATA", fill=(255, 255, 255)
+    )
+    return np.asarray(image)
 
 
 def _predict_batch(
@@ -192,8 +260,13 @@ def _predict_batch(
     if not batch:
         return []
     photos = [photo for _, photo, _ in batch]
-    p_dog = dog_probabilities(classifier, photos)
-    masks = trimaps(segmenter, photos)
+    c_answer, s_answer = answer_photos(classifier, photos), answer_photos(segmenter, photos)
+    p_dog = c_answer.outputs.reshape(len(photos))
+    masks = [
+        probabilities_to_trimap(probs, *photo.shape[:2])
+        for probs, photo in zip(s_answer.outputs, photos)
+    ]
+    trained_on = _trained_on(classifier, segmenter)
     cams = (
         gradcam_overlays(classifier, photos, gradcam_alpha) if gradcam_alpha is not None else None
     )
@@ -201,6 +274,11 @@ def _predict_batch(
     for i, (path, photo, kind) in enumerate(batch):
         name = names[path]
         label, probability = label_of(float(p_dog[i]))
+        flags = [a.unlike[i] for a in (c_answer, s_answer) if a.unlike is not None]
+        unlike = bool(any(flags)) if flags else ""
+        overlay = mask_overlay(photo, masks[i], alpha)
+        if unlike is True:
+            overlay = _mark_unlike(overlay)
         row = {
             "file": str(path),
             "status": "ok",
@@ -209,14 +287,21 @@ def _predict_batch(
             "p_cat": round(1.0 - float(p_dog[i]), 6),
             "p_dog": round(float(p_dog[i]), 6),
             "pet_fraction": round(float(np.mean(masks[i] != 2)), 6),
+            "unlike_training_data": unlike,
+            "ood_score": _score(c_answer.ood_score, i),
+            "seg_ood_score": _score(s_answer.ood_score, i),
+            "trained_on": trained_on,
             "width": photo.shape[1],
             "height": photo.shape[0],
             "decoded_as": kind,
             "mask": "masks/" + _save_png(masks[i], out / "masks" / f"{name}.png"),
-            "overlay": "overlays/"
-            + _save_jpeg(mask_overlay(photo, masks[i], alpha), out / "overlays" / f"{name}.jpg"),
+            "overlay": "overlays/" + _save_jpeg(overlay, out / "overlays" / f"{name}.jpg"),
         }
         if cams is not None:
             row["gradcam"] = "gradcam/" + _save_jpeg(cams[i], out / "gradcam" / f"{name}.jpg")
         rows.append(row)
     return rows
+
+
+def _score(scores: np.ndarray | None, i: int) -> float | str:
+    return "" if scores is None else round(float(scores[i]), 6)

@@ -33,6 +33,9 @@ class LoadedModel:
     source: str
     size: int
     interpolation: str
+    # What it was trained on, its temperature and its unlike-the-training-data detector
+    # (petvision.evaluation.trust); None for a model without a trust file.
+    trust: Any = None
 
     def prepare(self, photo: np.ndarray) -> np.ndarray:
         """The photo as the model's input: the preprocess stage's own resize."""
@@ -45,6 +48,35 @@ class LoadedModel:
         return np.asarray(
             keras.ops.convert_to_numpy(self.model(x, training=False)), dtype=np.float32
         )
+
+    def answer(self, batch: np.ndarray) -> Answer:
+        """The model's probabilities at its trust file's temperature, and each image's score
+        of the unlike-the-training-data detector (None without a trust file or detector)."""
+        if self.trust is None:
+            return Answer(self(batch), None, None)
+        from petvision.evaluation import calibration, features
+
+        detector = self.trust.detector
+        fwd = features.forward(self.model, batch, detector.layers if detector else [])
+        t = float(self.trust.temperature)
+        if fwd.binary:
+            outputs = 1.0 / (1.0 + np.exp(-np.asarray(fwd.logits) / t))
+        else:
+            outputs = calibration.softmax(np.asarray(fwd.logits) / t)
+        shaped = np.asarray(outputs, np.float32)
+        if fwd.binary:
+            shaped = shaped.reshape(len(batch), 1)
+        if detector is None:
+            return Answer(shaped, None, None)
+        scores = detector.score(fwd.features)
+        return Answer(shaped, scores, detector.flag(scores))
+
+
+@dataclass(frozen=True)
+class Answer:
+    outputs: np.ndarray  # (N, 1) P(dog), or (N, s, s, C) per-pixel class probabilities
+    ood_score: np.ndarray | None  # (N,) the detector's score; higher is more unlike
+    unlike: np.ndarray | None  # (N,) bool: above the detector's threshold
 
 
 # --------------------------------------------------------------------------- loading
@@ -62,7 +94,7 @@ def load_model(task: TaskConfig, spec: str, tracking: TrackingConfig) -> LoadedM
 
     interpolation: str = task.data.interpolation
     if is_mlflow_uri(spec):
-        model, trained_with = _load_from_mlflow(tracking, task.task, spec)
+        model, trained_with, found = _load_from_mlflow(tracking, task.task, spec)
         interpolation = trained_with or interpolation
         source = spec
     else:
@@ -71,7 +103,26 @@ def load_model(task: TaskConfig, spec: str, tracking: TrackingConfig) -> LoadedM
         source = str(path)
     size = loading.input_size(model)
     _check_shape(model, task.task, source)
-    return LoadedModel(task.task, model, source, size, interpolation)
+    if not is_mlflow_uri(spec):
+        from petvision.evaluation import trust
+
+        found = trust.load_beside(Path(source))
+    if found is None:
+        log.warning(
+            "%s: no trust file (%s): what it was trained on is unknown, its probabilities are "
+            "not calibrated and photos unlike its training data are not flagged; retrain it",
+            source,
+            "petvision/*.trust.npz in the MLflow model"
+            if is_mlflow_uri(spec)
+            else trust_path(source),
+        )
+    return LoadedModel(task.task, model, source, size, interpolation, found)
+
+
+def trust_path(model_file: str) -> Path:
+    from petvision.evaluation import trust
+
+    return trust.trust_file(Path(model_file))
 
 
 def _check_shape(model: Any, task: Task, source: str) -> None:
@@ -84,22 +135,37 @@ def _check_shape(model: Any, task: Task, source: str) -> None:
         )
 
 
-def _load_from_mlflow(tracking: TrackingConfig, task: Task, uri: str) -> tuple[Any, str | None]:
-    """The Keras model behind an MLflow URI, and the interpolation its run's data was resized with
-    (the run's ``data.<task>.interpolation`` param), if the run says."""
+def _load_from_mlflow(
+    tracking: TrackingConfig, task: Task, uri: str
+) -> tuple[Any, str | None, Any]:
+    """The Keras model behind an MLflow URI, the interpolation its run's data was resized with
+    (the run's ``data.<task>.interpolation`` param), if the run says, and the trust file logged
+    inside the model (None if there is none)."""
+    import tempfile
+
     import mlflow
     import mlflow.keras
 
+    from petvision.evaluation import trust
     from petvision.models import loading, xla
     from petvision.tracking import tracking_uri
+    from petvision.tracking.flavor import EXTRA_FILES_DIR
 
     store = tracking_uri(tracking)
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(store)
     try:
         try:
-            with xla.loading():
-                model = mlflow.keras.load_model(uri)
+            # Downloaded once, for the network and the files beside it; both are read into
+            # memory, so the copy goes when they are.
+            with tempfile.TemporaryDirectory(prefix="petvision-model-") as tmp:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+                with xla.loading():
+                    model = mlflow.keras.load_model(str(local))
+                files = sorted((local / EXTRA_FILES_DIR).glob("*" + trust.SUFFIX))
+                found = trust.Trust.load(files[0]) if files else None
+        except DataError:
+            raise
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(
@@ -118,7 +184,7 @@ def _load_from_mlflow(tracking: TrackingConfig, task: Task, uri: str) -> tuple[A
         mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None: back to the default
     if interpolation is not None and interpolation not in images.INTERPOLATIONS:
         interpolation = None
-    return loading.float32_copy(model), interpolation
+    return loading.float32_copy(model), interpolation, found
 
 
 # --------------------------------------------------------------------------- the models' answers
@@ -128,8 +194,13 @@ def dog_probabilities(classifier: LoadedModel, photos: Sequence[np.ndarray]) -> 
     """P(dog) for each photo (any size, uint8 RGB)."""
     if not photos:
         return np.zeros((0,), np.float32)
-    batch = np.stack([classifier.prepare(p) for p in photos])
-    return classifier(batch).reshape(len(photos))
+    return answer_photos(classifier, photos).outputs.reshape(len(photos))
+
+
+def answer_photos(model: LoadedModel, photos: Sequence[np.ndarray]) -> Answer:
+    """:meth:`LoadedModel.answer` for photos of any size (resized as in training)."""
+    batch = np.stack([model.prepare(p) for p in photos])
+    return model.answer(batch)
 
 
 def label_of(p_dog: float) -> tuple[str, float]:
@@ -163,8 +234,7 @@ def trimaps(segmenter: LoadedModel, photos: Sequence[np.ndarray]) -> list[np.nda
     """The predicted trimap (1 pet, 2 background, 3 border) of each photo, at the photo's size."""
     if not photos:
         return []
-    batch = np.stack([segmenter.prepare(p) for p in photos])
-    probabilities = segmenter(batch)
+    probabilities = answer_photos(segmenter, photos).outputs
     return [
         probabilities_to_trimap(probs, *photo.shape[:2])
         for probs, photo in zip(probabilities, photos)

@@ -48,7 +48,7 @@ from petvision.core.errors import DataError
 from petvision.core.tasks import Task
 from petvision.inference import models as inference
 from petvision.inference.photos import read_photo
-from petvision.tracking.flavor import FLAVOR_CONFIG_KEY
+from petvision.tracking.flavor import EXTRA_FILES_DIR, FLAVOR_CONFIG_KEY
 
 IMAGE_COLUMN = "image"
 
@@ -80,8 +80,36 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Photo
         path,
         loading.input_size(model),
         settings.get("interpolation", "bilinear"),
+        _trust_in(Path(path)),
     )
     return PhotoModel(loaded)
+
+
+def _trust_in(folder: Path) -> Any:
+    """The trust file logged inside the model (petvision.evaluation.trust), or None."""
+    from petvision.evaluation import trust
+
+    files = sorted((folder / EXTRA_FILES_DIR).glob("*" + trust.SUFFIX))
+    return trust.Trust.load(files[0]) if files else None
+
+
+# Each answer row also says whether the photo is unlike the model's training data (the model's
+# detector; empty without a trust file) and what the model was trained on.
+TRUST_COLUMNS = ["ood_score", "unlike_training_data", "trained_on"]
+
+
+def _trust_fields(loaded: inference.LoadedModel, answer: inference.Answer, i: int) -> dict:
+    from petvision.evaluation import trust
+
+    provenance = loaded.trust.provenance if loaded.trust is not None else None
+    described = trust.describe(provenance)
+    return {
+        "ood_score": None if answer.ood_score is None else float(answer.ood_score[i]),
+        "unlike_training_data": None if answer.unlike is None else bool(answer.unlike[i]),
+        "trained_on": ("GENERATED PETS, not photos: " + described)
+        if trust.is_generated(provenance)
+        else described,
+    }
 
 
 class PhotoModel:
@@ -113,10 +141,11 @@ class PhotoModel:
     def answer(self, photos: list[np.ndarray]) -> Any:
         import pandas as pd
 
+        answer = inference.answer_photos(self.loaded, photos)
         if self.loaded.task == Task.classification:
-            p_dog = inference.dog_probabilities(self.loaded, photos)
+            p_dog = answer.outputs.reshape(len(photos))
             rows = []
-            for p in p_dog:
+            for i, p in enumerate(p_dog):
                 label, probability = inference.label_of(float(p))
                 rows.append(
                     {
@@ -124,10 +153,16 @@ class PhotoModel:
                         "probability": probability,
                         "p_cat": 1.0 - float(p),
                         "p_dog": float(p),
+                        **_trust_fields(self.loaded, answer, i),
                     }
                 )
-            return pd.DataFrame(rows, columns=["label", "probability", "p_cat", "p_dog"])
-        masks = inference.trimaps(self.loaded, photos)
+            return pd.DataFrame(
+                rows, columns=["label", "probability", "p_cat", "p_dog", *TRUST_COLUMNS]
+            )
+        masks = [
+            inference.probabilities_to_trimap(probs, *photo.shape[:2])
+            for probs, photo in zip(answer.outputs, photos)
+        ]
         return pd.DataFrame(
             [
                 {
@@ -135,10 +170,11 @@ class PhotoModel:
                     "width": m.shape[1],
                     "height": m.shape[0],
                     "pet_fraction": float(np.mean(m != 2)),
+                    **_trust_fields(self.loaded, answer, i),
                 }
-                for m in masks
+                for i, m in enumerate(masks)
             ],
-            columns=["mask_png", "width", "height", "pet_fraction"],
+            columns=["mask_png", "width", "height", "pet_fraction", *TRUST_COLUMNS],
         )
 
     def _predict_arrays(self, data: Any) -> np.ndarray:

@@ -116,3 +116,34 @@ def image_grid(
     if title:
         fig.suptitle(title)
     return save(fig, path)
+
+
+def reliability_diagram(diagrams: dict, path: Path, title: str) -> Path:
+    """Accuracy against confidence per bin (the diagonal is perfect calibration), one panel per
+    ``{label: petvision.evaluation.calibration.Reliability}``; the bars' shading is the bin's
+    share of the predictions, the title of each panel its ECE."""
+    fig, axes = plt.subplots(1, len(diagrams), figsize=(4.5 * len(diagrams), 4.5), squeeze=False)
+    for ax, (label, rel) in zip(axes[0], diagrams.items()):
+        width = float(rel.edges[1] - rel.edges[0])
+        filled = rel.counts > 0
+        share = rel.counts / max(int(rel.counts.sum()), 1)
+        ax.bar(
+            rel.edges[:-1][filled],
+            rel.accuracy[filled],
+            width=width,
+            align="edge",
+            color=plt.cm.Blues(0.3 + 0.7 * share[filled] / max(float(share.max()), 1e-12)),
+            edgecolor="black",
+            linewidth=0.5,
+            label="accuracy in the bin",
+        )
+        ax.plot(rel.confidence[filled], rel.accuracy[filled], "o", color="tab:orange", ms=4)
+        ax.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (probability of the predicted class)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{label}: ECE {rel.ece:.4f}", fontsize=10)
+        ax.legend(loc="upper left", fontsize=8)
+    fig.suptitle(title)
+    return save(fig, path)

@@ -10,7 +10,9 @@ import re
 import socket
 import subprocess
 import warnings
+from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,7 +124,12 @@ def _pip_requirements() -> list[str]:
 
 
 def log_keras_model(
-    run_id: str, model: Any, example: np.ndarray, name: str, photos: dict[str, str] | None = None
+    run_id: str,
+    model: Any,
+    example: np.ndarray,
+    name: str,
+    photos: dict[str, str] | None = None,
+    extra_files: Sequence[Path] = (),
 ) -> str:
     """Log ``model`` in run ``run_id`` through MLflow's Keras flavor with an input example;
     return its URI (``models:/<id>``). ``photos`` (:func:`petvision.tracking.flavor.model_config`)
@@ -146,6 +153,7 @@ def log_keras_model(
         input_example=example,
         pip_requirements=_pip_requirements(),
         **({"petvision": photos} if photos else {}),
+        **({"petvision_files": [str(f) for f in extra_files]} if extra_files else {}),
     )
     return info.model_uri
 

@@ -8,10 +8,14 @@ import the serving code, and a change to it does not make them rerun.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 LOADER_MODULE = "petvision.inference.serving"
 FLAVOR_CONFIG_KEY = "petvision"
+# Files that travel inside the logged model, beside the network (the model's trust file:
+# petvision.evaluation.trust), in this folder of the model's directory.
+EXTRA_FILES_DIR = "petvision"
 
 
 def model_config(task: str, interpolation: str) -> dict[str, str]:
@@ -32,7 +36,11 @@ class KerasPhotoFlavor:
 
     @staticmethod
     def save_model(
-        path: str, mlflow_model: Any = None, petvision: dict[str, str] | None = None, **kwargs: Any
+        path: str,
+        mlflow_model: Any = None,
+        petvision: dict[str, str] | None = None,
+        petvision_files: list[str] | None = None,
+        **kwargs: Any,
     ) -> None:
         import mlflow.keras
         from mlflow.models import Model
@@ -41,6 +49,10 @@ class KerasPhotoFlavor:
         os.makedirs(path, exist_ok=True)
         mlflow_model = mlflow_model if mlflow_model is not None else Model()
         mlflow.keras.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+        if petvision_files:
+            os.makedirs(os.path.join(path, EXTRA_FILES_DIR), exist_ok=True)
+            for file in petvision_files:
+                shutil.copyfile(file, os.path.join(path, EXTRA_FILES_DIR, os.path.basename(file)))
         if petvision is None:
             return
         conf = mlflow_model.flavors["python_function"]

@@ -45,7 +45,9 @@ class NoRun:
     ) -> None:
         pass
 
-    def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> str:
+    def log_keras_model(
+        self, model: Any, example: np.ndarray, name: str = "model", extra_files: Any = ()
+    ) -> str:
         return ""
 
     def keras_callback(self) -> Any:

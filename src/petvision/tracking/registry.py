@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from petvision.config import TaskConfig, TrackingConfig
@@ -64,6 +64,9 @@ class Candidate:
     value: float
     data_digest: str  # of the validation split
     dvc_experiment: str  # "" when not run by dvc exp
+    # More tags for the version: what the model was trained on (``trained_on.*``, see
+    # petvision.evaluation.trust.provenance).
+    extra_tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ def register(client: Any, name: str, candidate: Candidate) -> Decision:
         TAG_DIGEST: candidate.data_digest,
         TAG_METRIC: candidate.metric,
         TAG_VALUE: repr(float(candidate.value)),
+        **candidate.extra_tags,
     }
     version = client.create_model_version(
         name,
@@ -200,6 +204,7 @@ def register_trained_model(
     model_uri: str,
     summary: dict,
     digests: dict[str, str],
+    extra_tags: dict[str, str] | None = None,
 ) -> Decision | None:
     """The training session's hook: register the run's logged model as a version of
     ``task.registered_model`` (see module docstring), unless ``tracking.register`` is off.
@@ -217,6 +222,7 @@ def register_trained_model(
         value=float(summary.get(VALIDATION_SPLIT, {}).get(metric, float("nan"))),
         data_digest=digests.get(VALIDATION_SPLIT, ""),
         dvc_experiment=os.environ.get("DVC_EXP_NAME", ""),
+        extra_tags=dict(extra_tags or {}),
     )
     name = task.registered_model
     try:

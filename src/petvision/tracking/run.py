@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -373,16 +373,20 @@ class Run:
             ),
         )
 
-    def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> str:
+    def log_keras_model(
+        self, model: Any, example: np.ndarray, name: str = "model", extra_files: Sequence[Path] = ()
+    ) -> str:
         """Log ``model`` through MLflow's Keras flavor with an input example (a trained task's
         model: no signature, its pyfunc takes arrays or encoded photos, see tracking.flavor);
-        return its URI (``models:/<id>``), loadable with ``mlflow.pyfunc.load_model``. "" if lost."""
+        return its URI (``models:/<id>``), loadable with ``mlflow.pyfunc.load_model``. "" if lost.
+        ``extra_files`` travel inside the logged model (tracking.flavor.EXTRA_FILES_DIR)."""
         photos = None
         if self.task is not None:
             # The trained models' python_function flavor also takes encoded photos.
             photos = flavor.model_config(self.task.task, self.task.data.interpolation)
         uri = self._safe(
-            f"model {name}", lambda: log_keras_model(self.run_id, model, example, name, photos)
+            f"model {name}",
+            lambda: log_keras_model(self.run_id, model, example, name, photos, extra_files),
         )
         if uri:
             log.info("MLflow model %s logged: %s", name, uri)

@@ -34,7 +34,7 @@ import numpy as np
 
 from petvision import search, tracking
 from petvision.config import Config, TaskConfig
-from petvision.core import atomic
+from petvision.core import atomic, paths
 from petvision.core.errors import TrainingError
 from petvision.data import digest, npy_dataset
 from petvision.models import xla
@@ -87,6 +87,44 @@ class Trained:
     model: keras.Model  # as built and compiled (its name titles the pictures)
     result: loop.FitResult
     best: keras.Model  # the best epoch's model, loaded back from the work folder
+
+
+def read_unlike_photos(folder: Path, size: int, interpolation: str) -> tuple[list[str], np.ndarray]:
+    """The photos of ``folder`` (``trust.unlike_photos``) resized as the training images were;
+    none if the folder is missing."""
+    from petvision.data import images
+
+    folder = Path(folder)
+    empty = np.zeros((0, size, size, 3), np.uint8)
+    if not folder.is_dir():
+        log.warning(
+            "trust.unlike_photos=%s: no such folder; the detector is measured without real photos",
+            folder,
+        )
+        return [], empty
+    names, photos = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in (
+            ".png",
+            ".jpg",
+            ".jpeg",
+            ".gif",
+        ):
+            continue
+        rgb, _ = images.load_rgb(path)
+        names.append(path.name)
+        photos.append(images.resize_image(rgb, size, interpolation))
+    return names, (np.stack(photos) if photos else empty)
+
+
+@dataclass(frozen=True)
+class TrustStep:
+    """What :meth:`TrainingSession.measure_trust` hands to :meth:`TrainingSession.finish`."""
+
+    summary: dict  # metrics.json's "trust"
+    picture: Path  # the reliability diagram, staged
+    file: Path  # the trust file, staged: it goes beside the model
+    tags: dict[str, str]  # trained_on.*, for the run and the registered version
 
 
 class TrainingSession:
@@ -245,7 +283,73 @@ class TrainingSession:
         with xla.loading():
             return xla.allow(keras.saving.load_model(best, safe_mode=True))
 
-    # ------------------------------------------------------------------ outputs
+    # ------------------------------------------------------------------ trust
+    def measure_trust(
+        self,
+        best: keras.Model,
+        train_images: np.ndarray,
+        fit: tuple[np.ndarray, np.ndarray],
+        held: tuple[np.ndarray, np.ndarray],
+        held_name: str,
+    ) -> TrustStep:
+        """The kept model's trust file and measures (petvision.evaluation.trust): fitted on the
+        training images and ``fit`` (validation images and labels), measured on ``held``
+        (``held_name`` says which images, for the log and metrics.json)."""
+        from petvision.evaluation import trust
+        from petvision.models import loading
+        from petvision.render import plots
+
+        settings = self.cfg.trust
+        prov = trust.provenance(
+            self.cfg.data.source,
+            self.digests,
+            self.cfg.preset,
+            self.task.data.image_size,
+            self.task.model.name,
+        )
+        layers = self.task.architecture.trust_layers or self.task.architecture.block_outputs
+        _, photos = read_unlike_photos(
+            paths.resolve(settings.unlike_photos),
+            self.task.data.image_size,
+            self.task.data.interpolation,
+        )
+        measured = trust.measure(
+            loading.float32_copy(best),
+            tuple(layers),
+            train_images,
+            *fit,
+            *held,
+            photos,
+            prov,
+            settings.temperature_scaling,
+            settings.detector and bool(layers),
+            settings.k,
+            settings.quantile,
+            str(self.task.task),
+        )
+        summary = {"held_out": held_name, **measured.summary, "trained_on": prov}
+        file = measured.trust.save(self.reports_dir / trust.trust_file(self.task.model_file).name)
+        before, after = measured.reliability
+        picture = plots.reliability_diagram(
+            {"T = 1": before, f"T = {measured.trust.temperature:.3f}": after},
+            self.reports_dir / "reliability.png",
+            f"{self.task.model.name}: calibration on {held_name}",
+        )
+        cal = measured.summary["calibration"]
+        detector = measured.summary.get("detector", {})
+        log.info(
+            "%s trust on %s: ECE %.4f (T = 1) -> %.4f (T = %.3f); unlike-the-training-data "
+            "detector: false alarms %s, AUROC against real photos %s",
+            self.task.task,
+            held_name,
+            cal["test_ece_before"],
+            cal["test_ece"],
+            cal["temperature"],
+            f"{detector['false_alarm_rate']:.3f}" if detector else "off",
+            f"{detector['real_photos']['auroc']:.3f}" if "real_photos" in detector else "n/a",
+        )
+        return TrustStep(summary, picture, file, trust.tags(prov))
+
     def finish(
         self,
         best: keras.Model,
@@ -253,9 +357,14 @@ class TrainingSession:
         pictures: Sequence[Path],
         example: np.ndarray,
         extra: dict | None = None,
+        beside_model: Sequence[Path] = (),
+        tags: dict[str, str] | None = None,
     ) -> dict:
         """Write the DVC outputs, log them to MLflow, clear the work folder; return the metrics.
-        ``pictures`` must lie in :attr:`reports_dir` (the staging folder)."""
+        ``pictures`` must lie in :attr:`reports_dir` (the staging folder); so must
+        ``beside_model``, files that go into the models folder next to the model (what the
+        model's trust measures need: petvision.evaluation.trust) and into its logged MLflow
+        model. ``tags`` go on the run and on the registered version."""
         summary = {
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history.get("loss", [])),
@@ -286,6 +395,7 @@ class TrainingSession:
             *(Path(p) for p in pictures),
         ]
         final_model = self.task.model_file
+        companions = [(Path(p), final_model.parent / Path(p).name) for p in beside_model]
         with atomic.atomic_file(final_model) as tmp:
             shutil.copyfile(result.best_model, tmp)
             # Every output is complete: from here on only renames, the model's last (on leaving).
@@ -293,18 +403,25 @@ class TrainingSession:
             for path in staged:
                 os.replace(path, final_dir / path.name)
                 faults.point("mid_outputs")
+            for path, target in companions:
+                os.replace(path, target)
         metrics_file, history_file = final_dir / "metrics.json", final_dir / "history.csv"
         pictures = [final_dir / path.name for path in staged[3:]]
 
         best_values = {split: summary.get(split, {}) for split in ("train", "val", "test")}
         flat = numbers(flatten(best_values, "best."))
+        # The trust measures (calibration, the unlike-the-training-data detector) of the kept model.
+        flat.update(numbers(flatten(summary.get("trust", {}), "trust.")))
         self.run.log_metrics({"best_epoch": result.best_epoch, **flat})
+        self.run.set_tags(dict(tags or {}))
         for path in [metrics_file, history_file, *pictures]:
             self.run.log_artifact(path, artifact_path="reports")
         if self.cfg.tracking.log_model:
-            model_uri = self.run.log_keras_model(best, example, name="model")
+            model_uri = self.run.log_keras_model(
+                best, example, name="model", extra_files=[target for _, target in companions]
+            )
             registry.register_trained_model(
-                self.cfg.tracking, self.task, self.run, model_uri, summary, self.digests
+                self.cfg.tracking, self.task, self.run, model_uri, summary, self.digests, tags
             )
         self.run.set_tags(
             {"best_epoch": str(result.best_epoch), "dvc.output.model": str(final_model)}
