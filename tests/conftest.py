@@ -90,20 +90,24 @@ QUIRKS = (
 STAGE_OUTPUTS = {
     "segmentation": [
         "models/segmentation.keras",
+        "models/segmentation.trust.npz",
         "reports/segmentation/metrics.json",
         "reports/segmentation/mlflow_run.json",
         "reports/segmentation/history.csv",
         "reports/segmentation/learning_curves.png",
         "reports/segmentation/samples.png",
+        "reports/segmentation/reliability.png",
     ],
     "classification": [
         "models/classifier.keras",
+        "models/classifier.trust.npz",
         "reports/classification/metrics.json",
         "reports/classification/mlflow_run.json",
         "reports/classification/history.csv",
         "reports/classification/learning_curves.png",
         "reports/classification/confusion_matrix.png",
         "reports/classification/misclassified.png",
+        "reports/classification/reliability.png",
     ],
 }
 

@@ -1,6 +1,7 @@
 """petvision.evaluation.ood: the k-th nearest-neighbour distance and the threshold worked out by
-hand, the detector's file, and a detector fitted on a real convnet's features that flags a photo
-far from its training images and not a held-out image of the same kind."""
+hand, the detector's round trip through the trust file, and a detector fitted on a real
+convnet's features that flags a photo far from its training images and not a held-out image of
+the same kind."""
 
 from __future__ import annotations
 
@@ -54,26 +55,28 @@ def test_fit_scales_each_layer_by_its_validation_median_and_thresholds_the_sum()
     assert detector.flag(val_scores).mean() == pytest.approx(0.1, abs=0.021)
 
 
-def test_the_detector_file_round_trips(tmp_path):
+def test_the_detector_round_trips_through_the_trust_file(tmp_path):
+    from petvision.core.errors import DataError
+    from petvision.evaluation import trust
+
     rng = np.random.default_rng(1)
     train = [rng.normal(size=(30, 6))]
     detector, _ = ood.fit(["x"], train, [rng.normal(size=(10, 6))], k=2, quantile=0.8)
-    detector.meta["task"] = "classification"
-    loaded = ood.Detector.load(detector.save(tmp_path / "d.npz"))
-    assert (loaded.layers, loaded.k, loaded.threshold, loaded.quantile) == (
-        ["x"],
-        2,
-        detector.threshold,
-        0.8,
+    saved = trust.Trust({"source": "synthetic"}, 1.5, detector, "classification")
+    loaded = trust.Trust.load(saved.save(tmp_path / "t.npz"))
+    assert (loaded.task, loaded.temperature, loaded.provenance) == (
+        "classification",
+        1.5,
+        {"source": "synthetic"},
     )
-    assert loaded.meta == {"task": "classification"}
+    d = loaded.detector
+    assert d is not None
+    assert (d.layers, d.k, d.threshold, d.quantile) == (["x"], 2, detector.threshold, 0.8)
     queries = [rng.normal(size=(5, 6))]
-    np.testing.assert_allclose(loaded.score(queries), detector.score(queries), rtol=1e-6)
+    np.testing.assert_allclose(d.score(queries), detector.score(queries), rtol=1e-6)
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    from petvision.core.errors import DataError
-
-    with pytest.raises(DataError, match="bad.npz: not a detector file"):
-        ood.Detector.load(tmp_path / "bad.npz")
+    with pytest.raises(DataError, match="bad.npz: not a trust file"):
+        trust.Trust.load(tmp_path / "bad.npz")
 
 
 def test_detection_report_auroc_and_rates():

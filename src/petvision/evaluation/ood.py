@@ -27,20 +27,15 @@ split worse than this.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from petvision.core.atomic import atomic_file
-from petvision.core.errors import DataError
 from petvision.evaluation.metrics import roc_auc
 
 METHOD = "deep k-NN on pooled features (Sun et al. 2022), layers summed (Lee et al. 2018)"
-FORMAT = 1
 
 
 def pool_mean_std(activations: np.ndarray) -> np.ndarray:
@@ -96,7 +91,6 @@ class Detector:
     scales: list[float]  # per layer, the median validation distance
     threshold: float
     quantile: float
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def layer_scores(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """``(N, layers)`` scaled distances; ``features`` per layer, pooled (:func:`pool_mean_std`)."""
@@ -115,49 +109,6 @@ class Detector:
 
     def flag(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) > self.threshold
-
-    # ------------------------------------------------------------------ file
-    def save(self, path: Path) -> Path:
-        """One ``.npz``: the banks (float16), and the rest as JSON in ``meta``."""
-        meta = {
-            "format": FORMAT,
-            "method": METHOD,
-            "layers": list(self.layers),
-            "k": int(self.k),
-            "scales": [float(s) for s in self.scales],
-            "threshold": float(self.threshold),
-            "quantile": float(self.quantile),
-            **self.meta,
-        }
-        arrays: dict[str, Any] = {
-            f"bank_{i}": np.asarray(b, np.float16) for i, b in enumerate(self.banks)
-        }
-        arrays["meta"] = np.array(json.dumps(meta))
-        with atomic_file(Path(path)) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: Path) -> Detector:
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                banks = [data[f"bank_{i}"] for i in range(len(meta["layers"]))]
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"{path}: not a detector file ({type(exc).__name__}: {exc})") from None
-        if meta.get("format") != FORMAT:
-            raise DataError(f"{path}: detector format {meta.get('format')}, expected {FORMAT}")
-        known = {"format", "method", "layers", "k", "scales", "threshold", "quantile"}
-        return cls(
-            layers=list(meta["layers"]),
-            k=int(meta["k"]),
-            banks=banks,
-            scales=[float(s) for s in meta["scales"]],
-            threshold=float(meta["threshold"]),
-            quantile=float(meta["quantile"]),
-            meta={k: v for k, v in meta.items() if k not in known},
-        )
 
 
 def fit(

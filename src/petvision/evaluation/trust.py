@@ -220,7 +220,9 @@ def measure(
         )
         summary["detector"] = {
             "method": ood.METHOD,
-            "layers": list(tap),
+            # One string: DVC shows scalars only, and a list here would vanish from
+            # `dvc exp show` and differ from metrics.json after `dvc exp apply`.
+            "layers": " + ".join(tap),
             "k": k,
             "quantile": quantile,
             **ood.detection_report(held_scores, unlike, fitted.threshold),

@@ -18,6 +18,7 @@ starts afresh.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -37,6 +38,7 @@ from petvision.config import Config, TaskConfig
 from petvision.core import atomic, paths
 from petvision.core.errors import TrainingError
 from petvision.data import digest, npy_dataset
+from petvision.evaluation import trust
 from petvision.models import xla
 from petvision.tracking import registry
 from petvision.training import faults, loop, schedules, workdir
@@ -179,7 +181,8 @@ class TrainingSession:
         self.workdir.save_fingerprint(fingerprint)
         shutil.rmtree(self.reports_dir, ignore_errors=True)  # what a killed run left half-staged
         if self.rt.is_chief:
-            atomic.remove_stale_tmp(self.task.model_file)  # a SIGKILL leftover
+            for final in (self.task.model_file, trust.trust_file(self.task.model_file)):
+                atomic.remove_stale_tmp(final)  # a SIGKILL leftover
             self.workdir.save_run_id(self.run.run_id)
             self._log_inputs(digests)
             if self.run.resumed:
@@ -295,7 +298,6 @@ class TrainingSession:
         """The kept model's trust file and measures (petvision.evaluation.trust): fitted on the
         training images and ``fit`` (validation images and labels), measured on ``held``
         (``held_name`` says which images, for the log and metrics.json)."""
-        from petvision.evaluation import trust
         from petvision.models import loading
         from petvision.render import plots
 
@@ -395,16 +397,20 @@ class TrainingSession:
             *(Path(p) for p in pictures),
         ]
         final_model = self.task.model_file
-        companions = [(Path(p), final_model.parent / Path(p).name) for p in beside_model]
-        with atomic.atomic_file(final_model) as tmp:
+        companions = [final_model.parent / Path(p).name for p in beside_model]
+        with contextlib.ExitStack() as commits:
+            # Each file beside the model is copied next to its final name first: the models folder
+            # may be on another filesystem than the staging folder, where a rename cannot go.
+            # The stack renames on leaving, last entered first: the companions, then the model.
+            tmp = commits.enter_context(atomic.atomic_file(final_model))
             shutil.copyfile(result.best_model, tmp)
+            for source, target in zip(beside_model, companions):
+                shutil.copyfile(source, commits.enter_context(atomic.atomic_file(target)))
             # Every output is complete: from here on only renames, the model's last (on leaving).
             final_dir.mkdir(parents=True, exist_ok=True)
             for path in staged:
                 os.replace(path, final_dir / path.name)
                 faults.point("mid_outputs")
-            for path, target in companions:
-                os.replace(path, target)
         metrics_file, history_file = final_dir / "metrics.json", final_dir / "history.csv"
         pictures = [final_dir / path.name for path in staged[3:]]
 
@@ -418,7 +424,7 @@ class TrainingSession:
             self.run.log_artifact(path, artifact_path="reports")
         if self.cfg.tracking.log_model:
             model_uri = self.run.log_keras_model(
-                best, example, name="model", extra_files=[target for _, target in companions]
+                best, example, name="model", extra_files=companions
             )
             registry.register_trained_model(
                 self.cfg.tracking, self.task, self.run, model_uri, summary, self.digests, tags
