@@ -10,7 +10,9 @@ P(dog) ``[None, 1]`` or the per-pixel class probabilities ``[None, size, size, 3
 background, border). Resizing a photo to that size is the client's part: do it as training did
 (:func:`petvision.data.images.resize_image` with the interpolation in ``export.json``), since another
 library's resize gives other pixels. A model trained in mixed precision is exported in float32.
-Not a pipeline stage: nothing in dvc.yaml reads ``export.*``.
+The probabilities are those ``predict`` gives: at the temperature of the model's trust file
+(petvision.evaluation.trust; 1 without one), recorded in ``export.json`` with what the model was
+trained on. Not a pipeline stage: nothing in dvc.yaml reads ``export.*``.
 """
 
 from __future__ import annotations
@@ -31,18 +33,36 @@ FOLDERS = {Task.classification: "classifier", Task.segmentation: "segmentation"}
 SIGNATURE = "serving_default"
 
 
+def temperature(loaded: inference.LoadedModel) -> float:
+    return float(loaded.trust.temperature) if loaded.trust is not None else 1.0
+
+
 def export_savedmodel(loaded: inference.LoadedModel, path: Path) -> None:
-    """Write ``loaded``'s model to ``path`` as a SavedModel with a uint8 serving signature."""
+    """Write ``loaded``'s model to ``path`` as a SavedModel with a uint8 serving signature that
+    answers at the model's temperature."""
     import keras
     import tensorflow as tf
 
-    model, size = loaded.model, loaded.size
+    from petvision.evaluation import features
+
+    model, size, t = loaded.model, loaded.size, temperature(loaded)
+    binary = features.is_sigmoid_classifier(model)
+    head = model.layers[-1]
+    # As evaluation/features.py: a sigmoid head's logit from its Dense layer's input (a
+    # probability rounded to 1.0 in float32 has no logit left), a softmax's from its log.
+    network = keras.Model(model.inputs, head.input) if binary and t != 1.0 else model
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive.track(model)  # its variables are the network's and the head's
 
     def serve(images: Any) -> Any:
         # The model scales uint8-range floats itself (its Rescaling layer), as in training.
-        return model(tf.cast(images, tf.float32), training=False)
+        out = network(tf.cast(images, tf.float32), training=False)
+        if t == 1.0:
+            return out
+        if binary:
+            logit = tf.matmul(out, head.kernel) + (head.bias if head.use_bias else 0.0)
+            return tf.sigmoid(logit / t)
+        return tf.nn.softmax(tf.math.log(tf.maximum(out, 1e-12)) / t, axis=-1)
 
     archive.add_endpoint(
         name="serve",
@@ -77,6 +97,8 @@ def run_export(cfg: Config) -> dict[str, Any]:
                 "signature": SIGNATURE,
                 "input": f"uint8[None, {loaded.size}, {loaded.size}, 3]",
                 "interpolation": loaded.interpolation,
+                "temperature": temperature(loaded),
+                "trained_on": loaded.trust.provenance if loaded.trust is not None else None,
             }
         atomic.write_json(tmp / "export.json", summary)
     log.info("exported %s to %s", ", ".join(FOLDERS.values()), out)

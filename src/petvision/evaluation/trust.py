@@ -229,20 +229,3 @@ def measure(
         }
     trust = Trust(prov, cal_summary["temperature"], fitted, task)
     return Measured(summary, trust, (before, after))
-
-
-# --------------------------------------------------------------------------- inference
-
-
-def scaled_probabilities(outputs: np.ndarray, temperature: float, binary: bool) -> np.ndarray:
-    """A model's probabilities at ``temperature``: P(dog) of a sigmoid classifier, or per-pixel
-    class probabilities of a softmax model (last axis)."""
-    p = np.asarray(outputs, dtype=np.float64)
-    if temperature == 1.0:
-        return p.astype(np.float32)
-    if binary:
-        logit = np.log(np.maximum(p, 1e-12)) - np.log(np.maximum(1.0 - p, 1e-12))
-        return (1.0 / (1.0 + np.exp(-logit / temperature))).astype(np.float32)
-    return calibration.softmax(calibration.logits_of_probabilities(p) / temperature).astype(
-        np.float32
-    )
