@@ -527,3 +527,29 @@ def test_two_workers_share_one_study_and_lose_no_trial(tmp_path, tmp_path_factor
     number, value, _ = printed_best(outputs[last])
     assert value == pytest.approx(best_value, rel=1e-5)
     assert trials[number].value == pytest.approx(value, rel=1e-5)
+
+
+def test_ctrl_c_is_seen_even_where_a_library_swallows_the_keyboard_interrupt():
+    """A real SIGINT to this process inside the block: the KeyboardInterrupt still comes (the
+    previous handler runs), and where code turns it into another error, as TensorFlow's tracing
+    did in a search interrupted during a trial's first step, the block still knows."""
+    import os
+    import signal
+
+    from hydra_plugins.petvision_optuna_sweeper.sweeper import ctrl_c_seen
+
+    before = signal.getsignal(signal.SIGINT)
+    with ctrl_c_seen() as seen:
+        assert not seen()
+        with pytest.raises(TypeError):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the handler raises here, at once
+            except KeyboardInterrupt:
+                raise TypeError("Expected int32, but got None") from None
+        assert seen()
+    assert signal.getsignal(signal.SIGINT) is before
+    with ctrl_c_seen() as seen, pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    assert signal.getsignal(signal.SIGINT) is before

@@ -4,9 +4,13 @@ budget is spent. Each trial is one job of Hydra's launcher, run in this process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +240,7 @@ class _Search:
             "optuna.trial.number": str(trial.number),
         }
         state, status = "FAIL", "FAILED"
-        with search_study.trial_scope(trial, sw.objective, tags) as started:
+        with search_study.trial_scope(trial, sw.objective, tags) as started, ctrl_c_seen() as seen:
             try:
                 (ret,) = sw.launcher.launch([job], initial_job_idx=sw.job_idx)
                 sw.job_idx += 1
@@ -244,6 +248,9 @@ class _Search:
                     error = ret._return_value
                     if isinstance(error, optuna.TrialPruned):
                         state, status = "PRUNED", "KILLED"
+                    elif seen():
+                        # Ctrl-C, whatever error came out of the stage in its place.
+                        raise KeyboardInterrupt(str(error)) from error
                     raise error
                 value = ret.return_value
                 if value is None:
@@ -271,6 +278,29 @@ class _Search:
         for run_id in run_ids:
             # The search's run logs it: a lost call is recorded there, never fails the search.
             self.parent.close_other_run(run_id, tags, status, f"trial {trial.number} state")
+
+
+@contextlib.contextmanager
+def ctrl_c_seen() -> Iterator[Callable[[], bool]]:
+    """Yield a function that says whether SIGINT (Ctrl-C) arrived inside the block, which still
+    raises KeyboardInterrupt as before. Needed because the interrupt does not always come out
+    of a trial as one: landing while TensorFlow traces a step, it came out as that tracing's
+    TypeError, and the trial would have counted as a failure and the search gone on."""
+    seen: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield lambda: False  # handlers are the main thread's; an ignored SIGINT stays ignored
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(seen)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
