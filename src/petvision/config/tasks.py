@@ -80,22 +80,14 @@ def task_config(cfg: Config, task: Task) -> TaskConfig: ...
 def task_config(cfg: Config, task: Task) -> TaskConfig:
     """``task``'s configuration. It holds the config's own sections, not copies: a sweep job's
     redirected paths (:mod:`petvision.cli.stage`) are the ones it resolves."""
-    if Task(task) is Task.segmentation:
-        return TaskConfig(
-            Task.segmentation,
-            cfg.data.segmentation,
-            cfg.segmentation.model,
-            cfg.segmentation.train,
-            cfg.tracking.experiments.segmentation,
-            cfg.tracking.registered_models.segmentation,
-            cfg.paths,
-        )
+    task = Task(task)
+    # The config's sections are named after the task (conf/: data.<task>, <task>.model, ...).
     return TaskConfig(
-        Task.classification,
-        cfg.data.classification,
-        cfg.classification.model,
-        cfg.classification.train,
-        cfg.tracking.experiments.classification,
-        cfg.tracking.registered_models.classification,
+        task,
+        getattr(cfg.data, task.value),
+        getattr(cfg, task.value).model,
+        getattr(cfg, task.value).train,
+        getattr(cfg.tracking.experiments, task.value),
+        getattr(cfg.tracking.registered_models, task.value),
         cfg.paths,
     )

@@ -190,13 +190,6 @@ def _load_from_mlflow(
 # --------------------------------------------------------------------------- the models' answers
 
 
-def dog_probabilities(classifier: LoadedModel, photos: Sequence[np.ndarray]) -> np.ndarray:
-    """P(dog) for each photo (any size, uint8 RGB)."""
-    if not photos:
-        return np.zeros((0,), np.float32)
-    return answer_photos(classifier, photos).outputs.reshape(len(photos))
-
-
 def answer_photos(model: LoadedModel, photos: Sequence[np.ndarray]) -> Answer:
     """:meth:`LoadedModel.answer` for photos of any size (resized as in training)."""
     batch = np.stack([model.prepare(p) for p in photos])
