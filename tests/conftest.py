@@ -264,6 +264,9 @@ def mlflow_server(tmp_path):
 
 # --------------------------------------------------------------------------- shared by several test files
 
+# The misbehaving HTTP server of the download tests (tests/archive_server.py), for every test module.
+from archive_server import pet_server, served  # noqa: E402, F401
+
 
 @pytest.fixture
 def isolated_env(monkeypatch):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_fetch import PetServer, oxford_archives, pet_server  # noqa: F401  (pet_server is a fixture)
+from archive_server import PetServer, evil_member, make_tar, oxford_archives
 
 from petvision import config
 from petvision.core.errors import DataError, DownloadError
@@ -111,8 +111,6 @@ def test_failed_download_leaves_no_output(pet_server, tmp_path):
 
 
 def test_archive_without_the_pet_layout_is_refused(pet_server, tmp_path):
-    from test_fetch import make_tar
-
     archives = {"images.tar.gz": make_tar({"photos/cat.jpg": b"jpg"})}
     serve(pet_server, archives)
     cfg = config.load(config.compose(oxford_overrides(tmp_path, pet_server, archives)))
@@ -130,12 +128,10 @@ def test_a_hostile_archive_is_refused_and_the_stage_leaves_no_output(pet_server,
     import io
     import tarfile
 
-    from test_fetch import _evil_member
-
     outside = tmp_path / "outside"
     outside.mkdir()
     archives = oxford_archives()
-    member = _evil_member(kind, outside)
+    member = evil_member(kind, outside)
     payload = b"pwned"
     member.size = len(payload) if member.isfile() else 0
     buf = io.BytesIO()

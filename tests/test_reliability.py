@@ -26,6 +26,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from archive_server import FAST
 from conftest import (
     ROOT,
     STAGE_OUTPUTS,
@@ -38,7 +39,6 @@ from conftest import (
     write_npy,
 )
 from mlflow import MlflowClient
-from test_fetch import FAST, pet_server, served  # noqa: F401  (fixtures)
 
 from petvision.config import TrainConfig, task_config
 from petvision.core import atomic
