@@ -308,6 +308,19 @@ def shared_store(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("shared-store")
 
 
+# One epoch of the segmentation stage at 32 px, no model logged: the reliability tests' stage run.
+SEG = (
+    "data.segmentation.image_size=32",
+    "segmentation.train.epochs=1",
+    "segmentation.train.batch_size=8",
+    "tracking.log_model=false",
+)
+
+
+class Killed(BaseException):
+    """An in-process stand-in for SIGKILL: nothing after it runs, no on_train_end included."""
+
+
 def tiny_segmenter(filters: int = 4, optimizer="adam", seed: int = 0):
     """Per-pixel class scores, like the segmentation model, at 8x8: seconds to fit."""
     import keras

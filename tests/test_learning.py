@@ -33,8 +33,8 @@ import os
 import keras
 import numpy as np
 import pytest
+from colour_baselines import colour_histogram_accuracy, pixel_colour_iou
 from conftest import path_overrides, time_bound
-from test_synthetic import colour_histogram_accuracy, pixel_colour_iou
 
 from petvision import config
 from petvision.config import task_config

@@ -29,8 +29,10 @@ import pytest
 from archive_server import FAST
 from conftest import (
     ROOT,
+    SEG,
     STAGE_OUTPUTS,
     VENV_BIN,
+    Killed,
     free_port,
     path_overrides,
     run_module,
@@ -59,12 +61,6 @@ pytestmark = pytest.mark.usefixtures("isolated_env")
 # --------------------------------------------------------------------------- tiny data
 
 
-SEG = (
-    "data.segmentation.image_size=32",
-    "segmentation.train.epochs=1",
-    "segmentation.train.batch_size=8",
-    "tracking.log_model=false",
-)
 CLS = (
     "data.classification.image_size=32",
     "classification.train.epochs=1",
@@ -98,10 +94,6 @@ STEPS = 4  # 32 training images, batches of 8
 TRAIN = TrainConfig(
     optimizer="adam", learning_rate=0.01, batch_size=8, epochs=4, early_stopping_patience=0
 )
-
-
-class Killed(BaseException):
-    """An in-process stand-in for SIGKILL: nothing after it runs, no on_train_end included."""
 
 
 def tiny_model(filters: int = 4) -> keras.Model:

@@ -12,9 +12,8 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, VENV_BIN, path_overrides, write_npy
+from conftest import ROOT, SEG, VENV_BIN, Killed, path_overrides, write_npy
 from mlflow import MlflowClient
-from test_reliability import SEG, Killed
 
 from petvision.core.errors import ConfigError
 from petvision.models.classification import simple_convnet
