@@ -43,16 +43,33 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
+# --------------------------------------------------------------------------- the trained pipeline
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """The quality gate trains the quick preset for real (minutes to most of an hour): it runs only
-    when the -m expression names its marker (``make quality-gate``: ``-m quality``). Otherwise
-    ``pytest -m slow``, which the README suggests, would select it."""
-    if "quality" in (config.option.markexpr or ""):
-        return
-    gate = [item for item in items if item.get_closest_marker("quality")]
-    if gate:
-        config.hook.pytest_deselected(items=gate)
-        items[:] = [item for item in items if not item.get_closest_marker("quality")]
+    """The tests that read the trained pipeline run last: it trains in the background while the
+    rest of the suite runs (tests/trained.py)."""
+    items.sort(key=lambda item: "trained_pipeline" in item.fixturenames)  # stable: order kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _train_in_the_background(request, tmp_path_factory):
+    """Start the trained pipeline's training when the session starts, if a selected test reads it."""
+    import trained
+
+    if any("trained_pipeline" in item.fixturenames for item in request.session.items):
+        trained.start(tmp_path_factory.mktemp("trained"))
+    yield
+    trained.stop()
+
+
+@pytest.fixture(scope="session")
+def trained_pipeline(_train_in_the_background):
+    """The quick recipe trained once (tests/trained.py): read-only."""
+    import trained
+
+    return trained.wait()
 
 
 @contextlib.contextmanager

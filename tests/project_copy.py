@@ -1,11 +1,11 @@
 """A throwaway copy of the project, as a user's clone would be, for the pipeline-level tests.
 
 :func:`make_project` copies what git would give a user (tracked files, plus untracked files git
-does not ignore, so work in progress is tested too) into a new git repository, with a tiny
-experiment overlay made its default, and composes params.yaml from that conf/ the way
-``make params`` does. The tiny settings live in conf/, not only in params.yaml, because
-``dvc exp run -S`` recomposes params.yaml from conf/: overrides given only to the composition
-would be lost by the first experiment.
+does not ignore, so work in progress is tested too) into a new git repository, with a preset of
+conf/experiment/ (tiny unless told) made its default, and composes params.yaml from that conf/
+the way ``make params`` does. The default preset is changed in conf/, not only in params.yaml,
+because ``dvc exp run -S`` recomposes params.yaml from conf/: overrides given only to the
+composition would be lost by the first experiment.
 
 :func:`shared_repro_project` runs the tiny pipeline once per test session, whichever test modules
 ask for it; tests that change a project work on :func:`copy_project` copies of it.
@@ -30,37 +30,13 @@ from conftest import SUBPROCESS_SITE
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
-# A pipeline that runs in about a minute on two cores: every stage, every output, tiny sizes.
-TINY_OVERLAY = {
-    "preset": "tiny",
-    "data": {
-        "synthetic": {"num_images": 60, "min_side": 64, "max_side": 96},
-        "segmentation": {"image_size": 32, "val_count": 10},
-        "classification": {"image_size": 32, "train_count": 24, "val_count": 10, "test_count": 10},
-    },
-    "segmentation": {"train": {"epochs": 1, "batch_size": 16}},
-    "classification": {"train": {"epochs": 1, "batch_size": 16}},
-    "visualize": {
-        "num_images": 2,
-        "activations": {"images_per_row": 4},
-        "filters": {"num_filters": 2, "steps": 2},
-        "gradcam": {"localization_images": 4},
-        "segmentation": {"worst": 2},
-    },
-}
+# conf/experiment/tiny.yaml: every stage, every output, tiny sizes, in about a minute on two cores.
+TINY = "tiny"
 
 
 def tiny_overrides() -> list[str]:
-    """TINY_OVERLAY as Hydra overrides, for running one stage on the command line."""
-
-    def walk(tree: dict, prefix: str = ""):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                yield from walk(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}={value}"
-
-    return list(walk(TINY_OVERLAY))
+    """The tiny preset as one Hydra override, for composing a configuration in a test."""
+    return [f"experiment={TINY}"]
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -119,15 +95,20 @@ def project_files(root: Path = ROOT) -> list[str]:
     return [name for name in listed.split("\0") if name and (root / name).is_file()]
 
 
-def make_project(dest: Path, overlay: dict | None = None, commit: bool = True) -> Path:
-    """A git repository at ``dest`` holding the project with ``overlay`` (default: the tiny one)
-    as its default experiment preset and params.yaml composed from it; committed if ``commit``."""
+def make_project(
+    dest: Path, experiment: str = TINY, overlay: dict | None = None, commit: bool = True
+) -> Path:
+    """A git repository at ``dest`` holding the project with conf/experiment/<experiment>.yaml as
+    its default preset (``overlay``, when given, written there first) and params.yaml composed
+    from it; committed if ``commit``."""
     dest.mkdir(parents=True)
     for name in project_files():
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
-    set_default_experiment(dest, overlay if overlay is not None else TINY_OVERLAY)
+    if overlay is not None:
+        write_experiment(dest, experiment, overlay)
+    set_default_experiment(dest, experiment)
     # dvc.yaml's commands set PYTHONPATH=src, which drops the tests' own (conftest): a
     # sitecustomize there gives the stages dvc runs the tests' warning filters all the same.
     (dest / "src" / "sitecustomize.py").write_text(
@@ -141,17 +122,23 @@ def make_project(dest: Path, overlay: dict | None = None, commit: bool = True) -
     return dest
 
 
-def set_default_experiment(project: Path, overlay: dict, name: str = "tiny") -> None:
-    """Write ``overlay`` as conf/experiment/<name>.yaml and make it the default preset."""
+def write_experiment(project: Path, name: str, overlay: dict) -> None:
+    """``overlay`` as conf/experiment/<name>.yaml of ``project``."""
     text = "# @package _global_\n" + yaml.safe_dump(overlay, sort_keys=False)
     (project / "conf" / "experiment" / f"{name}.yaml").write_text(text)
+
+
+def set_default_experiment(project: Path, name: str) -> None:
+    """Make conf/experiment/<name>.yaml the preset conf/config.yaml composes by default."""
     config_yaml = project / "conf" / "config.yaml"
     lines = config_yaml.read_text().splitlines(keepends=True)
     replaced = [
         f"  - experiment: {name}\n" if line.strip().startswith("- experiment:") else line
         for line in lines
     ]
-    assert replaced != lines, f"{config_yaml} has no '- experiment:' default to replace"
+    assert any(line.strip() == f"- experiment: {name}" for line in replaced), (
+        f"{config_yaml} has no '- experiment:' default to replace"
+    )
     config_yaml.write_text("".join(replaced))
 
 
@@ -258,17 +245,32 @@ def tracked_stages(project: Path) -> dict[str, str]:
     return {s: task for s, task in TRACKED_STAGES.items() if s in stage_names(project)}
 
 
-_SHARED: dict[str, Path] = {}
+_SHARED: dict[str, object] = {}
 
 
 def shared_repro_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny project after ``dvc repro``, its results committed, made once per test session
-    (a session fixture in each test module calls this). Read-only for tests: copy it
-    (:func:`copy_project`) before changing anything."""
+    """The tiny project after the README's one-minute run, made once per test session (a session
+    fixture in each test module calls this). Read-only for tests: copy it (:func:`copy_project`)
+    before changing anything.
+
+    It is made as a user makes it: a fresh clone with the default preset, then ``dvc exp run -S
+    experiment=tiny`` (``make run EXPERIMENT=tiny``); its output is :func:`shared_repro_output`.
+    Then tiny is made the copy's default preset, which composes the same params.yaml, and the
+    results are committed: ``dvc exp run -S`` in a test then changes a tiny pipeline, not the
+    quick one."""
     if "project" not in _SHARED:
-        project = make_project(tmp_path_factory.mktemp("team") / "project")
-        dvc(project, "repro", timeout=900)
+        project = make_project(tmp_path_factory.mktemp("team") / "project", experiment="quick")
+        done = dvc(project, "exp", "run", "-S", f"experiment={TINY}", timeout=900)
+        composed = load_params(project)
+        set_default_experiment(project, TINY)
+        compose_params(project)
+        assert load_params(project) == composed, "tiny as the default composes other params"
         git(project, "add", "--all")
-        git(project, "commit", "--quiet", "-m", "dvc repro")
-        _SHARED["project"] = project
-    return _SHARED["project"]
+        git(project, "commit", "--quiet", "-m", "dvc exp run -S experiment=tiny")
+        _SHARED["project"], _SHARED["output"] = project, done.stdout
+    return _SHARED["project"]  # type: ignore[return-value]
+
+
+def shared_repro_output() -> str:
+    """What ``dvc exp run -S experiment=tiny`` printed when :func:`shared_repro_project` was made."""
+    return _SHARED["output"]  # type: ignore[return-value]

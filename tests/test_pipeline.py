@@ -17,9 +17,11 @@ from project_copy import (
     downstream,
     dvc,
     load_params,
+    make_project,
     mlflow_runs,
     ran_stages,
     run,
+    shared_repro_output,
     shared_repro_project,
     stage_names,
     tracked_stages,
@@ -70,6 +72,8 @@ def test_dvc_dag_shows_the_pipeline():
 
 @pytest.mark.slow
 def test_repro_runs_every_stage_and_writes_every_declared_output(repro_project):
+    # The shared project is a fresh clone after `make run EXPERIMENT=tiny` (project_copy.py).
+    assert ran_stages(shared_repro_output()) == stage_names(repro_project)
     for stage, files in declared_outputs(repro_project).items():
         for path in files:
             assert path.exists(), (
@@ -129,6 +133,26 @@ def test_repro_runs_every_stage_and_writes_every_declared_output(repro_project):
         champion = client.get_model_version_by_alias(name, "champion")
         assert champion.run_id == by_stage[stage][0].info.run_id, name
         assert champion.tags["champion.decision"] == "promoted", champion.tags
+
+
+@pytest.mark.slow
+def test_the_tiny_preset_runs_every_stage_from_the_command_line(tmp_path):
+    """`python -m petvision.<stage> experiment=tiny`, stage after stage, in a fresh clone whose
+    default is the quick preset: the README's way to see everything work, without DVC."""
+    clone = make_project(tmp_path / "clone", experiment="quick")
+    for stage in stage_names(clone):
+        run(
+            [sys.executable, "-m", f"petvision.{stage}", "experiment=tiny"],
+            cwd=clone,
+            extra_env={"PYTHONPATH": "src"},
+        )
+    for stage, files in declared_outputs(clone).items():
+        missing = [str(f.relative_to(clone)) for f in files if not f.exists()]
+        assert not missing, f"stage {stage} wrote no {missing}"
+    runs = mlflow_runs(clone)
+    assert sorted(r.data.tags["petvision.cli.stage"] for r in runs) == sorted(tracked_stages(clone))
+    assert {r.data.tags["preset"] for r in runs} == {"tiny"}
+    assert not any("dvc.stage" in r.data.tags for r in runs)  # run by hand, not by DVC
 
 
 @pytest.mark.slow

@@ -2,41 +2,34 @@
 the bars the README promises, so no change can lose them silently: validation pet IoU >= 0.80
 for the book's segmentation model, test accuracy >= 0.90 for the mini-Xception.
 
-It trains both models for real (5 + 8 epochs of 2,800 and 2,400 pictures: the two stages took
-576 s in a fresh-clone run on a 2-core AVX-512-BF16 CPU; 3-5x that on a 2-core AVX2 CPU without
-bfloat16, estimated), in a copy of the project; the visualize stage is left out, as it cannot
-change either figure."""
+It reads the quick preset's training that the session runs once (tests/trained.py): where
+bfloat16 is native (AVX-512 BF16 or AMX) that is the quick preset itself; elsewhere it would take
+30-45 minutes on 2 cores, so the session trains a smaller set that only the learning checks
+(test_learning.py) read, and this test is skipped, saying why. ``PETVISION_QUALITY_GATE=1``
+forces the quick preset on any CPU."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import yaml
-from project_copy import ROOT, dvc, make_project, ran_stages
 
 BARS = {"segmentation": ("val", "pet_iou", 0.80), "classification": ("test", "accuracy", 0.90)}
 
 
 @pytest.mark.slow
 @pytest.mark.quality
-@pytest.mark.timeout(3600)
-def test_the_quick_preset_reaches_both_bars(tmp_path):
-    quick = yaml.safe_load((ROOT / "conf" / "experiment" / "quick.yaml").read_text())
-    assert quick["preset"] == "quick"
-    project = make_project(tmp_path / "project", overlay=quick)  # the quick preset, as its default
-
-    done = dvc(project, "repro", "train_segmentation", "train_xception", timeout=3500)
-    assert set(ran_stages(done.stdout)) == {
-        "download",
-        "preprocess",
-        "train_segmentation",
-        "train_xception",
-    }
-
+def test_the_quick_preset_reaches_both_bars(trained_pipeline):
+    if not trained_pipeline.is_quick_preset:
+        pytest.skip(
+            "this CPU has no native bfloat16: the quick preset's training would take 30-45 min "
+            "on 2 cores, so the learning checks ran on a smaller set instead "
+            "(PETVISION_QUALITY_GATE=1 forces the gate)"
+        )
     missed = {}
     for task, (split, key, bar) in BARS.items():
-        metrics = json.loads((project / "reports" / task / "metrics.json").read_text())
+        metrics = json.loads(trained_pipeline.path(f"reports/{task}/metrics.json").read_text())
+        print(f"{task}: {split} {key} {metrics[split][key]:.4f} (bar {bar})")
         if metrics[split][key] < bar:
             missed[f"{task} {split} {key}"] = (metrics[split][key], bar)
     assert not missed, f"below the bar: {missed}"

@@ -1,6 +1,7 @@
 """The test suite's own rules, which a change to conftest.py or pyproject.toml could break without
-any other test noticing: the quality gate runs only when asked for, petvision's deprecations are
-errors in the processes the tests start too, and in-process fixtures have a time bound."""
+any other test noticing: the tests that read the session's trained pipeline run last and only in
+the slow set, the quality gate follows the CPU, petvision's deprecations are errors in the
+processes the tests start too, and in-process fixtures have a time bound."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ import pytest
 from conftest import ROOT, time_bound
 from project_copy import env as project_env
 from project_copy import make_project
-
-GATE = "test_the_quick_preset_reaches_both_bars"
 
 
 def collected(*args: str) -> str:
@@ -28,21 +27,29 @@ def collected(*args: str) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize(
-    "args, selected",
-    [
-        ([], False),
-        (["-m", "slow"], False),  # the README's "the rest": not the gate, although it is slow too
-        (["-m", "not slow"], False),
-        (["-m", "quality"], True),  # make quality-gate
-        (["-m", "slow and quality"], True),
-    ],
-)
-def test_the_quality_gate_runs_only_when_a_marker_expression_names_it(args, selected):
-    listed = collected(*args, "tests/test_quality_gate.py")
-    assert (GATE in listed) == selected, listed
-    if not selected and "not slow" not in args:
-        assert "1 deselected" in listed, listed
+def test_the_tests_that_read_the_trained_pipeline_run_last_and_are_slow():
+    """They wait for the training started when the session starts (tests/trained.py), so they
+    come after every other test, whatever order they were named in; and `make test-fast` (not
+    slow) never starts that training."""
+    names = ["tests/test_learning.py", "tests/test_quality_gate.py", "tests/test_schedules.py"]
+    listed = [line for line in collected(*names).splitlines() if "::" in line]
+    readers = [i for i, line in enumerate(listed) if line.startswith(tuple(names[:2]))]
+    assert readers and readers == list(range(len(listed) - len(readers), len(listed))), listed
+    assert "test_learning.py" not in collected("-m", "not slow", *names[:2])
+
+
+def test_the_gate_follows_the_cpu_unless_told(monkeypatch):
+    """The quick preset (and its bars) where bfloat16 is native, as trainer.precision=auto
+    decides; PETVISION_QUALITY_GATE=1/0 overrides."""
+    import trained
+
+    from petvision.training.runtime import bf16_native
+
+    monkeypatch.delenv("PETVISION_QUALITY_GATE", raising=False)
+    assert trained.gate_applies() == bf16_native("cpu")
+    for value, applies in (("1", True), ("0", False)):
+        monkeypatch.setenv("PETVISION_QUALITY_GATE", value)
+        assert trained.gate_applies() is applies
 
 
 CHILD = """
