@@ -26,9 +26,12 @@ help: ## list the targets
 
 # uv (pinned in the lock) installs the ~200 pinned wheels: it downloads them in parallel and links
 # them from its cache, where pip took 3 minutes on a 2-core CPU. The project itself is built in
-# isolation: venvs of Python 3.12+ hold no setuptools.
+# isolation: venvs of Python 3.12+ hold no setuptools. --compile-bytecode writes every module's
+# .pyc at install time: uv does not by default, and where PYTHONDONTWRITEBYTECODE is set (as on
+# this project's CI machines) every process would compile TensorFlow, Keras and MLflow from
+# source again, about 10 s of CPU per stage, dvc or mlflow process.
 UV_PIN := $(shell grep -m1 '^uv==' requirements.lock)
-UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
+UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 
 # GPU=1 asks for TensorFlow with CUDA instead of tensorflow-cpu, the rest held to the lock's pins.
 # tensorflow-cpu is another build of the same `tensorflow` package: installed beside it, it would
