@@ -79,7 +79,8 @@ ABOVE_ZERO = (
     "classification.train.learning_rate",
     "visualize.filters.learning_rate",
 )
-# Counts where 0 means none (or, for data.preprocess.workers, one per core).
+# Counts, an index and margins for which 0 is a valid value (data.preprocess.workers=0: one
+# worker per core).
 NOT_NEGATIVE = (
     "data.preprocess.workers",
     "data.segmentation.val_count",
