@@ -25,7 +25,7 @@ def test_every_experiment_preset_composes_and_validates(preset):
     assert cfg.preset == preset
 
 
-def test_paper_preset_restates_the_seeds_settings():
+def test_paper_preset_restates_the_books_settings():
     cfg = config.load(config.compose(["experiment=paper"]))
     assert cfg.data.source == "oxford_pets"
     assert (cfg.data.segmentation.image_size, cfg.data.segmentation.val_count) == (200, 1000)

@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "predict",
         "export",
     ),
-    ("cli", "study"),  # a module as a Hydra app; a search's study (the sweeper's side)
+    ("cli",),  # a module as a Hydra app
     ("inference",),  # the trained models on photos: predict, export, serving
     ("training", "interpret"),  # what the training stages share; what the visualize stage draws
     ("tracking",),  # MLflow

@@ -109,7 +109,7 @@ def test_a_photo_far_from_the_training_images_is_flagged_and_a_held_out_one_is_n
     from petvision.config import SyntheticConfig
     from petvision.data import images as image_io
     from petvision.data.synthetic import plan
-    from petvision.data.synthetic.render import render
+    from petvision.data.synthetic.picture import render
     from petvision.evaluation import features
     from petvision.models.segmentation import book_model
 

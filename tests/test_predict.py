@@ -206,7 +206,7 @@ def _generated_pets(cfg, count: int) -> list[np.ndarray]:
     import dataclasses
 
     from petvision.data.synthetic import plan
-    from petvision.data.synthetic.render import render
+    from petvision.data.synthetic.picture import render
 
     synthetic = dataclasses.replace(cfg.data.synthetic, num_images=count)
     return [render(synthetic, i, breed, stem).image for i, breed, stem in plan(synthetic)]

@@ -318,8 +318,8 @@ def test_sizes_are_checked_again_against_the_usable_pairs(make_config):
 # --------------------------------------------------------------------------- the splits themselves
 
 
-def seed_two_list_split(image_files: list[str], trimap_files: list[str], seed: int, val: int):
-    """The seed's own code: two sorted lists, each shuffled by its own Random(seed)."""
+def book_two_list_split(image_files: list[str], trimap_files: list[str], seed: int, val: int):
+    """The book's own code: two sorted lists, each shuffled by its own Random(seed)."""
     input_img_paths = sorted(image_files)
     target_paths = sorted(trimap_files)
     random.Random(seed).shuffle(input_img_paths)
@@ -343,10 +343,10 @@ def real_like_stems() -> list[str]:
     return [f"{b}_{i}" for b in breeds for i in range(1, 201)]
 
 
-def test_segmentation_split_reproduces_the_seeds_two_list_shuffle():
+def test_segmentation_split_reproduces_the_books_two_list_shuffle():
     stems = real_like_stems()
     random.Random(0).shuffle(stems)  # the listing order must not matter
-    train, val = seed_two_list_split(
+    train, val = book_two_list_split(
         [f"images/{s}.jpg" for s in stems],
         [f"annotations/trimaps/{s}.png" for s in stems],
         1337,
@@ -355,7 +355,7 @@ def test_segmentation_split_reproduces_the_seeds_two_list_shuffle():
     split = splits.segmentation_split(stems, frozenset(stems), 100, 1337)
     assert split["train"] == [Path(img).stem for img, _ in train]
     assert split["val"] == [Path(img).stem for img, _ in val]
-    # The seed's pairs really are paired by stem (the premise of shuffling the pairs once).
+    # The book's pairs really are paired by stem (the premise of shuffling the pairs once).
     assert all(Path(img).stem == Path(tri).stem for img, tri in train + val)
 
 

@@ -26,12 +26,12 @@ from project_copy import (
     shared_repro_project,
 )
 
+from hydra_plugins.petvision_optuna_sweeper import report as search_report
+from hydra_plugins.petvision_optuna_sweeper import study as search_study
 from petvision import search, tracking
-from petvision import study as search_study
 from petvision.config import task_config
 from petvision.core.errors import ConfigError
 from petvision.core.tasks import Task
-from petvision.study import report as search_report
 
 ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -12,43 +12,26 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from . import report as search_report
+from . import study as search_study
+from .config import PetvisionOptunaSweeperConf
+
 log = logging.getLogger(__name__)
 
 
 class PetvisionOptunaSweeper(Sweeper):
-    def __init__(
-        self,
-        task: str,
-        objective: str,
-        direction: str,
-        study_name: str | None,
-        storage: str,
-        n_trials: int | None,
-        timeout: float | None,
-        max_failure_rate: float,
-        heartbeat_interval: int,
-        sampler: Any,
-        pruner: Any,
-        params: Any,
-    ) -> None:
-        self.task, self.objective, self.direction = task, objective, direction
-        self.study_name, self.storage = study_name, storage
-        self.n_trials, self.timeout, self.max_failure_rate = n_trials, timeout, max_failure_rate
-        self.heartbeat_interval = heartbeat_interval
-        self.sampler_cfg, self.pruner_cfg = sampler, pruner
-        params = (
-            OmegaConf.to_container(params, resolve=True)
-            if isinstance(params, DictConfig)
-            else params
-        )
-        self.params = _flat(params or {})
+    def __init__(self, **config: Any) -> None:
+        """Hydra passes ``hydra.sweeper``'s keys (:class:`PetvisionOptunaSweeperConf`) one by
+        one; they are kept together, as that schema."""
+        self.settings = PetvisionOptunaSweeperConf(**config)
+        self.params = _flat(_container(self.settings.params) or {})
         self.config: DictConfig | None = None
         self.launcher: Any = None
         self.job_idx = 0
@@ -63,9 +46,8 @@ class PetvisionOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from petvision import study as search_study
 
-        self._check()
+        _check(self.settings)
         assert self.config is not None
         space = search_study.parse_space(self.params, arguments)
         if not space.distributions:
@@ -76,105 +58,102 @@ class PetvisionOptunaSweeper(Sweeper):
             )
         return _Search(self, space).run()
 
-    def _check(self) -> None:
-        from petvision.core.errors import ConfigError
 
-        if self.direction not in ("maximize", "minimize"):
-            raise ConfigError(
-                f"hydra.sweeper.direction={self.direction}: must be maximize or minimize"
-            )
-        if not self.study_name:
-            raise ConfigError(
-                "hydra.sweeper.study_name is not set: a search continues the study of that name"
-            )
-        if self.n_trials is None and self.timeout is None:
-            raise ConfigError("hydra.sweeper: set a budget, n_trials or timeout (seconds), or both")
-        if self.n_trials is not None and self.n_trials < 1:
-            raise ConfigError(f"hydra.sweeper.n_trials={self.n_trials}: must be at least 1")
-        if not self.objective.startswith("val_"):
-            raise ConfigError(
-                f"hydra.sweeper.objective={self.objective}: must name a validation value "
-                "(val_<metric>, as Keras logs it each epoch)"
-            )
-        if not 0.0 <= self.max_failure_rate <= 1.0:
-            raise ConfigError(
-                f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: must be in [0, 1]"
-            )
+def _check(settings: PetvisionOptunaSweeperConf) -> None:
+    from petvision.core.errors import ConfigError
+
+    if settings.direction not in ("maximize", "minimize"):
+        raise ConfigError(
+            f"hydra.sweeper.direction={settings.direction}: must be maximize or minimize"
+        )
+    if not settings.study_name:
+        raise ConfigError(
+            "hydra.sweeper.study_name is not set: a search continues the study of that name"
+        )
+    if settings.n_trials is None and settings.timeout is None:
+        raise ConfigError("hydra.sweeper: set a budget, n_trials or timeout (seconds), or both")
+    if settings.n_trials is not None and settings.n_trials < 1:
+        raise ConfigError(f"hydra.sweeper.n_trials={settings.n_trials}: must be at least 1")
+    if not settings.objective.startswith("val_"):
+        raise ConfigError(
+            f"hydra.sweeper.objective={settings.objective}: must name a validation value "
+            "(val_<metric>, as Keras logs it each epoch)"
+        )
+    if not 0.0 <= settings.max_failure_rate <= 1.0:
+        raise ConfigError(
+            f"hydra.sweeper.max_failure_rate={settings.max_failure_rate}: must be in [0, 1]"
+        )
+
+
+class OpenStudy(NamedTuple):
+    """The study this worker joined, and what it was opened with."""
+
+    study: Any  # optuna.Study
+    created: bool  # by this worker
+    url: str  # the storage's, resolved against the project root
+    sampler: Any
+    pruner: Any
+
+
+def open_study(settings: PetvisionOptunaSweeperConf) -> OpenStudy:
+    """The study ``settings`` name, with their storage, per-trial seeded sampler and pruner."""
+    from hydra.utils import instantiate
+
+    url = search_study.storage_url(settings.storage)
+    storage = search_study.make_storage(url, settings.heartbeat_interval)
+    sampler_cfg: dict[str, Any] = dict(_container(settings.sampler))
+    seed = sampler_cfg.pop("seed", None)
+    sampler = search_study.seeded_per_trial(lambda s: instantiate(sampler_cfg, seed=s), seed)
+    pruner = instantiate(settings.pruner) if settings.pruner else None
+    assert settings.study_name  # checked in sweep()
+    study, created = search_study.open_study(
+        settings.study_name, storage, sampler, pruner, settings.direction
+    )
+    log.info(
+        "study %s (%s) in %s; sampler %s, pruner %s; budget: %s trials, %s s",
+        study.study_name,
+        "new" if created else "continued",
+        search_study.shown_url(url),
+        sampler,
+        type(pruner).__name__,
+        settings.n_trials,
+        settings.timeout,
+    )
+    return OpenStudy(study, created, url, sampler, pruner)
 
 
 class _Search:
-    """One worker's part of a search (see petvision.study)."""
+    """One worker's part of a search (see :mod:`.study`)."""
 
     def __init__(self, sweeper: PetvisionOptunaSweeper, space: Any) -> None:
         self.sweeper, self.space = sweeper, space
+        self.settings = sweeper.settings
         self.finished = 0
         self.failed = 0
         self.last_error: BaseException | None = None
 
     def run(self) -> Any:
-        import time
-
-        from hydra.utils import instantiate
-
-        from petvision import config as config_lib
-        from petvision import study as search_study
         from petvision import tracking
-        from petvision.core.errors import ConfigError
-        from petvision.study import report as search_report
 
-        sw = self.sweeper
-        assert sw.config is not None
-        job_config = OmegaConf.masked_copy(sw.config, [str(k) for k in sw.config if k != "hydra"])
-        cfg = config_lib.load(job_config)
-        if sw.task not in tuple(config_lib.Task):
-            raise ConfigError(
-                f"hydra.sweeper.task={sw.task}: must be one of {', '.join(config_lib.Task)}"
-            )
-        task = config_lib.task_config(cfg, config_lib.Task(sw.task))
+        from . import study as search_study
 
-        url = search_study.storage_url(sw.storage)
-        storage = search_study.make_storage(url, sw.heartbeat_interval)
-        sampler_cfg: dict[str, Any] = dict(
-            OmegaConf.to_container(sw.sampler_cfg, resolve=True)  # type: ignore[arg-type]
-            if isinstance(sw.sampler_cfg, DictConfig)
-            else sw.sampler_cfg
-        )
-        seed = sampler_cfg.pop("seed", None)
-        sampler = search_study.seeded_per_trial(lambda s: instantiate(sampler_cfg, seed=s), seed)
-        pruner = instantiate(sw.pruner_cfg) if sw.pruner_cfg else None
-        assert sw.study_name  # checked in sweep()
-        study, created = search_study.open_study(
-            sw.study_name, storage, sampler, pruner, sw.direction
-        )
-        self.study = study
-        log.info(
-            "study %s (%s) in %s; sampler %s, pruner %s; budget: %s trials, %s s",
-            study.study_name,
-            "new" if created else "continued",
-            search_study.shown_url(url),
-            sampler,
-            type(pruner).__name__,
-            sw.n_trials,
-            sw.timeout,
-        )
-
-        parent_id = search_study.wait_for_parent_run(study, created)
+        config = self.sweeper.config
+        assert config is not None
+        cfg, task = _job_config(config, self.settings.task)
+        opened = open_study(self.settings)
+        self.study = opened.study
+        parent_id = search_study.wait_for_parent_run(opened.study, opened.created)
         tags = {
             "petvision.search": "parent",
-            "optuna.study_name": study.study_name,
-            "optuna.storage": search_study.shown_url(url),
+            "optuna.study_name": opened.study.study_name,
+            "optuna.storage": search_study.shown_url(opened.url),
         }
-        name = f"search {study.study_name}"
+        name = f"search {opened.study.study_name}"
         with tracking.Run(
-            cfg,
-            "search",
-            task=task,
-            run_name=name,
-            resume_run_id=parent_id,
-            tags=tags,
+            cfg, "search", task=task, run_name=name, resume_run_id=parent_id, tags=tags
         ) as parent:
             if parent_id is None:
-                study.set_user_attr(search_study.PARENT_RUN_ATTR, parent.run_id)
+                opened.study.set_user_attr(search_study.PARENT_RUN_ATTR, parent.run_id)
             elif parent.run_id != parent_id:
                 log.warning(
                     "the search's MLflow run %s is not in %s; this worker logs under run %s",
@@ -184,28 +163,35 @@ class _Search:
                 )
             parent.log_params(
                 {
-                    "search.objective": sw.objective,
-                    "search.direction": sw.direction,
-                    "search.sampler": str(sampler),
-                    "search.pruner": type(pruner).__name__,
+                    "search.objective": self.settings.objective,
+                    "search.direction": self.settings.direction,
+                    "search.sampler": str(opened.sampler),
+                    "search.pruner": type(opened.pruner).__name__,
                     **search_report.describe_space(self.space),
                 }
             )
             self.parent = parent
-            deadline = None if sw.timeout is None else time.monotonic() + sw.timeout
-            while not search_study.budget_spent(study, sw.n_trials):
-                if deadline is not None and time.monotonic() >= deadline:
-                    log.info("time budget of %s s spent", sw.timeout)
-                    break
-                study.optimize(self._objective, n_trials=1, catch=(Exception,))
-                if self.failed and self.failed / self.finished > sw.max_failure_rate:
-                    raise RuntimeError(
-                        f"{self.failed} of this worker's {self.finished} trials failed "
-                        f"(hydra.sweeper.max_failure_rate={sw.max_failure_rate}); the last error "
-                        f"is above"
-                    ) from self.last_error
-            sweep_dir = Path(str(sw.config.hydra.sweep.dir))
-            return search_report.report(study, parent, sweep_dir)
+            self._run_trials()
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            return search_report.report(opened.study, parent, sweep_dir)
+
+    def _run_trials(self) -> None:
+        """Ask the study for trials until its budget (or this worker's time) is spent."""
+        import time
+
+        settings = self.settings
+        deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+        while not search_study.budget_spent(self.study, settings.n_trials):
+            if deadline is not None and time.monotonic() >= deadline:
+                log.info("time budget of %s s spent", settings.timeout)
+                break
+            self.study.optimize(self._objective, n_trials=1, catch=(Exception,))
+            if self.failed and self.failed / self.finished > settings.max_failure_rate:
+                raise RuntimeError(
+                    f"{self.failed} of this worker's {self.finished} trials failed "
+                    f"(hydra.sweeper.max_failure_rate={settings.max_failure_rate}); the last "
+                    f"error is above"
+                ) from self.last_error
 
     def _objective(self, trial: Any) -> float:
         import optuna
@@ -224,8 +210,6 @@ class _Search:
         import optuna
         from hydra.core.utils import JobStatus
 
-        from petvision import study as search_study
-
         sw = self.sweeper
         values = search_study.suggest(trial, self.space.distributions)
         overrides = search_study.trial_overrides(self.space, values)
@@ -240,7 +224,8 @@ class _Search:
             "optuna.trial.number": str(trial.number),
         }
         state, status = "FAIL", "FAILED"
-        with search_study.trial_scope(trial, sw.objective, tags) as started, ctrl_c_seen() as seen:
+        objective = self.settings.objective
+        with search_study.trial_scope(trial, objective, tags) as started, ctrl_c_seen() as seen:
             try:
                 (ret,) = sw.launcher.launch([job], initial_job_idx=sw.job_idx)
                 sw.job_idx += 1
@@ -266,7 +251,6 @@ class _Search:
 
     def _mark_runs(self, run_ids: list[str], trial: Any, state: str, status: str) -> None:
         """The trial's run: its Optuna state as a tag, pruned as KILLED, named after the trial."""
-        from petvision import study as search_study
 
         if not run_ids:
             return
@@ -278,6 +262,26 @@ class _Search:
         for run_id in run_ids:
             # The search's run logs it: a lost call is recorded there, never fails the search.
             self.parent.close_other_run(run_id, tags, status, f"trial {trial.number} state")
+
+
+def _job_config(config: DictConfig, task_name: str) -> tuple[Any, Any]:
+    """The trials' configuration, checked, without Hydra's own node, and the task view of the
+    stage whose MLflow experiment holds the search's run (``hydra.sweeper.task``)."""
+    from petvision import config as config_lib
+    from petvision.core.errors import ConfigError
+
+    job_config = OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"])
+    cfg = config_lib.load(job_config)
+    if task_name not in tuple(config_lib.Task):
+        raise ConfigError(
+            f"hydra.sweeper.task={task_name}: must be one of {', '.join(config_lib.Task)}"
+        )
+    return cfg, config_lib.task_config(cfg, config_lib.Task(task_name))
+
+
+def _container(node: Any) -> Any:
+    """A configuration node (Hydra passes nested keys as DictConfig) as plain Python values."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 @contextlib.contextmanager

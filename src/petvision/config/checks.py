@@ -45,63 +45,71 @@ def _check_choices(cfg: Config) -> None:
             )
 
 
+# Counts and sizes: an int must be at least 1, a float (a time, a rate) above 0.
+POSITIVE = (
+    "data.synthetic.num_images",
+    "data.synthetic.min_side",
+    "data.segmentation.image_size",
+    "data.classification.image_size",
+    "data.classification.train_count",
+    "data.classification.val_count",
+    "data.classification.test_count",
+    "segmentation.model.num_classes",
+    "segmentation.train.epochs",
+    "segmentation.train.batch_size",
+    "classification.train.epochs",
+    "classification.train.batch_size",
+    "visualize.num_images",
+    "visualize.activations.images_per_row",
+    "visualize.filters.num_filters",
+    "visualize.filters.steps",
+    "visualize.filters.image_size",
+    "tracking.connect_timeout_s",
+    "data.oxford_pets.timeout_s",
+    "visualize.imagenet.timeout_s",
+    "visualize.faithfulness.steps",
+    "visualize.localization.min_stride",
+    "predict.batch_size",
+    "trainer.steps_per_execution",
+    "trust.k",
+)
+# Floats that must be above 0 (learning rates).
+ABOVE_ZERO = (
+    "segmentation.train.learning_rate",
+    "classification.train.learning_rate",
+    "visualize.filters.learning_rate",
+)
+# Counts, an index and margins for which 0 is a valid value (data.preprocess.workers=0: one
+# worker per core).
+NOT_NEGATIVE = (
+    "data.preprocess.workers",
+    "data.segmentation.val_count",
+    "data.oxford_pets.retries",
+    "segmentation.train.early_stopping_patience",
+    "classification.train.early_stopping_patience",
+    "visualize.segmentation.worst",
+    "visualize.activations.image_index",
+    "visualize.filters.crop",
+    "visualize.filters.margin",
+    "visualize.gradcam.localization_images",
+    "visualize.faithfulness.images",
+    "visualize.faithfulness.occlusion_images",
+    "visualize.sanity.images",
+    "visualize.localization.layer_images",
+)
+
+
 def _check_ranges(cfg: Config) -> None:
-    positive = [
-        "data.synthetic.num_images",
-        "data.synthetic.min_side",
-        "data.segmentation.image_size",
-        "data.classification.image_size",
-        "data.classification.train_count",
-        "data.classification.val_count",
-        "data.classification.test_count",
-        "segmentation.model.num_classes",
-        "segmentation.train.epochs",
-        "segmentation.train.batch_size",
-        "classification.train.epochs",
-        "classification.train.batch_size",
-        "visualize.num_images",
-        "visualize.activations.images_per_row",
-        "visualize.filters.num_filters",
-        "visualize.filters.steps",
-        "visualize.filters.image_size",
-        "tracking.connect_timeout_s",
-        "data.oxford_pets.timeout_s",
-        "visualize.imagenet.timeout_s",
-        "visualize.faithfulness.steps",
-        "visualize.localization.min_stride",
-        "predict.batch_size",
-        "trainer.steps_per_execution",
-        "trust.k",
-    ]
-    for key in positive:
+    for key in POSITIVE:
         value = _get(cfg, key)
         if value < 1 if isinstance(value, int) else value <= 0:
             raise _fail(
                 key, value, "must be at least 1" if isinstance(value, int) else "must be positive"
             )
-    for key in [
-        "segmentation.train.learning_rate",
-        "classification.train.learning_rate",
-        "visualize.filters.learning_rate",
-    ]:
+    for key in ABOVE_ZERO:
         if _get(cfg, key) <= 0:
             raise _fail(key, _get(cfg, key), "must be positive")
-    for key in [
-        "data.preprocess.workers",
-        "data.segmentation.val_count",
-        "data.oxford_pets.retries",
-        "segmentation.train.early_stopping_patience",
-        "classification.train.early_stopping_patience",
-        "visualize.segmentation.worst",
-        "visualize.activations.image_index",
-        "visualize.filters.crop",
-        "visualize.filters.margin",
-        "visualize.gradcam.localization_images",
-        "visualize.faithfulness.images",
-        "visualize.faithfulness.occlusion_images",
-        "visualize.sanity.images",
-        "visualize.localization.layer_images",
-    ]:
+    for key in NOT_NEGATIVE:
         if _get(cfg, key) < 0:
             raise _fail(key, _get(cfg, key), "must not be negative")
 

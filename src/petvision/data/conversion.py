@@ -11,18 +11,18 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
-from petvision.config import Config, check_split_sizes
+from petvision.config import Config, DataConfig, check_split_sizes
 from petvision.core import atomic
 from petvision.core.errors import DataError
 from petvision.core.tasks import Task
 from petvision.data import images, layout, npy_dataset
 from petvision.data.checks import Checked, check_pair, log_skipped, make_report, skipped_files
-from petvision.data.splits import classification_split, segmentation_split
+from petvision.data.splits import ClassificationSplit, classification_split, segmentation_split
 from petvision.util import parallel
 
 log = logging.getLogger("petvision.preprocess")
@@ -48,12 +48,20 @@ class Row:
 
 @dataclass(frozen=True)
 class ConvertSpec:
+    """What a worker needs to convert rows: where the pairs are, where the arrays are, and each
+    task's image size and interpolation."""
+
     root: Path
     out: Path
     seg_size: int
     seg_interpolation: str
     cls_size: int
     cls_interpolation: str
+
+    @classmethod
+    def of(cls, d: DataConfig, root: Path, out: Path) -> ConvertSpec:
+        seg, c = d.segmentation, d.classification
+        return cls(root, out, seg.image_size, seg.interpolation, c.image_size, c.interpolation)
 
 
 def _convert_chunk(job: tuple[ConvertSpec, list[Row]]) -> list[str]:
@@ -175,15 +183,22 @@ def check_dataset(root: Path) -> layout.Scan:
     return found
 
 
+class Splits(NamedTuple):
+    """Where the usable pairs go, and what the report says about it."""
+
+    seg: dict[str, list[str]]  # segmentation stems by split
+    cls: ClassificationSplit
+    notes: list[str]  # for the report: the classification split shrunk, and why
+
+
 def convert_dataset(cfg: Config) -> dict[str, Any]:
     """Convert the dataset folder to the .npy arrays; returns the report (the stage writes it)."""
     root, out = cfg.paths.resolve("raw"), cfg.paths.resolve("npy")
-    d = cfg.data
     found = check_dataset(root)
     # Cheap: fail on impossible split sizes before decoding anything.
     check_split_sizes(cfg, len(found.pairs), f"{len(found.pairs)} image/trimap pairs in {root}")
 
-    workers = worker_count(d.preprocess.workers)
+    workers = worker_count(cfg.data.preprocess.workers)
     chunk = max(1, min(32, math.ceil(len(found.pairs) / (workers * 4))))
     workers = min(workers, math.ceil(len(found.pairs) / chunk))
     # The workers serve both passes: spawning one costs about a second.
@@ -207,80 +222,94 @@ def convert_dataset(cfg: Config) -> dict[str, Any]:
             len(usable),
             f"{len(usable)} usable pairs in {root}; {skipped} unusable, named in the log",
         )
+        splits = split_usable(cfg.data, found.pairs, usable)
+        _write_arrays(pmap, cfg.data, root, out, splits, chunk)
 
-        seg = segmentation_split(
-            found.pairs, usable, d.segmentation.val_count, d.segmentation.shuffle_seed
-        )
-        c = d.classification
-        cls = classification_split(
-            found.pairs,
-            usable,
-            {"train": c.train_count, "val": c.val_count, "test": c.test_count},
-            c.split_seed,
-        )
-        notes = []
-        if cls.shrunk:
-            sizes = ", ".join(f"{name} {len(stems)}" for name, stems in cls.splits.items())
-            notes.append(
-                f"classification shrunk by {cls.shrink:.4f} to stay species-balanced: {cls.available['cat']} "
-                f"usable cats and {cls.available['dog']} dogs for the requested train_count={c.train_count}, "
-                f"val_count={c.val_count}, test_count={c.test_count}; now {sizes}"
-            )
-            log.warning("data.classification: %s", notes[-1])
-
-        rows = _rows(seg, cls.splits)
-        with atomic.atomic_dir(out) as tmp:
-            _create_arrays(tmp, SEG, seg, d.segmentation.image_size)
-            _create_arrays(tmp, CLS, cls.splits, c.image_size)
-            spec = ConvertSpec(
-                root,
-                tmp,
-                d.segmentation.image_size,
-                d.segmentation.interpolation,
-                c.image_size,
-                c.interpolation,
-            )
-            written = sum(
-                1
-                for _ in _run(
-                    pmap,
-                    _convert_chunk,
-                    [(spec, rs) for rs in _chunks(rows, chunk)],
-                    len(rows),
-                    "preprocess: convert",
-                )
-            )
-            if written != len(rows):  # a worker lost rows: never commit an array with empty rows
-                raise DataError(f"{out}: wrote {written} of {len(rows)} rows")
-            atomic.write_json(
-                tmp / SEG / npy_dataset.INDEX_FILE,
-                npy_dataset.make_index(
-                    SEG,
-                    d.segmentation.image_size,
-                    seg,
-                    interpolation=d.segmentation.interpolation,
-                    shuffle_seed=d.segmentation.shuffle_seed,
-                ),
-            )
-            atomic.write_json(
-                tmp / CLS / npy_dataset.INDEX_FILE,
-                npy_dataset.make_index(
-                    CLS,
-                    c.image_size,
-                    cls.splits,
-                    interpolation=c.interpolation,
-                    split_seed=c.split_seed,
-                    labels={name: i for i, name in enumerate(layout.SPECIES_NAMES)},
-                ),
-            )
-
-    report = make_report(root, found, checked, seg, cls, named, notes)
+    report = make_report(root, found, checked, splits.seg, splits.cls, named, splits.notes)
     log.info(
         "preprocess: %d pairs, %d usable; segmentation %s; classification %s -> %s",
         len(found.pairs),
         len(usable),
-        {k: len(v) for k, v in seg.items()},
-        {k: len(v) for k, v in cls.splits.items()},
+        {k: len(v) for k, v in splits.seg.items()},
+        {k: len(v) for k, v in splits.cls.splits.items()},
         out,
     )
     return report
+
+
+def split_usable(d: DataConfig, pairs: Sequence[str], usable: frozenset[str]) -> Splits:
+    """The segmentation and classification splits of the usable pairs (data.segmentation and
+    data.classification's sizes and seeds); a shrunk classification split is logged."""
+    seg = segmentation_split(pairs, usable, d.segmentation.val_count, d.segmentation.shuffle_seed)
+    c = d.classification
+    cls = classification_split(
+        pairs,
+        usable,
+        {"train": c.train_count, "val": c.val_count, "test": c.test_count},
+        c.split_seed,
+    )
+    notes = []
+    if cls.shrunk:
+        sizes = ", ".join(f"{name} {len(stems)}" for name, stems in cls.splits.items())
+        notes.append(
+            f"classification shrunk by {cls.shrink:.4f} to stay species-balanced: {cls.available['cat']} "
+            f"usable cats and {cls.available['dog']} dogs for the requested train_count={c.train_count}, "
+            f"val_count={c.val_count}, test_count={c.test_count}; now {sizes}"
+        )
+        log.warning("data.classification: %s", notes[-1])
+    return Splits(seg, cls, notes)
+
+
+def _write_arrays(
+    pmap: parallel.Mapper,
+    d: DataConfig,
+    root: Path,
+    out: Path,
+    splits: Splits,
+    chunk: int,
+) -> None:
+    """Every array and index of both tasks, from the pairs in ``root``, written aside and renamed
+    to ``out`` whole."""
+    rows = _rows(splits.seg, splits.cls.splits)
+    with atomic.atomic_dir(out) as tmp:
+        spec = ConvertSpec.of(d, root, tmp)
+        _create_arrays(tmp, SEG, splits.seg, d.segmentation.image_size)
+        _create_arrays(tmp, CLS, splits.cls.splits, d.classification.image_size)
+        written = sum(
+            1
+            for _ in _run(
+                pmap,
+                _convert_chunk,
+                [(spec, rs) for rs in _chunks(rows, chunk)],
+                len(rows),
+                "preprocess: convert",
+            )
+        )
+        if written != len(rows):  # a worker lost rows: never commit an array with empty rows
+            raise DataError(f"{out}: wrote {written} of {len(rows)} rows")
+        _write_indexes(tmp, d, splits)
+
+
+def _write_indexes(folder: Path, d: DataConfig, splits: Splits) -> None:
+    seg, c = d.segmentation, d.classification
+    atomic.write_json(
+        folder / SEG / npy_dataset.INDEX_FILE,
+        npy_dataset.make_index(
+            SEG,
+            seg.image_size,
+            splits.seg,
+            interpolation=seg.interpolation,
+            shuffle_seed=seg.shuffle_seed,
+        ),
+    )
+    atomic.write_json(
+        folder / CLS / npy_dataset.INDEX_FILE,
+        npy_dataset.make_index(
+            CLS,
+            c.image_size,
+            splits.cls.splits,
+            interpolation=c.interpolation,
+            split_seed=c.split_seed,
+            labels={name: i for i, name in enumerate(layout.SPECIES_NAMES)},
+        ),
+    )

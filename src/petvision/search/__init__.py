@@ -1,12 +1,12 @@
 """Hyperparameter search, the part that runs inside each trial.
 
 A search is a Hydra multirun whose sweeper is the project's Optuna sweeper
-(``hydra_plugins.petvision_optuna_sweeper``, study side in :mod:`petvision.study`)::
+(``hydra_plugins.petvision_optuna_sweeper``, which also holds the study side)::
 
     python -m petvision.train_xception -m hparams_search=classifier
 
 The sweeper runs each trial as an ordinary stage job (Hydra's basic launcher runs jobs in the
-sweeper's process), inside :func:`active_trial` (entered by :func:`petvision.study.trial_scope`).
+sweeper's process), inside :func:`active_trial` (entered by the sweeper's ``study.trial_scope``).
 While a trial is active, three small hooks change what the stage does, and nothing else:
 
 * the training session adds :func:`keras_callbacks`: each epoch's validation value is reported

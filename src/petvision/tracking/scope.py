@@ -14,8 +14,9 @@ _scoped_started: list[str] = []
 @contextlib.contextmanager
 def runs_tagged(tags: dict[str, str]) -> Iterator[list[str]]:
     """Every run a stage starts inside this scope gets ``tags`` too; yields the list of the ids
-    of those runs. A hyperparameter search (:mod:`petvision.study`) makes each trial's
-    run a child of its search's run this way (``mlflow.parentRunId``), without the stage knowing."""
+    of those runs. A hyperparameter search (``hydra_plugins.petvision_optuna_sweeper``) makes
+    each trial's run a child of its search's run this way (``mlflow.parentRunId``), without the
+    stage knowing."""
     global _scoped_started
     previous = dict(_scoped_tags), _scoped_started
     _scoped_tags.update(tags)

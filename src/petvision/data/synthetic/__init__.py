@@ -48,7 +48,7 @@ from petvision.config import SyntheticConfig
 from petvision.core.errors import ConfigError, DataError
 from petvision.data import layout
 from petvision.data.synthetic.breeds import BREEDS, Breed
-from petvision.data.synthetic.render import Sample, render
+from petvision.data.synthetic.picture import Sample, render
 from petvision.util.parallel import process_map, usable_cores
 
 __all__ = ["BREEDS", "Breed", "GenerateSummary", "Sample", "generate", "plan", "render"]

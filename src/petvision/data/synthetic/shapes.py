@@ -82,126 +82,184 @@ def _jitter(rng: np.random.Generator, value: float, spread: float = 0.12) -> flo
     return value * float(rng.uniform(1 - spread, 1 + spread))
 
 
+@dataclass(frozen=True)
+class Proportions:
+    """One pet's measures: its breed's, each varied a little (in units of the body's length)."""
+
+    is_cat: bool
+    depth: float  # the body's half height
+    leg: float
+    head_radius: float
+    ear: float
+    snout: float
+    tail_length: float
+    tail_width: float
+    leg_width: float
+    head_tilt: float  # degrees
+
+
+def _proportions(rng: np.random.Generator, breed: Breed) -> Proportions:
+    is_cat = breed.species == layout.CAT
+    return Proportions(
+        is_cat=is_cat,
+        depth=_jitter(rng, breed.body_depth),
+        leg=_jitter(rng, breed.leg_length),
+        head_radius=_jitter(rng, breed.head, 0.1),
+        ear=_jitter(rng, breed.ear, 0.15),
+        snout=_jitter(rng, breed.snout, 0.15),
+        tail_length=_jitter(rng, breed.tail_length, 0.15),
+        tail_width=_jitter(rng, breed.tail_width, 0.15) * 1.2,
+        leg_width=0.13 if not is_cat else 0.12,
+        head_tilt=float(rng.uniform(-18, 18)),
+    )
+
+
+@dataclass
+class Body:
+    """A pose's body and legs, and where the neck, head and tail attach."""
+
+    body: Part
+    back: list[Part]  # drawn behind the body (far legs)
+    front: list[Part]  # drawn in front of it
+    head_centre: np.ndarray
+    neck_from: np.ndarray
+    tail: np.ndarray  # the tail's polyline
+
+
+def _sitting(rng: np.random.Generator, p: Proportions) -> Body:
+    body_angle = math.radians(-55 + rng.uniform(-8, 8))
+    body = Part(ellipse(0.0, 0.0, 0.36, p.depth, body_angle), 1.0)
+    ground = 0.38
+    haunch = Part(ellipse(-0.13, 0.2, 0.22, 0.18, math.radians(-20)), 0.97)
+    leg_widths = np.array([p.leg_width, p.leg_width * 0.9])
+    back = [Part(stroke(np.array([[0.08, -0.02], [0.11, ground]]), leg_widths), 0.75, True)]
+    front = [
+        haunch,
+        Part(ellipse(0.0, ground - 0.03, 0.11, 0.045), 0.95, True),
+        Part(stroke(np.array([[0.16, -0.02], [0.19, ground]]), leg_widths), 1.0, True),
+    ]
+    head_c = np.array([0.25, -0.36 - 0.4 * p.head_radius])
+    tail_base = np.array([-0.3, 0.28])
+    if p.is_cat:  # curled round the paws on the ground
+        tail = polyline(
+            tail_base, [120, 45, 0, -10], np.array([0.12, 0.12, 0.25, 0.2]) * p.tail_length / 0.69
+        )
+    else:
+        tail = polyline(tail_base, [170, 190], np.array([0.5, 0.5]) * p.tail_length)
+    return Body(body, back, front, head_c, np.array([0.17, -0.2]), tail)
+
+
+def _standing(rng: np.random.Generator, p: Proportions) -> Body:
+    depth = p.depth
+    body_angle = math.radians(rng.uniform(-6, 6))
+    body = Part(ellipse(0.0, 0.0, 0.5, depth, body_angle), 1.0)
+    bottom = depth * 0.3 + p.leg + depth * 0.7
+    back: list[Part] = []
+    front: list[Part] = []
+    for x, shade, layer in (
+        (0.24, 0.75, back),
+        (-0.4, 0.75, back),
+        (0.33, 1.0, front),
+        (-0.31, 1.0, front),
+    ):
+        swing = float(rng.uniform(-0.07, 0.07))
+        pts = np.array([[x, 0.0], [x + swing, bottom]])
+        widths = np.array([p.leg_width * 1.25, p.leg_width * 0.85])
+        layer.append(Part(stroke(pts, widths), shade, True))
+    head_c = np.array([0.56, -depth - 0.55 * p.head_radius - float(rng.uniform(0.0, 0.12))])
+    tail_base = np.array([-0.47, -0.35 * depth])
+    if p.is_cat:  # back, then up in an S
+        seg = np.array([0.18, 0.22, 0.25, 0.2]) * p.tail_length / 0.85
+        tail = polyline(tail_base, np.array([200, 235, 275, 300]) + rng.uniform(-15, 15), seg)
+    else:  # short, straight, raised or hanging
+        lift = float(rng.choice([-45.0, -30.0, 30.0])) + float(rng.uniform(-10, 10))
+        tail = polyline(
+            tail_base, [180 + lift, 180 + lift * 1.2], np.array([0.5, 0.5]) * p.tail_length
+        )
+    return Body(body, back, front, head_c, np.array([0.36, -0.2 * depth]), tail)
+
+
+@dataclass
+class Head:
+    """The head and what sits on it, painter-ordered around it, and where the face's details go."""
+
+    head: Part
+    # Two layers: ``lower`` lies behind the head on cats (the far ear) and over it on dogs (the
+    # snout); ``upper`` lies over both (cats: the near ear and the muzzle; dogs: the ear flap).
+    lower: list[Part]
+    upper: list[Part]
+    nose: np.ndarray
+    whiskers: np.ndarray
+
+
+def _head_point(p: Proportions, head_c: np.ndarray, angle_deg: float, radius: float) -> np.ndarray:
+    """The point at ``radius`` head radii from the head's centre, ``angle_deg`` from its axis."""
+    return head_c + radius * p.head_radius * direction(angle_deg + p.head_tilt)
+
+
+def _cat_head(p: Proportions, head_c: np.ndarray) -> Head:
+    rh, tilt = p.head_radius, p.head_tilt
+    head = Part(ellipse(head_c[0], head_c[1], rh, rh * 0.95, math.radians(tilt)), 1.0)
+    lower: list[Part] = []
+    upper: list[Part] = []
+    ears = ((-118, -108, 0.8, lower), (-62, -72, 1.0, upper))  # far ear, near ear
+    for base_angle, tip_angle, shade, layer in ears:
+        tri = np.array(
+            [
+                _head_point(p, head_c, base_angle - 27, 0.8),
+                _head_point(p, head_c, tip_angle, 1.0 + 0.95 * p.ear),
+                _head_point(p, head_c, base_angle + 27, 0.8),
+            ]
+        )
+        layer.append(Part(tri, shade, True))
+    muzzle_c = head_c + rotation(tilt) @ (rh * np.array([0.72, 0.32]))
+    upper.append(Part(ellipse(muzzle_c[0], muzzle_c[1], rh * 0.34, rh * 0.26), 1.0, True))
+    nose = _head_point(p, head_c, 12, 0.98)
+    return Head(head, lower, upper, nose, _head_point(p, head_c, 20, 0.9))
+
+
+def _dog_head(p: Proportions, head_c: np.ndarray) -> Head:
+    rh, tilt = p.head_radius, p.head_tilt
+    head = Part(ellipse(head_c[0], head_c[1], rh * 1.04, rh * 0.95, math.radians(tilt)), 1.0)
+    root = _head_point(p, head_c, -125, 0.7)
+    tip = head_c + rotation(tilt) @ np.array([-0.45 * rh, (p.ear + 0.05) * rh])
+    length = float(np.linalg.norm(tip - root))
+    mid = (root + tip) / 2
+    angle = math.atan2(*(tip - root)[::-1])
+    flap = ellipse(mid[0], mid[1], length / 2 + 0.15 * rh, 0.42 * rh, angle)
+    # No darker outline round the flap: drawn on dogs only, a dark line would tell the species.
+    snout_from = _head_point(p, head_c, 20, 0.35)
+    snout_to = head_c + rotation(tilt) @ (rh * np.array([0.85 + p.snout, 0.38]))
+    snout = stroke(np.array([snout_from, snout_to]), np.array([rh * 1.05, rh * 0.8]))
+    nose = snout_to + rotation(tilt) @ (rh * np.array([0.22, -0.12]))
+    whiskers = snout_to + rotation(tilt) @ (rh * np.array([0.02, 0.12]))
+    return Head(head, [Part(snout, 1.0, True)], [Part(flap, 0.9, True)], nose, whiskers)
+
+
 def pet_parts(rng: np.random.Generator, breed: Breed, pose: str) -> tuple[list[Part], Face]:
     """The pet as painter-ordered polygons in the canonical frame, and where its face goes."""
-    is_cat = breed.species == layout.CAT
-    depth = _jitter(rng, breed.body_depth)
-    leg = _jitter(rng, breed.leg_length)
-    rh = _jitter(rng, breed.head, 0.1)
-    ear = _jitter(rng, breed.ear, 0.15)
-    snout = _jitter(rng, breed.snout, 0.15)
-    tail_len = _jitter(rng, breed.tail_length, 0.15)
-    tail_w = _jitter(rng, breed.tail_width, 0.15) * 1.2
-    leg_w = 0.13 if not is_cat else 0.12
-    head_tilt = float(rng.uniform(-18, 18))
-    back, front = [], []  # drawn behind / in front of the body
-
-    if pose == "sitting":
-        body_angle = math.radians(-55 + rng.uniform(-8, 8))
-        body = Part(ellipse(0.0, 0.0, 0.36, depth, body_angle), 1.0)
-        ground = 0.38
-        haunch = Part(ellipse(-0.13, 0.2, 0.22, 0.18, math.radians(-20)), 0.97)
-        leg_widths = np.array([leg_w, leg_w * 0.9])
-        back.append(Part(stroke(np.array([[0.08, -0.02], [0.11, ground]]), leg_widths), 0.75, True))
-        front.append(haunch)
-        front.append(Part(ellipse(0.0, ground - 0.03, 0.11, 0.045), 0.95, True))
-        front.append(Part(stroke(np.array([[0.16, -0.02], [0.19, ground]]), leg_widths), 1.0, True))
-        head_c = np.array([0.25, -0.36 - 0.4 * rh])
-        neck_from = np.array([0.17, -0.2])
-        tail_base = np.array([-0.3, 0.28])
-        if is_cat:  # curled round the paws on the ground
-            tail = polyline(
-                tail_base, [120, 45, 0, -10], np.array([0.12, 0.12, 0.25, 0.2]) * tail_len / 0.69
-            )
-        else:
-            tail = polyline(tail_base, [170, 190], np.array([0.5, 0.5]) * tail_len)
-    else:
-        body_angle = math.radians(rng.uniform(-6, 6))
-        body = Part(ellipse(0.0, 0.0, 0.5, depth, body_angle), 1.0)
-        bottom = depth * 0.3 + leg + depth * 0.7
-        for x, shade, layer in (
-            (0.24, 0.75, back),
-            (-0.4, 0.75, back),
-            (0.33, 1.0, front),
-            (-0.31, 1.0, front),
-        ):
-            swing = float(rng.uniform(-0.07, 0.07))
-            pts = np.array([[x, 0.0], [x + swing, bottom]])
-            layer.append(Part(stroke(pts, np.array([leg_w * 1.25, leg_w * 0.85])), shade, True))
-        head_c = np.array([0.56, -depth - 0.55 * rh - float(rng.uniform(0.0, 0.12))])
-        neck_from = np.array([0.36, -0.2 * depth])
-        tail_base = np.array([-0.47, -0.35 * depth])
-        if is_cat:  # back, then up in an S
-            seg = np.array([0.18, 0.22, 0.25, 0.2]) * tail_len / 0.85
-            tail = polyline(tail_base, np.array([200, 235, 275, 300]) + rng.uniform(-15, 15), seg)
-        else:  # short, straight, raised or hanging
-            lift = float(rng.choice([-45.0, -30.0, 30.0])) + float(rng.uniform(-10, 10))
-            tail = polyline(
-                tail_base, [180 + lift, 180 + lift * 1.2], np.array([0.5, 0.5]) * tail_len
-            )
-
-    tail_widths = np.linspace(tail_w, tail_w * (0.75 if is_cat else 0.45), len(tail))
-    tail_part = Part(stroke(tail, tail_widths), 0.92, True)
-    neck = Part(stroke(np.array([neck_from, head_c]), np.array([rh * 1.5, rh * 1.3])), 1.0)
-
-    def head_point(angle_deg: float, radius: float) -> np.ndarray:
-        return head_c + radius * rh * direction(angle_deg + head_tilt)
-
-    head_parts_back: list[Part] = []
-    head_parts_front: list[Part] = []
-    if is_cat:
-        head = Part(ellipse(head_c[0], head_c[1], rh, rh * 0.95, math.radians(head_tilt)), 1.0)
-        ears = (
-            (-118, -108, 0.8, head_parts_back),
-            (-62, -72, 1.0, head_parts_front),
-        )  # far ear, near ear
-        for base_angle, tip_angle, shade, layer in ears:
-            tri = np.array(
-                [
-                    head_point(base_angle - 27, 0.8),
-                    head_point(tip_angle, 1.0 + 0.95 * ear),
-                    head_point(base_angle + 27, 0.8),
-                ]
-            )
-            layer.append(Part(tri, shade, True))
-        muzzle_c = head_c + rotation(head_tilt) @ (rh * np.array([0.72, 0.32]))
-        muzzle = Part(ellipse(muzzle_c[0], muzzle_c[1], rh * 0.34, rh * 0.26), 1.0, True)
-        head_parts_front.append(muzzle)
-        nose_c = head_point(12, 0.98)
-        whiskers = head_point(20, 0.9)
-        nose_r = NOSE_RADIUS * rh
-    else:
-        head = Part(
-            ellipse(head_c[0], head_c[1], rh * 1.04, rh * 0.95, math.radians(head_tilt)), 1.0
-        )
-        root = head_point(-125, 0.7)
-        tip = head_c + rotation(head_tilt) @ np.array([-0.45 * rh, (ear + 0.05) * rh])
-        length = float(np.linalg.norm(tip - root))
-        mid = (root + tip) / 2
-        angle = math.atan2(*(tip - root)[::-1])
-        flap = ellipse(mid[0], mid[1], length / 2 + 0.15 * rh, 0.42 * rh, angle)
-        # No darker outline round the flap: drawn on dogs only, a dark line would tell the species.
-        head_parts_front.append(Part(flap, 0.9, True))
-        snout_from = head_point(20, 0.35)
-        snout_to = head_c + rotation(head_tilt) @ (rh * np.array([0.85 + snout, 0.38]))
-        snout_part = stroke(np.array([snout_from, snout_to]), np.array([rh * 1.05, rh * 0.8]))
-        head_parts_back.append(Part(snout_part, 1.0, True))
-        nose_c = snout_to + rotation(head_tilt) @ (rh * np.array([0.22, -0.12]))
-        nose_r = NOSE_RADIUS * rh
-        whiskers = snout_to + rotation(head_tilt) @ (rh * np.array([0.02, 0.12]))
-
+    p = _proportions(rng, breed)
+    rh = p.head_radius
+    pet = _sitting(rng, p) if pose == "sitting" else _standing(rng, p)
+    tail_widths = np.linspace(
+        p.tail_width, p.tail_width * (0.75 if p.is_cat else 0.45), len(pet.tail)
+    )
+    tail = Part(stroke(pet.tail, tail_widths), 0.92, True)
+    head_c = pet.head_centre
+    neck = Part(stroke(np.array([pet.neck_from, head_c]), np.array([rh * 1.5, rh * 1.3])), 1.0)
+    head = _cat_head(p, head_c) if p.is_cat else _dog_head(p, head_c)
     face = Face(
         head_c,
         rh,
-        head_point(-22, 0.42),
+        _head_point(p, head_c, -22, 0.42),
         rh * float(rng.uniform(0.12, 0.16)),
-        nose_c,
-        nose_r,
-        whiskers,
+        head.nose,
+        NOSE_RADIUS * rh,
+        head.whiskers,
     )
-    parts = [tail_part, *back, body, *front, neck, *head_parts_back, head, *head_parts_front]
-    if not is_cat:  # the snout goes over the head's edge, the ear over both
-        parts = [tail_part, *back, body, *front, neck, head, *head_parts_back, *head_parts_front]
+    parts = [tail, *pet.back, pet.body, *pet.front, neck, *head.lower, head.head, *head.upper]
+    if not p.is_cat:  # the snout goes over the head's edge, the ear over both
+        parts = [tail, *pet.back, pet.body, *pet.front, neck, head.head, *head.lower, *head.upper]
     return parts, face
 
 

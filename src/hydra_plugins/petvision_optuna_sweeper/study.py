@@ -1,12 +1,16 @@
-"""Hyperparameter search, the study side: storage, search space, sampler, the search's MLflow
-run (here), and the report at the end (:mod:`.report`: Optuna's pictures, the best trial as a
+"""A search's study: storage, search space, sampler, the per-trial scope and the budget. The
+report at the search's end is in :mod:`.report` (Optuna's pictures, the best trial as a
 ``dvc exp run`` command).
 
-The sweeper (``hydra_plugins.petvision_optuna_sweeper``) drives it; :mod:`petvision.search` is
-what runs inside each trial, the only part a stage imports (so the stages' dvc.yaml deps name
-that package, not this one). Several worker processes (on one machine or several) share one
+The sweeper (:mod:`.sweeper`) drives it; :mod:`petvision.search` is what runs inside each trial,
+the only part of a search a stage imports. This code lives here, beside its driver, and not in
+``petvision.search``: every stage's dvc.yaml deps name that package, so a change to the study
+side would rerun every stage. Several worker processes (on one machine or several) share one
 study through its SQL storage: Optuna's own distributed mode. Each worker asks the study for a
 trial, runs it, tells the result, and stops when the study's budget is spent.
+
+Hydra imports every module of this package at every start: Optuna, SQLAlchemy and Hydra's
+override parser are imported inside the functions that use them.
 """
 
 from __future__ import annotations

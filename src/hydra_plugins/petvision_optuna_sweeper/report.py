@@ -12,7 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from petvision.study import OVERRIDES_ATTR, RUN_ATTR, SEARCH_GROUP, Space
+from .study import (
+    OVERRIDES_ATTR,
+    RUN_ATTR,
+    SEARCH_GROUP,
+    Space,
+)
 
 log = logging.getLogger(__name__)
 

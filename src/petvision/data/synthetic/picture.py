@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from petvision.config import SyntheticConfig
 from petvision.data import layout
-from petvision.data.synthetic.breeds import COAT_NAMES, COATS, EYE_COLOURS, TYPICAL_COAT_P, Breed
+from petvision.data.synthetic.breeds import (
+    COAT_NAMES,
+    COATS,
+    EYE_COLOURS,
+    TYPICAL_COAT_P,
+    Breed,
+    Coat,
+)
 from petvision.data.synthetic.shapes import (
     Face,
+    Part,
     direction,
     ellipse,
     pet_parts,
@@ -79,9 +88,40 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
     """Draw image ``index``: a pure function of ``(cfg, index, breed)``."""
     rng = np.random.default_rng([cfg.seed, index])
     w, h = _image_size(rng, cfg)
-    short = min(w, h)
+    pet = _place(rng, breed, w, h)
+    box = _pet_box(pet.placed, w, h)
+    fur = _fur(rng, breed)
+    image = _surroundings(rng, w, h, fur.avoid)
+    _shadow(image, box)
+    full_mask = Image.new("L", (w, h), 0)
+    x0, y0, x1, y1 = box
+    if x1 > x0 and y1 > y0:
+        _paint_pet(rng, image, full_mask, pet, box, fur)
+    image = _lighting(rng, image)
+    # the face, drawn after shading so the eye stays crisp
+    _draw_face(rng, image, pet.face, pet.transform, pet.scale, pet.offset)
+    trimap = _trimap(full_mask, box)
+    quality = int(rng.integers(cfg.jpeg_quality_min, cfg.jpeg_quality_max + 1))
+    return Sample(stem, breed.name, breed.species, np.asarray(image), trimap, quality)
 
-    # ---- the pet in the canonical frame, then placed in the image
+
+@dataclass
+class Placement:
+    """The pet's parts posed in the canonical frame, and where they land in the image."""
+
+    parts: list[Part]
+    face: Face
+    angle: float  # the rotation, degrees
+    flip: float  # -1: facing left
+    transform: np.ndarray  # the rotation and the flip
+    scale: float  # pixels per unit of the canonical frame
+    offset: np.ndarray  # pixels
+    placed: list[np.ndarray]  # each part's polygon in pixels
+
+
+def _place(rng: np.random.Generator, breed: Breed, w: int, h: int) -> Placement:
+    """Pose, facing, rotation, scale and position; the edge may cut the pet, never its head."""
+    short = min(w, h)
     pose = ("standing", "sitting", "closeup")[int(rng.choice(3, p=[0.35, 0.3, 0.35]))]
     parts, face = pet_parts(rng, breed, "sitting" if pose == "sitting" else "standing")
     flip = -1.0 if rng.random() < 0.5 else 1.0
@@ -110,26 +150,57 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
         margin = face.head_radius * scale * 1.2
         offset = offset + np.clip(head, margin, np.array([w, h]) - margin) - head
     placed = [p * scale + offset for p in placed]
+    return Placement(parts, face, angle, flip, transform, scale, offset, placed)
 
-    # the pet's pixel box (parts may run outside the image)
+
+def _pet_box(placed: list[np.ndarray], w: int, h: int) -> tuple[int, int, int, int]:
+    """The pet's pixel box (x0, y0, x1, y1), a margin round it, inside the image (parts may run
+    outside it)."""
     pts = np.concatenate(placed)
     x0, y0 = np.floor(np.maximum(pts.min(axis=0) - 4, 0)).astype(int)
     x1, y1 = np.ceil(np.minimum(pts.max(axis=0) + 4, [w, h])).astype(int)
+    return x0, y0, x1, y1
 
-    # ---- background, distractors, a soft shadow under the pet
+
+class Fur(NamedTuple):
+    coat: Coat
+    base: np.ndarray  # RGB
+    second: np.ndarray
+
+    @property
+    def avoid(self) -> tuple[np.ndarray, ...]:
+        """The colours the pet's surroundings keep away from: the coat's own."""
+        return (self.base, self.second) if self.coat.pattern != "solid" else (self.base,)
+
+
+def _fur(rng: np.random.Generator, breed: Breed) -> Fur:
+    """Mostly the breed's typical coat, sometimes any other; its colours."""
     coat = (
         COATS[breed.coat]
         if rng.random() < TYPICAL_COAT_P
         else COATS[COAT_NAMES[rng.integers(len(COATS))]]
     )
     base, second = coat_colours(rng, coat)
-    avoid = (base, second) if coat.pattern != "solid" else (base,)
+    return Fur(coat, base, second)
+
+
+def _surroundings(
+    rng: np.random.Generator, w: int, h: int, avoid: tuple[np.ndarray, ...]
+) -> Image.Image:
+    """The background with its distractors, often a little out of focus."""
     image = background(rng, h, w, avoid)
-    _distractors(rng, image, w, h, short, avoid)
+    _distractors(rng, image, w, h, min(w, h), avoid)
     if (
         rng.random() < 0.7
     ):  # depth of field: the background a little out of focus (a box blur: cheap)
         image = image.filter(ImageFilter.BoxBlur(float(rng.uniform(0.9, 4.3))))
+    return image
+
+
+def _shadow(image: Image.Image, pet_box: tuple[int, int, int, int]) -> None:
+    """A soft shadow under the pet's box."""
+    w, h = image.size
+    x0, y0, x1, y1 = pet_box
     rx, ry = (x1 - x0) * 0.45, max(4.0, (x1 - x0) * 0.06)
     cx = (x0 + x1) / 2
     box = (
@@ -145,50 +216,60 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
         shadow = shadow.filter(ImageFilter.BoxBlur(max(2, int(ry))))
         image.paste((0, 0, 0), box, shadow)
 
-    # ---- the pet, drawn in its box only
-    full_mask = Image.new("L", (w, h), 0)
-    if x1 > x0 and y1 > y0:
-        cw, ch = int(x1 - x0), int(y1 - y0)
-        local = [p - [x0, y0] for p in placed]
-        shade_img = _draw((cw, ch), local, [255 * p.shade for p in parts])
-        shade = np.asarray(shade_img, dtype=np.float32) / np.float32(255)
-        inside = shade > 0
-        mask_img = Image.fromarray(inside.astype(np.uint8) * np.uint8(255))
-        # darker towards the outline: the pet reads as a rounded body, not a flat cut-out
-        rim = np.asarray(
-            mask_img.filter(ImageFilter.BoxBlur(max(1, round(scale * 0.035)))), np.float32
-        )
-        rim /= np.float32(255)
-        body_dir = math.radians(angle) + (0 if flip > 0 else math.pi)
-        t = coat_pattern(rng, coat, ch, cw, scale, body_dir + math.pi / 2)
-        if coat.pattern == "points" or (coat.pattern == "patches" and rng.random() < 0.5):
-            ext_img = _draw((cw, ch), local, [255 if p.extremity else 0 for p in parts])
-            if coat.pattern == "points":  # the dark mask round the face
-                fc = (
-                    transform @ (face.head + face.head_radius * np.array([0.5, 0.1])) * scale
-                    + offset
-                    - [x0, y0]
-                )
-                r = face.head_radius * scale * 0.75
-                ImageDraw.Draw(ext_img).ellipse(
-                    [fc[0] - r, fc[1] - r, fc[0] + r, fc[1] + r], fill=255
-                )
-            ext = np.asarray(
-                ext_img.filter(ImageFilter.BoxBlur(max(1, round(scale * 0.03)))), np.float32
-            )
-            t = t + (1 - t) * ext * np.float32(0.85 / 255)
-        amount = np.float32(0.32 if coat.pattern == "ticked" else 0.16)
-        light = shade * (np.float32(1) - amount * value_noise(rng, ch, cw, scale * 0.3))
-        light *= np.float32(0.55) + np.float32(0.45) * np.clip(
-            (rim - np.float32(0.5)) * np.float32(2.2), 0, 1
-        )
-        pet = ImageChops.multiply(
-            colourize(t, [base, second]), Image.merge("RGB", [grey(light)] * 3)
-        )
-        image.paste(pet, (int(x0), int(y0)), mask_img.filter(ImageFilter.BoxBlur(1)))
-        full_mask.paste(mask_img, (int(x0), int(y0)))
 
-    # ---- lighting: a gradient across the scene, a global level, sensor grain
+def _paint_pet(
+    rng: np.random.Generator,
+    image: Image.Image,
+    full_mask: Image.Image,
+    pet: Placement,
+    box: tuple[int, int, int, int],
+    fur: Fur,
+) -> None:
+    """The pet drawn into ``image`` in its box only, shaded and coated; its mask into
+    ``full_mask``."""
+    x0, y0, x1, y1 = box
+    scale, coat = pet.scale, fur.coat
+    cw, ch = int(x1 - x0), int(y1 - y0)
+    local = [p - [x0, y0] for p in pet.placed]
+    shade_img = _draw((cw, ch), local, [255 * p.shade for p in pet.parts])
+    shade = np.asarray(shade_img, dtype=np.float32) / np.float32(255)
+    inside = shade > 0
+    mask_img = Image.fromarray(inside.astype(np.uint8) * np.uint8(255))
+    # darker towards the outline: the pet reads as a rounded body, not a flat cut-out
+    rim = np.asarray(mask_img.filter(ImageFilter.BoxBlur(max(1, round(scale * 0.035)))), np.float32)
+    rim /= np.float32(255)
+    body_dir = math.radians(pet.angle) + (0 if pet.flip > 0 else math.pi)
+    t = coat_pattern(rng, coat, ch, cw, scale, body_dir + math.pi / 2)
+    if coat.pattern == "points" or (coat.pattern == "patches" and rng.random() < 0.5):
+        ext_img = _draw((cw, ch), local, [255 if p.extremity else 0 for p in pet.parts])
+        if coat.pattern == "points":  # the dark mask round the face
+            face = pet.face
+            fc = (
+                pet.transform @ (face.head + face.head_radius * np.array([0.5, 0.1])) * scale
+                + pet.offset
+                - [x0, y0]
+            )
+            r = face.head_radius * scale * 0.75
+            ImageDraw.Draw(ext_img).ellipse([fc[0] - r, fc[1] - r, fc[0] + r, fc[1] + r], fill=255)
+        ext = np.asarray(
+            ext_img.filter(ImageFilter.BoxBlur(max(1, round(scale * 0.03)))), np.float32
+        )
+        t = t + (1 - t) * ext * np.float32(0.85 / 255)
+    amount = np.float32(0.32 if coat.pattern == "ticked" else 0.16)
+    light = shade * (np.float32(1) - amount * value_noise(rng, ch, cw, scale * 0.3))
+    light *= np.float32(0.55) + np.float32(0.45) * np.clip(
+        (rim - np.float32(0.5)) * np.float32(2.2), 0, 1
+    )
+    coated = ImageChops.multiply(
+        colourize(t, [fur.base, fur.second]), Image.merge("RGB", [grey(light)] * 3)
+    )
+    image.paste(coated, (int(x0), int(y0)), mask_img.filter(ImageFilter.BoxBlur(1)))
+    full_mask.paste(mask_img, (int(x0), int(y0)))
+
+
+def _lighting(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    """A gradient across the scene, a global level, sensor grain."""
+    w, h = image.size
     g = coords(
         -(-h // 8), -(-w // 8), float(rng.uniform(0, 2 * np.pi))
     )  # smooth: 1/8 size, enlarged
@@ -199,24 +280,23 @@ def render(cfg: SyntheticConfig, index: int, breed: Breed, stem: str = "") -> Sa
     level = float(rng.uniform(0.9, 1.25))
     grain = grey(_grain(rng, h, w) * np.float32(rng.uniform(2, 9) / 255) + np.float32(0.5))
     # (image + 128 + noise) * level - 128 * level: the level and the grain in one pass
-    image = ImageChops.add(image, Image.merge("RGB", [grain] * 3), 1 / level, -round(128 * level))
+    return ImageChops.add(image, Image.merge("RGB", [grain] * 3), 1 / level, -round(128 * level))
 
-    # ---- the face, drawn after shading so the eye stays crisp
-    _draw_face(rng, image, face, transform, scale, offset)
 
-    # ---- trimap: pet inside, a band straddling the outline, background
+def _trimap(full_mask: Image.Image, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Pet inside, a band straddling the outline, background."""
+    w, h = full_mask.size
+    x0, y0, x1, y1 = box
     trimap = np.full((h, w), layout.TRIMAP_BACKGROUND, np.uint8)
     if x1 > x0 and y1 > y0:
-        radius = max(1, round(short / 130))
+        radius = max(1, round(min(w, h) / 130))
         pad = radius + 1
         bx0, by0, bx1, by1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
         dilated, eroded = _band(full_mask.crop((bx0, by0, bx1, by1)), radius)
         band = trimap[by0:by1, bx0:bx1]
         band[dilated] = layout.TRIMAP_BORDER
         band[eroded] = layout.TRIMAP_PET
-
-    quality = int(rng.integers(cfg.jpeg_quality_min, cfg.jpeg_quality_max + 1))
-    return Sample(stem, breed.name, breed.species, np.asarray(image), trimap, quality)
+    return trimap
 
 
 def _draw_face(
