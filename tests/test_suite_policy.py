@@ -107,3 +107,23 @@ def test_time_bound_fails_a_block_that_runs_too_long():
     with time_bound(0.5, "a quick block"):  # and lets a block within its bound finish
         time.sleep(0.1)
     time.sleep(0.8)  # the timer was cancelled: nothing fires after the block
+
+
+def test_no_test_module_imports_another():
+    """Shared fixtures and helpers live in conftest.py or in helper modules that are not test
+    modules (project_copy.py, archive_server.py, ...): a test module that imports another runs
+    that module's fixtures and module-level work, and ties the two files' changes together."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_")]
+    assert not offenders, offenders
