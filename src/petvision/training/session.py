@@ -5,8 +5,7 @@ A :class:`TrainingSession` opens (or, after an interruption, reopens) the task's
 distribution strategy's scope, trained through :func:`petvision.training.loop.fit` with per-epoch
 logging, and its best epoch loaded back. At the end :meth:`TrainingSession.finish` writes the
 stage's DVC outputs — the best model, ``metrics.json``, ``history.csv`` and the pictures —
-and logs the same to MLflow, model included. Only the chief of a multi-worker job writes
-outputs and logs; the other workers train and keep their state in a private folder.
+and logs the same to MLflow, model included.
 
 The outputs are replaced together: the stage draws its pictures in a staging folder
 (:attr:`TrainingSession.reports_dir`), :meth:`TrainingSession.finish` writes the rest next to
@@ -141,19 +140,12 @@ class TrainingSession:
         ``cfg`` gives what is not the task's: trainer, paths, tracking, the preset."""
         self.cfg, self.task, self.rt = cfg, task, rt
         self.splits = splits
-        # Another worker's folder lies beside the chief's, not inside it: the chief clears its own
-        # folder (settings changed, training done) while the other workers may still use theirs.
-        state, name = cfg.paths.resolve("state"), str(task.task)
-        self.workdir = workdir.Workdir(
-            state / name if rt.is_chief else state / f"{name}.worker-{rt.worker_index}"
-        )
+        self.workdir = workdir.Workdir(cfg.paths.resolve("state") / str(task.task))
         if not cfg.trainer.resume:
             self.workdir.clear()
         # Not reports/<task>/ itself: finish() moves the files there once all of them are written.
-        # Other workers of a multi-worker job draw in their private folder: they never publish,
-        # and a shared staging folder would be cleared under the chief's feet.
-        self.reports_dir = staging_dir(task) if rt.is_chief else self.workdir.root / "reports"
-        self.run: tracking.Run | tracking.NoRun = tracking.NoRun()
+        self.reports_dir = staging_dir(task)
+        self.run: tracking.Run  # opened by __enter__
         self.digests: dict[str, str] = {}
 
     # ------------------------------------------------------------------ run
@@ -162,31 +154,27 @@ class TrainingSession:
         fingerprint = self._fingerprint(digests)
         # Clears state that other settings or data made, and repairs what a kill left (workdir.Workdir).
         self.workdir.adopt(fingerprint)
-        if self.rt.is_chief:
-            # The run of the saved state, progress or not: a run killed in its first epoch is reused
-            # rather than left behind as a second, empty run.
-            resume_id = self.workdir.run_id()
-            model_name = self.task.model.name
-            name = f"{model_name} {self.cfg.preset} {datetime.now():%m-%d %H:%M}"
-            self.run = tracking.Run(
-                self.cfg,
-                self.task.stage,
-                task=self.task,
-                run_name=name,
-                resume_run_id=resume_id,
-                tags={"model": model_name, **self.rt.describe()},
-            )
+        # The run of the saved state, progress or not: a run killed in its first epoch is reused
+        # rather than left behind as a second, empty run.
+        model_name = self.task.model.name
+        self.run = tracking.Run(
+            self.cfg,
+            self.task.stage,
+            task=self.task,
+            run_name=f"{model_name} {self.cfg.preset} {datetime.now():%m-%d %H:%M}",
+            resume_run_id=self.workdir.run_id(),
+            tags={"model": model_name, **self.rt.describe()},
+        )
         self.run.__enter__()
         # Only now that the run has started (tracking can fail at start): nothing is written before.
         self.workdir.save_fingerprint(fingerprint)
         shutil.rmtree(self.reports_dir, ignore_errors=True)  # what a killed run left half-staged
-        if self.rt.is_chief:
-            for final in (self.task.model_file, trust.trust_file(self.task.model_file)):
-                atomic.remove_stale_tmp(final)  # a SIGKILL leftover
-            self.workdir.save_run_id(self.run.run_id)
-            self._log_inputs(digests)
-            if self.run.resumed:
-                self._log_missed_epochs()
+        for final in (self.task.model_file, trust.trust_file(self.task.model_file)):
+            atomic.remove_stale_tmp(final)  # a SIGKILL leftover
+        self.workdir.save_run_id(self.run.run_id)
+        self._log_inputs(digests)
+        if self.run.resumed:
+            self._log_missed_epochs()
         return self
 
     def __exit__(self, *exc_info):
@@ -374,10 +362,6 @@ class TrainingSession:
             **best_epoch_summary(result.history, result.best_epoch),
             **(extra or {}),
         }
-        if not self.rt.is_chief:
-            self.workdir.clear()
-            return summary
-
         staging, final_dir = self.reports_dir, self.task.reports
         atomic.write_json(staging / "metrics.json", summary)
         # Lets the visualize stage link its pictures to this run in the MLflow UI.
