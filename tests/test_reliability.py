@@ -130,16 +130,10 @@ def tiny_fit(
 ):
     model = model or tiny_model()
     train_ds, val_ds = tiny_data()
-    result = loop.fit(
-        model,
-        train_ds,
-        val_ds,
-        train,
-        workdir,
-        config_key="segmentation",
-        callbacks=list(callbacks),
-        verbose=0,
+    fitting = loop.Fitting(
+        train, workdir, config_key="segmentation", callbacks=list(callbacks), verbose=0
     )
+    result = loop.fit(model, train_ds, val_ds, fitting)
     return model, result
 
 
@@ -352,11 +346,9 @@ def test_early_stopping_stops_a_resumed_fit_where_it_stops_an_uninterrupted_one(
             tiny_model(),
             inputs.batches(x[:32], y[:32], 8, shuffle=False, seed=0),
             inputs.batches(x[32:], y[32:], 8, shuffle=False, seed=0),
-            train,
-            workdir,
-            config_key="segmentation",
-            callbacks=list(callbacks),
-            verbose=0,
+            loop.Fitting(
+                train, workdir, config_key="segmentation", callbacks=list(callbacks), verbose=0
+            ),
         )
 
     whole = fit(Workdir(tmp_path / "whole"))

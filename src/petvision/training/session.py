@@ -285,16 +285,14 @@ class TrainingSession:
 
     def fit(self, model: keras.Model, train_ds, val_ds) -> loop.FitResult:
         self.run.log_params({"model.parameters": model.count_params()})
-        return loop.fit(
-            model,
-            train_ds,
-            val_ds,
+        fitting = loop.Fitting(
             self.task.train,
             self.workdir,
             config_key=self.task.task,
             callbacks=[self.run.keras_callback(), *search.keras_callbacks()],
             verbose=loop.verbosity(),
         )
+        return loop.fit(model, train_ds, val_ds, fitting)
 
     def load_best(self) -> keras.Model:
         best = self.workdir.best_model()
