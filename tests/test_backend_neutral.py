@@ -118,8 +118,8 @@ ON_JAX = textwrap.dedent("""
         model.train_step = lambda *a, step=step: traced.append(1) or step(*a)
         seeds = [v for v in model.non_trainable_variables if "seed_generator" in v.path]
         before = [np.asarray(v.value).copy() for v in seeds]
-        result = loop.fit(model, train_ds, val_ds, train_cfg, workdir.Workdir(work / model.name),
-                          config_key=task, verbose=0)
+        result = loop.fit(model, train_ds, val_ds, loop.Fitting(
+            train_cfg, workdir.Workdir(work / model.name), config_key=task, verbose=0))
         with xla.loading():
             best = xla.allow(keras.saving.load_model(result.best_model, safe_mode=True))
         report["models"][model.name] = {

@@ -13,6 +13,7 @@ from PIL import Image
 from project_copy import tiny_overrides
 
 from petvision.config import task_config
+from petvision.config.schema import TrustConfig
 from petvision.core.tasks import Task
 
 SIZE = 32
@@ -231,12 +232,29 @@ def write_trust_files(cfg, pets: list[np.ndarray]) -> None:
             if task is Task.classification
             else rng.integers(0, 3, (40, SIZE, SIZE))
         )
-        prov = trust.provenance("synthetic", {"train": "t", "val": "v"}, "quick", SIZE, "tiny")
+        prov = trust.provenance(
+            source="synthetic",
+            digests={"train": "t", "val": "v"},
+            preset="quick",
+            image_size=SIZE,
+            model="tiny",
+        )
         layers = t.architecture.trust_layers or t.architecture.block_outputs
         measured = trust.measure(
-            model, tuple(layers), x[:100], x[100:140], labels, x[100:140], labels,
-            np.zeros((0, SIZE, SIZE, 3), np.uint8), prov, True, True, 3, 0.95, str(task),
-        )  # fmt: skip
+            model,
+            tuple(layers),
+            trust.Inputs(
+                train_images=x[:100],
+                fit=trust.Labelled(x[100:140], labels),
+                held=trust.Labelled(x[100:140], labels),
+                unlike_photos=np.zeros((0, SIZE, SIZE, 3), np.uint8),
+            ),
+            TrustConfig(
+                temperature_scaling=True, detector=True, k=3, quantile=0.95, unlike_photos=""
+            ),
+            prov=prov,
+            task=str(task),
+        )
         measured.trust.save(trust.trust_file(t.model_file))
 
 

@@ -1,4 +1,4 @@
-"""runtime.setup on this machine (CPU only): precision, rejected combinations, TF_CONFIG, seeds."""
+"""runtime.setup on this machine (CPU only): precision, rejected combinations, strategies, seeds."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import keras
 import pytest
 
 from petvision.config import TrainerConfig
-from petvision.core.errors import ConfigError, TrainingError
-from petvision.training import distribute, runtime
+from petvision.core.errors import ConfigError
+from petvision.training import runtime
 
 HAS_GPU = bool(runtime._gpus())
 CPU_HAS_BF16 = (
@@ -83,38 +83,24 @@ def test_gpu_requested_without_one_is_rejected():
     assert runtime.setup(trainer(device="auto")).device == "cpu"
 
 
-@pytest.mark.parametrize(
-    "tf_config, why",
-    [
-        (None, "not set"),
-        ("{not json", "not"),
-        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "outside"),
-        ('{"cluster": {}, "task": {"type": "worker", "index": 0}}', "cluster"),
-    ],
-)
-def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config, why):
-    if tf_config is None:
-        monkeypatch.delenv("TF_CONFIG", raising=False)
-    else:
-        monkeypatch.setenv("TF_CONFIG", tf_config)
-    with pytest.raises(ConfigError, match=r"trainer\.strategy='multi_worker'.*TF_CONFIG.*") as err:
+def test_multi_worker_was_removed_and_the_error_says_what_to_use(make_config):
+    """trainer.strategy=multi_worker patched Keras internals and was removed (docs/architecture.md):
+    the configuration refuses it at start, naming the replacements."""
+    with pytest.raises(ConfigError) as err:
+        make_config("trainer.strategy=multi_worker")
+    message = str(err.value)
+    assert message.startswith("trainer.strategy='multi_worker': must be one of default, mirrored")
+    assert "was removed" in message
+    assert "trainer.strategy=mirrored" in message and "Optuna study" in message
+    # A TrainerConfig built in code, past the schema: refused by the runtime too.
+    with pytest.raises(ConfigError, match=r"trainer\.strategy='multi_worker'"):
         runtime.setup(trainer(strategy="multi_worker"))
-    assert why in str(err.value)
-
-
-def test_the_chief_is_the_chief_task_or_worker_0():
-    workers = {"worker": ["a:1", "b:1"]}
-    assert distribute._is_chief({"cluster": workers, "task": {"type": "worker", "index": 0}})
-    assert not distribute._is_chief({"cluster": workers, "task": {"type": "worker", "index": 1}})
-    with_chief = {"chief": ["c:1"], **workers}
-    assert distribute._is_chief({"cluster": with_chief, "task": {"type": "chief", "index": 0}})
-    assert not distribute._is_chief({"cluster": with_chief, "task": {"type": "worker", "index": 0}})
 
 
 def test_describe_gives_string_tags():
     tags = runtime.setup(trainer(device="cpu")).describe()
     assert tags["runtime.device"] == "cpu" and tags["runtime.strategy"] == "default"
-    assert tags["runtime.num_replicas"] == "1" and tags["runtime.is_chief"] == "true"
+    assert tags["runtime.num_replicas"] == "1"
     assert all(isinstance(v, str) for v in tags.values())
 
 
@@ -172,21 +158,8 @@ def test_same_seed_same_first_epoch_loss_in_fresh_processes():
 
 def test_mirrored_strategy_on_this_machine():
     rt = runtime.setup(trainer(device="cpu", strategy="mirrored"))
-    assert rt.strategy_name == "mirrored" and rt.num_replicas == 1 and rt.is_chief
+    assert rt.strategy_name == "mirrored" and rt.num_replicas == 1
     with rt.strategy.scope():
         layer = keras.layers.Dense(2)
         layer.build((None, 3))
     assert layer.kernel.shape == (3, 2)
-
-
-def test_the_multi_worker_patch_refuses_a_keras_it_was_not_written_for(monkeypatch):
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    distribute._check_patched_keras(tf_trainer)  # the pinned Keras: accepted
-    monkeypatch.setattr(keras, "__version__", "3.99.0")
-    with pytest.raises(TrainingError, match=r"Keras 3\.99\.0.*keras==3\.15\.1"):
-        distribute._check_patched_keras(tf_trainer)
-    monkeypatch.undo()
-    monkeypatch.delattr(tf_trainer, "reduce_per_replica")
-    with pytest.raises(TrainingError, match="lacks reduce_per_replica"):
-        distribute._check_patched_keras(tf_trainer)

@@ -98,7 +98,7 @@ def run_export(cfg: Config) -> dict[str, Any]:
                 "input": f"uint8[None, {loaded.size}, {loaded.size}, 3]",
                 "interpolation": loaded.interpolation,
                 "temperature": temperature(loaded),
-                "trained_on": loaded.trust.provenance if loaded.trust is not None else None,
+                "trained_on": loaded.provenance,
             }
         atomic.write_json(tmp / "export.json", summary)
     log.info("exported %s to %s", ", ".join(FOLDERS.values()), out)

@@ -11,17 +11,18 @@ the model through MLflow's Keras flavor, in an MLflow run of the segmentation ex
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
 from petvision.cli import stage
 from petvision.config import Config, Task, task_config
 from petvision.data import inputs, npy_dataset
-from petvision.evaluation import metrics
+from petvision.evaluation import metrics, trust
 from petvision.models.segmentation import build_segmentation_model
 from petvision.render import plots
 from petvision.training import runtime
-from petvision.training.session import TrainingSession
+from petvision.training.session import Trained, TrainingSession
 
 log = logging.getLogger("petvision.train_segmentation")  # not __name__: that is "__main__" under -m
 
@@ -51,48 +52,47 @@ def run_train_segmentation(cfg: Config) -> dict:
             loss="sparse_categorical_crossentropy",
             metrics=metrics.segmentation_metrics(task.model.num_classes),
         )
-        model, result, best = trained.model, trained.result, trained.best
-
-        sample = slice(0, min(NUM_SAMPLES, len(val)))
-        predicted = np.argmax(best.predict(np.asarray(val.images[sample]), verbose=0), axis=-1)[
-            ..., None
-        ]
-        reports = session.reports_dir
-        pictures = [
-            plots.learning_curves(
-                result.history,
-                reports / "learning_curves.png",
-                "pet_iou",
-                f"{model.name}: loss and pet IoU per epoch",
-            ),
-            plots.segmentation_samples(
-                val.images[sample],
-                val.require("masks")[sample],
-                predicted,
-                reports / "samples.png",
-                titles=val.stems[sample],
-            ),
-        ]
+        pictures = draw_pictures(trained, val, session.reports_dir)
         # No test split: the validation split's even images fit the temperature and the
         # detector's threshold, its odd ones, which fitted nothing, measure them.
         images, masks = np.asarray(val.images), np.asarray(val.require("masks"))[..., 0]
-        trust = session.measure_trust(
-            best,
+        trust_step = session.measure_trust(
+            trained.best,
             np.asarray(train.images),
-            (images[0::2], masks[0::2]),
-            (images[1::2], masks[1::2]),
-            f"the odd half of the validation split ({len(images[1::2])} images, per pixel)",
+            fit=trust.Labelled(images[0::2], masks[0::2]),
+            held=trust.Labelled(images[1::2], masks[1::2]),
+            held_name=(
+                f"the odd half of the validation split ({len(images[1::2])} images, per pixel)"
+            ),
         )
         summary = session.finish(
-            best,
-            result,
-            [*pictures, trust.picture],
-            example=np.asarray(val.images[:2]),
-            extra={"trust": trust.summary},
-            beside_model=[trust.file],
-            tags=trust.tags,
+            trained, pictures, example=np.asarray(val.images[:2]), trust_step=trust_step
         )
     return summary
+
+
+def draw_pictures(trained: Trained, val: npy_dataset.Split, reports: Path) -> list[Path]:
+    """The learning curves, and the best model's masks of the first validation images beside
+    the true ones."""
+    sample = slice(0, min(NUM_SAMPLES, len(val)))
+    predicted = np.argmax(trained.best.predict(np.asarray(val.images[sample]), verbose=0), axis=-1)[
+        ..., None
+    ]
+    return [
+        plots.learning_curves(
+            trained.result.history,
+            reports / "learning_curves.png",
+            "pet_iou",
+            f"{trained.model.name}: loss and pet IoU per epoch",
+        ),
+        plots.segmentation_samples(
+            val.images[sample],
+            val.require("masks")[sample],
+            predicted,
+            reports / "samples.png",
+            titles=val.stems[sample],
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from petvision.config.checks import check_split_sizes, validate
 from petvision.config.schema import (
+    REMOVED_CHOICES,
     ActivationsConfig,
     ArchiveConfig,
     AugmentationConfig,
@@ -149,7 +150,8 @@ def _describe(exc: OmegaConfBaseException) -> str:
         # An Enum field: say it as every other bad value is said, key=value and the choices.
         value = getattr(exc, "value", None)
         choices = first_line.split("expected one of", 1)[1].strip(" []")
-        return f"{key}={value!r}: must be one of {choices}"
+        removed = REMOVED_CHOICES.get(str(key), {}).get(str(value))
+        return f"{key}={value!r}: must be one of {choices}" + (f". {removed}" if removed else "")
     return f"{key}: {first_line}"
 
 

@@ -69,7 +69,19 @@ class Precision(StrEnum):
 class Strategy(StrEnum):
     default = "default"
     mirrored = "mirrored"
-    multi_worker = "multi_worker"
+
+
+# Values a key took once and no longer does: what its error adds (config.load), key -> value -> why.
+REMOVED_CHOICES = {
+    "trainer.strategy": {
+        "multi_worker": (
+            "multi_worker was removed: Keras 3 cannot train under TensorFlow's multi-worker "
+            "strategy without patching its internals. Use trainer.strategy=mirrored for the GPUs "
+            "of one machine; across machines, run a search with several workers sharing one "
+            "Optuna study, or queue experiments (dvc exp run --queue); see docs/architecture.md"
+        )
+    }
+}
 
 
 class VisualizedModel(StrEnum):

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from petvision.config.schema import TrustConfig
 from petvision.core.atomic import atomic_file
 from petvision.core.errors import DataError
 from petvision.evaluation import calibration, ood
@@ -35,6 +37,8 @@ GENERATED_WARNING = (
     "the models were trained on generated pictures of pets (data.source=synthetic), not on "
     "photos: their answers on real photos mean nothing"
 )
+# What heads a "trained_on" cell (predict's table, the served answers) for such models.
+GENERATED_PREFIX = "GENERATED PETS, not photos: "
 
 
 def trust_file(model_file: Path) -> Path:
@@ -47,7 +51,7 @@ def trust_file(model_file: Path) -> Path:
 
 
 def provenance(
-    source: str, digests: dict[str, str], preset: str, image_size: int, model: str
+    *, source: str, digests: dict[str, str], preset: str, image_size: int, model: str
 ) -> dict[str, Any]:
     """What a model was trained on. ``dataset_digest`` is one digest of the splits' digests
     (petvision.data.digest), the same for the same arrays wherever they lie."""
@@ -75,6 +79,22 @@ def describe(prov: dict[str, Any] | None) -> str:
 
 def is_generated(prov: dict[str, Any] | None) -> bool:
     return bool(prov) and str(prov.get("source")) in GENERATED_SOURCES  # type: ignore[union-attr]
+
+
+def trained_on(by_model: Mapping[str, dict[str, Any] | None]) -> str:
+    """One table cell saying what the models were trained on: one :func:`describe` when they
+    agree, else each model's after its name; headed by :data:`GENERATED_PREFIX` when any of them
+    was trained on generated pictures."""
+    described = {name: describe(prov) for name, prov in by_model.items()}
+    distinct = set(described.values())
+    text = (
+        distinct.pop()
+        if len(distinct) == 1
+        else "; ".join(f"{name}: {d}" for name, d in described.items())
+    )
+    if any(is_generated(prov) for prov in by_model.values()):
+        return GENERATED_PREFIX + text
+    return text
 
 
 def tags(prov: dict[str, Any]) -> dict[str, str]:
@@ -153,14 +173,36 @@ class Trust:
         )
 
 
-def load_beside(model_file: Path) -> Trust | None:
-    """The trust file beside a model file, or None when there is none (a model trained before
-    it existed, or by other code)."""
-    path = trust_file(model_file)
+def find(model: Path) -> Trust | None:
+    """A model's trust file: beside a model file (:func:`trust_file`), or, for the folder of an
+    MLflow model, the one logged inside it, among the files beside the network (in a folder of
+    its own: petvision.tracking.flavor.EXTRA_FILES_DIR). None when the model has none (trained
+    before trust files existed, or by other code)."""
+    model = Path(model)
+    if model.is_dir():
+        logged = sorted(model.glob("*/*" + SUFFIX))
+        return Trust.load(logged[0]) if logged else None
+    path = trust_file(model)
     return Trust.load(path) if path.is_file() else None
 
 
 # --------------------------------------------------------------------------- the stages' step
+
+
+@dataclass(frozen=True)
+class Labelled:
+    images: np.ndarray
+    labels: np.ndarray  # one per image, or one per pixel
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What :func:`measure` fits on and measures with."""
+
+    train_images: np.ndarray  # the detector's banks
+    fit: Labelled  # validation images: the temperature, the detector's scales and threshold
+    held: Labelled  # images that fitted nothing: the measurements
+    unlike_photos: np.ndarray  # real photos unlike the training data (may be none)
 
 
 @dataclass(frozen=True)
@@ -173,59 +215,73 @@ class Measured:
 def measure(
     model: Any,
     layers: tuple[str, ...],
-    train_images: np.ndarray,
-    fit_images: np.ndarray,
-    fit_labels: np.ndarray,
-    held_images: np.ndarray,
-    held_labels: np.ndarray,
-    unlike_photos: np.ndarray,
+    inputs: Inputs,
+    settings: TrustConfig,
+    *,
     prov: dict[str, Any],
-    temperature_scaling: bool,
-    detector: bool,
-    k: int,
-    quantile: float,
     task: str,
     batch_size: int = 64,
 ) -> Measured:
-    """Fit the temperature and the detector (training images: the detector's banks; ``fit_*``:
-    the validation images, for the temperature, the scales and the threshold), then measure both
-    on the ``held_*`` images, which fitted nothing, and on the unlike photos."""
+    """Fit the temperature and, when ``settings.detector`` is on and the model has detector
+    ``layers``, the detector; then measure both on the held-out images, which fitted nothing,
+    and on the unlike photos. ``prov`` and ``task`` go into the trust file."""
     from petvision.evaluation import features
 
+    detector = settings.detector and bool(layers)
     tap = list(layers) if detector else []
-    fit_fwd = features.forward(model, fit_images, tap, batch_size)
-    held_fwd = features.forward(model, held_images, tap, batch_size)
+    fit_fwd = features.forward(model, inputs.fit.images, tap, batch_size)
+    held_fwd = features.forward(model, inputs.held.images, tap, batch_size)
     cal_summary, before, after = calibration.calibration_report(
         features.two_class_logits(fit_fwd),
-        fit_labels,
+        inputs.fit.labels,
         features.two_class_logits(held_fwd),
-        held_labels,
-        temperature_scaling,
+        inputs.held.labels,
+        settings.temperature_scaling,
     )
     summary: dict[str, Any] = {"calibration": cal_summary}
     fitted = None
     if detector:
-        train_fwd = features.forward(model, train_images, tap, batch_size)
-        k = min(k, len(train_images))
-        fitted, _ = ood.fit(tap, train_fwd.features, fit_fwd.features, k, quantile)
-        held_scores = fitted.score(held_fwd.features)
-        unlike: dict[str, np.ndarray] = {}
-        if len(unlike_photos):
-            unlike["real_photos"] = fitted.score(
-                features.forward(model, unlike_photos, tap, batch_size).features
-            )
-        shuffled = ood.shuffled_patches(np.asarray(held_images), SHUFFLE_GRID)
-        unlike["shuffled_patches"] = fitted.score(
-            features.forward(model, shuffled, tap, batch_size).features
+        fitted, summary["detector"] = _fit_and_measure_detector(
+            model, tap, inputs, settings, (fit_fwd, held_fwd), batch_size
         )
-        summary["detector"] = {
-            "method": ood.METHOD,
-            # One string: DVC shows scalars only, and a list here would vanish from
-            # `dvc exp show` and differ from metrics.json after `dvc exp apply`.
-            "layers": " + ".join(tap),
-            "k": k,
-            "quantile": quantile,
-            **ood.detection_report(held_scores, unlike, fitted.threshold),
-        }
     trust = Trust(prov, cal_summary["temperature"], fitted, task)
     return Measured(summary, trust, (before, after))
+
+
+def _fit_and_measure_detector(
+    model: Any,
+    tap: list[str],
+    inputs: Inputs,
+    settings: TrustConfig,
+    fit_and_held: tuple[Any, Any],
+    batch_size: int,
+) -> tuple[ood.Detector, dict[str, Any]]:
+    """The detector fitted on the training images (its banks) and the validation features
+    (``fit_and_held``'s first: scales, threshold), and its report on the held-out images against
+    the unlike photos and the held-out images with their tiles shuffled."""
+    from petvision.evaluation import features
+
+    fit_fwd, held_fwd = fit_and_held
+    train_fwd = features.forward(model, inputs.train_images, tap, batch_size)
+    k = min(settings.k, len(inputs.train_images))
+    fitted, _ = ood.fit(tap, train_fwd.features, fit_fwd.features, k, settings.quantile)
+    held_scores = fitted.score(held_fwd.features)
+    unlike: dict[str, np.ndarray] = {}
+    if len(inputs.unlike_photos):
+        unlike["real_photos"] = fitted.score(
+            features.forward(model, inputs.unlike_photos, tap, batch_size).features
+        )
+    shuffled = ood.shuffled_patches(np.asarray(inputs.held.images), SHUFFLE_GRID)
+    unlike["shuffled_patches"] = fitted.score(
+        features.forward(model, shuffled, tap, batch_size).features
+    )
+    report = {
+        "method": ood.METHOD,
+        # One string: DVC shows scalars only, and a list here would vanish from
+        # `dvc exp show` and differ from metrics.json after `dvc exp apply`.
+        "layers": " + ".join(tap),
+        "k": k,
+        "quantile": settings.quantile,
+        **ood.detection_report(held_scores, unlike, fitted.threshold),
+    }
+    return fitted, report

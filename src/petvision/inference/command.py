@@ -4,8 +4,9 @@ and one table; an unreadable photo is named, skipped and counted."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -80,20 +81,66 @@ def _save_jpeg(array: np.ndarray, path: Path) -> str:
     return path.name
 
 
+class Models(NamedTuple):
+    classifier: LoadedModel
+    segmenter: LoadedModel
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """Where and how predict draws each photo: the output folder (its masks/, overlays/ and
+    gradcam/), each photo's file name there, the overlays' opacity and Grad-CAM's (None: no
+    Grad-CAM pictures)."""
+
+    folder: Path
+    names: dict[Path, str]
+    alpha: float
+    gradcam_alpha: float | None
+
+
 def run_predict(cfg: Config) -> dict[str, Any]:
     """Predict every photo named by ``predict.input`` into ``predict.output``; return the table
     (also written there as predictions.json and predictions.csv)."""
-    import csv
-    import sys
-
-    from tqdm import tqdm
-
     from petvision.core import atomic
 
     p = cfg.predict
     found = collect_inputs(p.input)
     out = Path(p.output).expanduser().absolute()
     _check_output(out, found)
+    models = _load_models(cfg)
+    with atomic.atomic_dir(out) as tmp:
+        for folder in ["masks", "overlays", *(["gradcam"] if p.gradcam else [])]:
+            (tmp / folder).mkdir()
+        pictures = Pictures(
+            tmp,
+            dict(zip(found.files, output_names(found.files))),
+            p.overlay_alpha,
+            cfg.visualize.gradcam.alpha if p.gradcam else None,
+        )
+        rows, skipped = _predict_all(found.files, models, pictures, p.batch_size)
+        ok = [r for r in rows if r["status"] == "ok"]
+        if not ok:
+            raise DataError(
+                f"predict.input: none of the {len(found.files)} file(s) could be read as a photo: "
+                + "; ".join(s["error"] for s in skipped[:5])
+            )
+        table = {
+            "models": {m.task: _model_entry(m) for m in models},
+            "counts": {
+                "files": len(found.files),
+                "predicted": len(ok),
+                "skipped": len(skipped),
+                "ignored_hidden": len(found.ignored),
+            },
+            "photos": rows,
+        }
+        _write_table(tmp, table)
+    _say_what_happened(out, len(found.files), ok, skipped)
+    return table
+
+
+def _load_models(cfg: Config) -> Models:
+    p = cfg.predict
     classifier = load_model(task_config(cfg, Task.classification), p.classifier, cfg.tracking)
     segmenter = load_model(task_config(cfg, Task.segmentation), p.segmenter, cfg.tracking)
     log.info(
@@ -106,71 +153,68 @@ def run_predict(cfg: Config) -> dict[str, Any]:
         segmenter.interpolation,
     )
     _say_what_they_were_trained_on(classifier, segmenter)
+    return Models(classifier, segmenter)
 
-    names = dict(zip(found.files, output_names(found.files)))
+
+def _predict_all(
+    files: list[Path], models: Models, pictures: Pictures, batch_size: int
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Every file, a batch at a time: the table's rows in the files' order, and the files
+    skipped as unreadable."""
+    import sys
+
+    from tqdm import tqdm
+
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    with atomic.atomic_dir(out) as tmp:
-        folders = ["masks", "overlays", *(["gradcam"] if p.gradcam else [])]
-        for folder in folders:
-            (tmp / folder).mkdir()
-        with tqdm(
-            total=len(found.files),
-            desc="predict",
-            unit="photo",
-            file=sys.stderr,
-            mininterval=0.5,
-            disable=len(found.files) < 2,
-        ) as bar:
-            for start in range(0, len(found.files), p.batch_size):
-                batch: list[tuple[Path, np.ndarray, str]] = []
-                for path in found.files[start : start + p.batch_size]:
-                    try:
-                        photo, kind = read_photo(path)
-                    except DataError as exc:
-                        log.warning("skipped: %s", exc)
-                        skipped.append({"file": str(path), "error": str(exc)})
-                        rows.append({"file": str(path), "status": "skipped", "error": str(exc)})
-                        bar.update(1)
-                        continue
-                    batch.append((path, photo, kind))
-                rows += _predict_batch(
-                    batch,
-                    classifier,
-                    segmenter,
-                    names,
-                    tmp,
-                    p.overlay_alpha,
-                    cfg.visualize.gradcam.alpha if p.gradcam else None,
-                )
-                bar.update(len(batch))
-        ok = [r for r in rows if r["status"] == "ok"]
-        if not ok:
-            raise DataError(
-                f"predict.input: none of the {len(found.files)} file(s) could be read as a photo: "
-                + "; ".join(s["error"] for s in skipped[:5])
-            )
-        table = {
-            "models": {m.task: _model_entry(m) for m in (classifier, segmenter)},
-            "counts": {
-                "files": len(found.files),
-                "predicted": len(ok),
-                "skipped": len(skipped),
-                "ignored_hidden": len(found.ignored),
-            },
-            "photos": rows,
-        }
-        atomic.write_json(tmp / TABLE_JSON, table)
-        with open(tmp / TABLE_CSV, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS, lineterminator="\n")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in TABLE_FIELDS})
+    with tqdm(
+        total=len(files),
+        desc="predict",
+        unit="photo",
+        file=sys.stderr,
+        mininterval=0.5,
+        disable=len(files) < 2,
+    ) as bar:
+        for start in range(0, len(files), batch_size):
+            batch: list[tuple[Path, np.ndarray, str]] = []
+            for path in files[start : start + batch_size]:
+                try:
+                    photo, kind = read_photo(path)
+                except DataError as exc:
+                    log.warning("skipped: %s", exc)
+                    skipped.append({"file": str(path), "error": str(exc)})
+                    rows.append({"file": str(path), "status": "skipped", "error": str(exc)})
+                    bar.update(1)
+                    continue
+                batch.append((path, photo, kind))
+            rows += _predict_batch(batch, models, pictures)
+            bar.update(len(batch))
+    return rows, skipped
+
+
+def _write_table(folder: Path, table: dict[str, Any]) -> None:
+    import csv
+
+    from petvision.core import atomic
+
+    atomic.write_json(folder / TABLE_JSON, table)
+    with open(folder / TABLE_CSV, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in table["photos"]:
+            writer.writerow({k: row.get(k, "") for k in TABLE_FIELDS})
+
+
+def _say_what_happened(
+    out: Path, files: int, ok: list[dict[str, Any]], skipped: list[dict[str, str]]
+) -> None:
+    """The skipped files and the photos unlike the training data in the log; the counts on
+    stdout."""
     if skipped:
         log.warning(
             "predict: %d of %d file(s) skipped (unreadable), listed in %s: %s",
             len(skipped),
-            len(found.files),
+            files,
             out / TABLE_CSV,
             "; ".join(Path(s["file"]).name for s in skipped[:10]),
         )
@@ -188,7 +232,6 @@ def run_predict(cfg: Config) -> dict[str, Any]:
         f"predicted {len(ok)} photo(s), skipped {len(skipped)} unreadable file(s): "
         f"{out / TABLE_CSV}"
     )
-    return table
 
 
 def _say_what_they_were_trained_on(*models: LoadedModel) -> None:
@@ -197,13 +240,9 @@ def _say_what_they_were_trained_on(*models: LoadedModel) -> None:
     from petvision.evaluation import trust
 
     for m in models:
-        log.info("%s model trained on: %s", m.task, trust.describe(_provenance(m)))
-    if any(trust.is_generated(_provenance(m)) for m in models):
+        log.info("%s model trained on: %s", m.task, trust.describe(m.provenance))
+    if any(trust.is_generated(m.provenance) for m in models):
         log.warning("%s", trust.GENERATED_WARNING)
-
-
-def _provenance(model: LoadedModel) -> dict | None:
-    return model.trust.provenance if model.trust is not None else None
 
 
 def _model_entry(m: LoadedModel) -> dict[str, Any]:
@@ -211,7 +250,7 @@ def _model_entry(m: LoadedModel) -> dict[str, Any]:
         "source": m.source,
         "input_size": m.size,
         "interpolation": m.interpolation,
-        "trained_on": _provenance(m),
+        "trained_on": m.provenance,
     }
     if m.trust is not None:
         entry["temperature"] = m.trust.temperature
@@ -219,16 +258,6 @@ def _model_entry(m: LoadedModel) -> dict[str, Any]:
         if d is not None:
             entry["detector"] = {"threshold": d.threshold, "quantile": d.quantile, "k": d.k}
     return entry
-
-
-def _trained_on(classifier: LoadedModel, segmenter: LoadedModel) -> str:
-    from petvision.evaluation import trust
-
-    c, s = trust.describe(_provenance(classifier)), trust.describe(_provenance(segmenter))
-    text = c if c == s else f"classifier: {c}; segmentation: {s}"
-    if any(trust.is_generated(_provenance(m)) for m in (classifier, segmenter)):
-        text = "GENERATED PETS, not photos: " + text
-    return text
 
 
 def _mark_unlike(picture: np.ndarray) -> np.ndarray:
@@ -249,16 +278,13 @@ def _mark_unlike(picture: np.ndarray) -> np.ndarray:
 
 
 def _predict_batch(
-    batch: list[tuple[Path, np.ndarray, str]],
-    classifier: LoadedModel,
-    segmenter: LoadedModel,
-    names: dict[Path, str],
-    out: Path,
-    alpha: float,
-    gradcam_alpha: float | None,
+    batch: list[tuple[Path, np.ndarray, str]], models: Models, pictures: Pictures
 ) -> list[dict]:
+    from petvision.evaluation import trust
+
     if not batch:
         return []
+    classifier, segmenter = models
     photos = [photo for _, photo, _ in batch]
     c_answer, s_answer = answer_photos(classifier, photos), answer_photos(segmenter, photos)
     p_dog = c_answer.outputs.reshape(len(photos))
@@ -266,17 +292,21 @@ def _predict_batch(
         probabilities_to_trimap(probs, *photo.shape[:2])
         for probs, photo in zip(s_answer.outputs, photos)
     ]
-    trained_on = _trained_on(classifier, segmenter)
+    trained_on = trust.trained_on(
+        {"classifier": classifier.provenance, "segmentation": segmenter.provenance}
+    )
     cams = (
-        gradcam_overlays(classifier, photos, gradcam_alpha) if gradcam_alpha is not None else None
+        gradcam_overlays(classifier, photos, pictures.gradcam_alpha)
+        if pictures.gradcam_alpha is not None
+        else None
     )
     rows = []
     for i, (path, photo, kind) in enumerate(batch):
-        name = names[path]
+        name, out = pictures.names[path], pictures.folder
         label, probability = label_of(float(p_dog[i]))
         flags = [a.unlike[i] for a in (c_answer, s_answer) if a.unlike is not None]
         unlike = bool(any(flags)) if flags else ""
-        overlay = mask_overlay(photo, masks[i], alpha)
+        overlay = mask_overlay(photo, masks[i], pictures.alpha)
         if unlike is True:
             overlay = _mark_unlike(overlay)
         row = {

@@ -37,6 +37,11 @@ class LoadedModel:
     # (petvision.evaluation.trust); None for a model without a trust file.
     trust: Any = None
 
+    @property
+    def provenance(self) -> dict | None:
+        """What the model was trained on (its trust file's), None when unknown."""
+        return self.trust.provenance if self.trust is not None else None
+
     def prepare(self, photo: np.ndarray) -> np.ndarray:
         """The photo as the model's input: the preprocess stage's own resize."""
         return images.resize_image(photo, self.size, self.interpolation)
@@ -90,7 +95,9 @@ def load_model(task: TaskConfig, spec: str, tracking: TrackingConfig) -> LoadedM
     """The model for ``task`` named by ``spec``: "" for the pipeline's own file under
     ``paths.models``, a ``.keras`` path, or an MLflow model URI (of the store ``tracking``
     names)."""
+    from petvision.evaluation import trust
     from petvision.models import loading
+    from petvision.tracking.flavor import EXTRA_FILES_DIR
 
     interpolation: str = task.data.interpolation
     if is_mlflow_uri(spec):
@@ -104,25 +111,17 @@ def load_model(task: TaskConfig, spec: str, tracking: TrackingConfig) -> LoadedM
     size = loading.input_size(model)
     _check_shape(model, task.task, source)
     if not is_mlflow_uri(spec):
-        from petvision.evaluation import trust
-
-        found = trust.load_beside(Path(source))
+        found = trust.find(Path(source))
     if found is None:
         log.warning(
             "%s: no trust file (%s): what it was trained on is unknown, its probabilities are "
             "not calibrated and photos unlike its training data are not flagged; retrain it",
             source,
-            "petvision/*.trust.npz in the MLflow model"
+            f"{EXTRA_FILES_DIR}/*{trust.SUFFIX} in the MLflow model"
             if is_mlflow_uri(spec)
-            else trust_path(source),
+            else trust.trust_file(Path(source)),
         )
     return LoadedModel(task.task, model, source, size, interpolation, found)
-
-
-def trust_path(model_file: str) -> Path:
-    from petvision.evaluation import trust
-
-    return trust.trust_file(Path(model_file))
 
 
 def _check_shape(model: Any, task: Task, source: str) -> None:
@@ -149,7 +148,6 @@ def _load_from_mlflow(
     from petvision.evaluation import trust
     from petvision.models import loading, xla
     from petvision.tracking import tracking_uri
-    from petvision.tracking.flavor import EXTRA_FILES_DIR
 
     store = tracking_uri(tracking)
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
@@ -162,8 +160,7 @@ def _load_from_mlflow(
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
                 with xla.loading():
                     model = mlflow.keras.load_model(str(local))
-                files = sorted((local / EXTRA_FILES_DIR).glob("*" + trust.SUFFIX))
-                found = trust.Trust.load(files[0]) if files else None
+                found = trust.find(local)
         except DataError:
             raise
         except Exception as exc:

@@ -48,7 +48,7 @@ from petvision.core.errors import DataError
 from petvision.core.tasks import Task
 from petvision.inference import models as inference
 from petvision.inference.photos import read_photo
-from petvision.tracking.flavor import EXTRA_FILES_DIR, FLAVOR_CONFIG_KEY
+from petvision.tracking.flavor import FLAVOR_CONFIG_KEY
 
 IMAGE_COLUMN = "image"
 
@@ -65,6 +65,7 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Photo
     """MLflow's entry point (``loader_module``): the model folder -> :class:`PhotoModel`."""
     import mlflow.keras
 
+    from petvision.evaluation import trust
     from petvision.models import loading, xla
 
     settings = (model_config or {}).get(FLAVOR_CONFIG_KEY) or {}
@@ -80,17 +81,9 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Photo
         path,
         loading.input_size(model),
         settings.get("interpolation", "bilinear"),
-        _trust_in(Path(path)),
+        trust.find(Path(path)),
     )
     return PhotoModel(loaded)
-
-
-def _trust_in(folder: Path) -> Any:
-    """The trust file logged inside the model (petvision.evaluation.trust), or None."""
-    from petvision.evaluation import trust
-
-    files = sorted((folder / EXTRA_FILES_DIR).glob("*" + trust.SUFFIX))
-    return trust.Trust.load(files[0]) if files else None
 
 
 # Each answer row also says whether the photo is unlike the model's training data (the model's
@@ -101,14 +94,10 @@ TRUST_COLUMNS = ["ood_score", "unlike_training_data", "trained_on"]
 def _trust_fields(loaded: inference.LoadedModel, answer: inference.Answer, i: int) -> dict:
     from petvision.evaluation import trust
 
-    provenance = loaded.trust.provenance if loaded.trust is not None else None
-    described = trust.describe(provenance)
     return {
         "ood_score": None if answer.ood_score is None else float(answer.ood_score[i]),
         "unlike_training_data": None if answer.unlike is None else bool(answer.unlike[i]),
-        "trained_on": ("GENERATED PETS, not photos: " + described)
-        if trust.is_generated(provenance)
-        else described,
+        "trained_on": trust.trained_on({str(loaded.task): loaded.provenance}),
     }
 
 

@@ -232,22 +232,23 @@ class FitResult:
     stopped_early: bool
 
 
-def fit(
-    model: keras.Model,
-    train_ds,
-    val_ds,
-    train: TrainConfig,
-    workdir: Workdir,
-    *,
-    config_key: str,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
-    monitor: str = "val_loss",
-    verbose: str | int = "auto",
-) -> FitResult:
+@dataclass(frozen=True)
+class Fitting:
+    """How :func:`fit` trains, besides the model and its batches."""
+
+    train: TrainConfig  # <task>.train: epochs, batch size, early stopping, learning rate...
+    workdir: Workdir  # the task's work folder: resume, the best checkpoint
+    config_key: str  # "segmentation" or "classification": names the settings in error messages
+    callbacks: Sequence[keras.callbacks.Callback] = ()  # after the commit protocol's own
+    monitor: str = "val_loss"
+    verbose: str | int = "auto"
+
+
+def fit(model: keras.Model, train_ds, val_ds, fitting: Fitting) -> FitResult:
     """``model.fit`` with resume, the best checkpoint, early stopping and clear failures.
-    ``config_key`` (``segmentation`` or ``classification``) names the settings in error messages.
     A run that had already finished training (killed while writing its outputs) is not trained
     again: the result comes from the work folder."""
+    train, workdir, monitor = fitting.train, fitting.workdir, fitting.monitor
     resumed_from = workdir.recover()
     prior = workdir.history()
     prior_values = prior.get(monitor, [])
@@ -256,7 +257,7 @@ def fit(
     if resumed_from:
         log.info(
             "resuming %s training after epoch %d of %d%s",
-            config_key,
+            fitting.config_key,
             resumed_from,
             train.epochs,
             " (training had finished)" if finished else "",
@@ -265,18 +266,7 @@ def fit(
     record = prior
     if not finished:
         workdir.check_model(model)
-        record = _train(
-            model,
-            train_ds,
-            val_ds,
-            train,
-            workdir,
-            config_key=config_key,
-            callbacks=callbacks,
-            monitor=monitor,
-            verbose=verbose,
-            prior_values=prior_values,
-        )
+        record = _train(model, train_ds, val_ds, fitting, prior_values)
 
     values = record.get(monitor, [])
     finite = [v for v in values if math.isfinite(v)]
@@ -299,19 +289,10 @@ def fit(
 
 
 def _train(
-    model,
-    train_ds,
-    val_ds,
-    train: TrainConfig,
-    workdir: Workdir,
-    *,
-    config_key: str,
-    callbacks,
-    monitor: str,
-    verbose,
-    prior_values: list[float],
+    model, train_ds, val_ds, fitting: Fitting, prior_values: list[float]
 ) -> dict[str, list[float]]:
     """One ``model.fit`` from the last committed epoch; returns the whole run's history."""
+    train, workdir, monitor = fitting.train, fitting.workdir, fitting.monitor
     guard = StopOnNonFinite()
     history = EpochHistory(workdir, guard)
     prior_best = min((v for v in prior_values if math.isfinite(v)), default=None)
@@ -326,9 +307,10 @@ def _train(
         stack.append(
             ResumableEarlyStopping(monitor, train.early_stopping_patience, prior_values, guard)
         )
-    stack.extend(callbacks)
+    stack.extend(fitting.callbacks)
 
     workdir.root.mkdir(parents=True, exist_ok=True)
+    key = fitting.config_key
     try:
         # shuffle=False: the input pipeline shuffles (Keras cannot shuffle a tf.data.Dataset).
         model.fit(
@@ -336,23 +318,23 @@ def _train(
             validation_data=val_ds,
             epochs=train.epochs,
             callbacks=stack,
-            verbose=verbose,
+            verbose=fitting.verbose,
             shuffle=False,
         )
     except Exception as exc:
         if _is_out_of_memory(exc):
             raise TrainingError(
-                f"out of memory with {config_key}.train.batch_size={train.batch_size}: try a smaller batch, "
-                f"e.g. {config_key}.train.batch_size={max(1, train.batch_size // 2)} "
-                f"(or a smaller data.{config_key}.image_size)"
+                f"out of memory with {key}.train.batch_size={train.batch_size}: try a smaller batch, "
+                f"e.g. {key}.train.batch_size={max(1, train.batch_size // 2)} "
+                f"(or a smaller data.{key}.image_size)"
             ) from exc
         raise
     if guard.where:
         epoch, batch, value = guard.where
         raise TrainingError(
             f"the loss became {value} at epoch {epoch}, batch {batch}; the best model so far is kept in "
-            f"{workdir.root} and epoch {epoch} was not saved. Lower {config_key}.train.learning_rate="
-            f"{train.learning_rate} or change {config_key}.train.optimizer={train.optimizer!r}"
+            f"{workdir.root} and epoch {epoch} was not saved. Lower {key}.train.learning_rate="
+            f"{train.learning_rate} or change {key}.train.optimizer={train.optimizer!r}"
         )
     return history.history
 

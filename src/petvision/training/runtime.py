@@ -1,7 +1,7 @@
 """How a training process uses the machine: device, precision, XLA, distribution strategy, seeds.
 
 :func:`setup` is the first thing a training stage calls, before TensorFlow touches a device:
-hiding GPUs, turning on memory growth and creating a multi-worker strategy only work then.
+hiding GPUs and turning on memory growth only work then.
 It turns ``trainer.*`` into concrete choices, applies them, logs them, and returns them as a
 :class:`Runtime` whose :meth:`Runtime.describe` goes into the MLflow run.
 
@@ -41,10 +41,8 @@ class Runtime:
     precision: str  # the Keras dtype policy actually set
     xla: bool  # for the caller's compile(jit_compile=...)
     strategy: Any  # tf.distribute.Strategy (a one-device stand-in on the JAX backend)
-    strategy_name: str  # "default" | "mirrored" | "multi_worker"
+    strategy_name: str  # "default" | "mirrored"
     num_replicas: int
-    is_chief: bool  # only the chief logs to MLflow and writes DVC outputs
-    worker_index: int = 0  # this worker's index in a multi-worker cluster, else 0
     seed: int = 0
     deterministic: bool = False
     bf16_native: bool = False
@@ -61,8 +59,6 @@ class Runtime:
             "runtime.xla": str(self.xla).lower(),
             "runtime.strategy": self.strategy_name,
             "runtime.num_replicas": str(self.num_replicas),
-            "runtime.is_chief": str(self.is_chief).lower(),
-            "runtime.worker_index": str(self.worker_index),
             "runtime.seed": str(self.seed),
             "runtime.deterministic": str(self.deterministic).lower(),
             "runtime.keras_backend": keras.backend.backend(),
@@ -235,8 +231,7 @@ def setup(cfg: TrainerConfig) -> Runtime:
     native = bf16_native(device)
     precision = _choose_precision(cfg, device, native)
     _apply_device(device, gpus)
-    # The strategy comes before any op runs: a multi-worker strategy configures the runtime.
-    strategy, is_chief, worker_index = distribute.make_strategy(cfg.strategy)
+    strategy = distribute.make_strategy(cfg.strategy)
     _set_determinism(cfg.deterministic)
     keras.utils.set_random_seed(cfg.seed)
     keras.config.set_dtype_policy(precision)
@@ -252,8 +247,6 @@ def setup(cfg: TrainerConfig) -> Runtime:
         strategy=strategy,
         strategy_name=cfg.strategy,
         num_replicas=int(strategy.num_replicas_in_sync),
-        is_chief=is_chief,
-        worker_index=worker_index,
         seed=cfg.seed,
         deterministic=bool(cfg.deterministic),
         bf16_native=native,
@@ -266,7 +259,7 @@ def setup(cfg: TrainerConfig) -> Runtime:
         else "configured"
     )
     log.info(
-        "runtime: device=%s (%s), precision=%s (%s), xla=%s, strategy=%s with %d replica(s)%s, "
+        "runtime: device=%s (%s), precision=%s (%s), xla=%s, strategy=%s with %d replica(s), "
         "seed=%d, deterministic=%s, steps_per_execution=%d",
         device,
         accelerator,
@@ -275,7 +268,6 @@ def setup(cfg: TrainerConfig) -> Runtime:
         rt.xla,
         rt.strategy_name,
         rt.num_replicas,
-        "" if rt.is_chief else f", worker {worker_index} (not chief)",
         cfg.seed,
         rt.deterministic,
         rt.steps_per_execution,

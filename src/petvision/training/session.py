@@ -5,8 +5,7 @@ A :class:`TrainingSession` opens (or, after an interruption, reopens) the task's
 distribution strategy's scope, trained through :func:`petvision.training.loop.fit` with per-epoch
 logging, and its best epoch loaded back. At the end :meth:`TrainingSession.finish` writes the
 stage's DVC outputs — the best model, ``metrics.json``, ``history.csv`` and the pictures —
-and logs the same to MLflow, model included. Only the chief of a multi-worker job writes
-outputs and logs; the other workers train and keep their state in a private folder.
+and logs the same to MLflow, model included.
 
 The outputs are replaced together: the stage draws its pictures in a staging folder
 (:attr:`TrainingSession.reports_dir`), :meth:`TrainingSession.finish` writes the rest next to
@@ -29,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -119,6 +119,34 @@ def read_unlike_photos(folder: Path, size: int, interpolation: str) -> tuple[lis
     return names, (np.stack(photos) if photos else empty)
 
 
+class Reports(NamedTuple):
+    """The report files of a run, in the staging folder or, once published, in reports/<task>/."""
+
+    metrics: Path  # metrics.json
+    mlflow_run: Path  # mlflow_run.json
+    history: Path  # history.csv
+    pictures: tuple[Path, ...]
+
+    def files(self) -> list[Path]:
+        return [self.metrics, self.mlflow_run, self.history, *self.pictures]
+
+    def moved_to(self, folder: Path) -> Reports:
+        return Reports(
+            folder / self.metrics.name,
+            folder / self.mlflow_run.name,
+            folder / self.history.name,
+            tuple(folder / p.name for p in self.pictures),
+        )
+
+
+class Published(NamedTuple):
+    """Where :meth:`TrainingSession.finish` put the outputs."""
+
+    model: Path
+    companions: tuple[Path, ...]  # the files beside the model (its trust file)
+    reports: Reports
+
+
 @dataclass(frozen=True)
 class TrustStep:
     """What :meth:`TrainingSession.measure_trust` hands to :meth:`TrainingSession.finish`."""
@@ -141,19 +169,12 @@ class TrainingSession:
         ``cfg`` gives what is not the task's: trainer, paths, tracking, the preset."""
         self.cfg, self.task, self.rt = cfg, task, rt
         self.splits = splits
-        # Another worker's folder lies beside the chief's, not inside it: the chief clears its own
-        # folder (settings changed, training done) while the other workers may still use theirs.
-        state, name = cfg.paths.resolve("state"), str(task.task)
-        self.workdir = workdir.Workdir(
-            state / name if rt.is_chief else state / f"{name}.worker-{rt.worker_index}"
-        )
+        self.workdir = workdir.Workdir(cfg.paths.resolve("state") / str(task.task))
         if not cfg.trainer.resume:
             self.workdir.clear()
         # Not reports/<task>/ itself: finish() moves the files there once all of them are written.
-        # Other workers of a multi-worker job draw in their private folder: they never publish,
-        # and a shared staging folder would be cleared under the chief's feet.
-        self.reports_dir = staging_dir(task) if rt.is_chief else self.workdir.root / "reports"
-        self.run: tracking.Run | tracking.NoRun = tracking.NoRun()
+        self.reports_dir = staging_dir(task)
+        self.run: tracking.Run  # opened by __enter__
         self.digests: dict[str, str] = {}
 
     # ------------------------------------------------------------------ run
@@ -162,31 +183,27 @@ class TrainingSession:
         fingerprint = self._fingerprint(digests)
         # Clears state that other settings or data made, and repairs what a kill left (workdir.Workdir).
         self.workdir.adopt(fingerprint)
-        if self.rt.is_chief:
-            # The run of the saved state, progress or not: a run killed in its first epoch is reused
-            # rather than left behind as a second, empty run.
-            resume_id = self.workdir.run_id()
-            model_name = self.task.model.name
-            name = f"{model_name} {self.cfg.preset} {datetime.now():%m-%d %H:%M}"
-            self.run = tracking.Run(
-                self.cfg,
-                self.task.stage,
-                task=self.task,
-                run_name=name,
-                resume_run_id=resume_id,
-                tags={"model": model_name, **self.rt.describe()},
-            )
+        # The run of the saved state, progress or not: a run killed in its first epoch is reused
+        # rather than left behind as a second, empty run.
+        model_name = self.task.model.name
+        self.run = tracking.Run(
+            self.cfg,
+            self.task.stage,
+            task=self.task,
+            run_name=f"{model_name} {self.cfg.preset} {datetime.now():%m-%d %H:%M}",
+            resume_run_id=self.workdir.run_id(),
+            tags={"model": model_name, **self.rt.describe()},
+        )
         self.run.__enter__()
         # Only now that the run has started (tracking can fail at start): nothing is written before.
         self.workdir.save_fingerprint(fingerprint)
         shutil.rmtree(self.reports_dir, ignore_errors=True)  # what a killed run left half-staged
-        if self.rt.is_chief:
-            for final in (self.task.model_file, trust.trust_file(self.task.model_file)):
-                atomic.remove_stale_tmp(final)  # a SIGKILL leftover
-            self.workdir.save_run_id(self.run.run_id)
-            self._log_inputs(digests)
-            if self.run.resumed:
-                self._log_missed_epochs()
+        for final in (self.task.model_file, trust.trust_file(self.task.model_file)):
+            atomic.remove_stale_tmp(final)  # a SIGKILL leftover
+        self.workdir.save_run_id(self.run.run_id)
+        self._log_inputs(digests)
+        if self.run.resumed:
+            self._log_missed_epochs()
         return self
 
     def __exit__(self, *exc_info):
@@ -268,16 +285,14 @@ class TrainingSession:
 
     def fit(self, model: keras.Model, train_ds, val_ds) -> loop.FitResult:
         self.run.log_params({"model.parameters": model.count_params()})
-        return loop.fit(
-            model,
-            train_ds,
-            val_ds,
+        fitting = loop.Fitting(
             self.task.train,
             self.workdir,
             config_key=self.task.task,
             callbacks=[self.run.keras_callback(), *search.keras_callbacks()],
             verbose=loop.verbosity(),
         )
+        return loop.fit(model, train_ds, val_ds, fitting)
 
     def load_best(self) -> keras.Model:
         best = self.workdir.best_model()
@@ -291,8 +306,9 @@ class TrainingSession:
         self,
         best: keras.Model,
         train_images: np.ndarray,
-        fit: tuple[np.ndarray, np.ndarray],
-        held: tuple[np.ndarray, np.ndarray],
+        *,
+        fit: trust.Labelled,
+        held: trust.Labelled,
         held_name: str,
     ) -> TrustStep:
         """The kept model's trust file and measures (petvision.evaluation.trust): fitted on the
@@ -301,33 +317,26 @@ class TrainingSession:
         from petvision.models import loading
         from petvision.render import plots
 
-        settings = self.cfg.trust
         prov = trust.provenance(
-            self.cfg.data.source,
-            self.digests,
-            self.cfg.preset,
-            self.task.data.image_size,
-            self.task.model.name,
+            source=self.cfg.data.source,
+            digests=self.digests,
+            preset=self.cfg.preset,
+            image_size=self.task.data.image_size,
+            model=self.task.model.name,
         )
         layers = self.task.architecture.trust_layers or self.task.architecture.block_outputs
         _, photos = read_unlike_photos(
-            paths.resolve(settings.unlike_photos),
+            paths.resolve(self.cfg.trust.unlike_photos),
             self.task.data.image_size,
             self.task.data.interpolation,
         )
         measured = trust.measure(
             loading.float32_copy(best),
             tuple(layers),
-            train_images,
-            *fit,
-            *held,
-            photos,
-            prov,
-            settings.temperature_scaling,
-            settings.detector and bool(layers),
-            settings.k,
-            settings.quantile,
-            str(self.task.task),
+            trust.Inputs(train_images, fit, held, photos),
+            self.cfg.trust,
+            prov=prov,
+            task=str(self.task.task),
         )
         summary = {"held_out": held_name, **measured.summary, "trained_on": prov}
         file = measured.trust.save(self.reports_dir / trust.trust_file(self.task.model_file).name)
@@ -337,8 +346,12 @@ class TrainingSession:
             self.reports_dir / "reliability.png",
             f"{self.task.model.name}: calibration on {held_name}",
         )
-        cal = measured.summary["calibration"]
-        detector = measured.summary.get("detector", {})
+        self._log_trust(measured.summary, held_name)
+        return TrustStep(summary, picture, file, trust.tags(prov))
+
+    def _log_trust(self, measured: dict, held_name: str) -> None:
+        cal = measured["calibration"]
+        detector = measured.get("detector", {})
         log.info(
             "%s trust on %s: ECE %.4f (T = 1) -> %.4f (T = %.3f); unlike-the-training-data "
             "detector: false alarms %s, AUROC against real photos %s",
@@ -350,88 +363,35 @@ class TrainingSession:
             f"{detector['false_alarm_rate']:.3f}" if detector else "off",
             f"{detector['real_photos']['auroc']:.3f}" if "real_photos" in detector else "n/a",
         )
-        return TrustStep(summary, picture, file, trust.tags(prov))
 
+    # ------------------------------------------------------------------ outputs
     def finish(
         self,
-        best: keras.Model,
-        result: loop.FitResult,
+        trained: Trained,
         pictures: Sequence[Path],
+        *,
         example: np.ndarray,
+        trust_step: TrustStep,
         extra: dict | None = None,
-        beside_model: Sequence[Path] = (),
-        tags: dict[str, str] | None = None,
     ) -> dict:
         """Write the DVC outputs, log them to MLflow, clear the work folder; return the metrics.
-        ``pictures`` must lie in :attr:`reports_dir` (the staging folder); so must
-        ``beside_model``, files that go into the models folder next to the model (what the
-        model's trust measures need: petvision.evaluation.trust) and into its logged MLflow
-        model. ``tags`` go on the run and on the registered version."""
+        ``pictures`` (the trust step's reliability diagram after them) must lie in
+        :attr:`reports_dir` (the staging folder); so must the trust file, which goes into the
+        models folder next to the model and into its logged MLflow model. ``extra`` goes into
+        metrics.json before the trust measures; the trust tags go on the run and on the
+        registered version."""
+        result = trained.result
         summary = {
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history.get("loss", [])),
             "stopped_early": result.stopped_early,
             **best_epoch_summary(result.history, result.best_epoch),
             **(extra or {}),
+            "trust": trust_step.summary,
         }
-        if not self.rt.is_chief:
-            self.workdir.clear()
-            return summary
-
-        staging, final_dir = self.reports_dir, self.task.reports
-        atomic.write_json(staging / "metrics.json", summary)
-        # Lets the visualize stage link its pictures to this run in the MLflow UI.
-        atomic.write_json(
-            staging / "mlflow_run.json",
-            {
-                "run_id": self.run.run_id,
-                "experiment_id": self.run.experiment_id,
-                "tracking_uri": self.run.uri,
-            },
-        )
-        atomic.write_text(staging / "history.csv", history_csv(result.history))
-        staged = [
-            staging / "metrics.json",
-            staging / "mlflow_run.json",
-            staging / "history.csv",
-            *(Path(p) for p in pictures),
-        ]
-        final_model = self.task.model_file
-        companions = [final_model.parent / Path(p).name for p in beside_model]
-        with contextlib.ExitStack() as commits:
-            # Each file beside the model is copied next to its final name first: the models folder
-            # may be on another filesystem than the staging folder, where a rename cannot go.
-            # The stack renames on leaving, last entered first: the companions, then the model.
-            tmp = commits.enter_context(atomic.atomic_file(final_model))
-            shutil.copyfile(result.best_model, tmp)
-            for source, target in zip(beside_model, companions):
-                shutil.copyfile(source, commits.enter_context(atomic.atomic_file(target)))
-            # Every output is complete: from here on only renames, the model's last (on leaving).
-            final_dir.mkdir(parents=True, exist_ok=True)
-            for path in staged:
-                os.replace(path, final_dir / path.name)
-                faults.point("mid_outputs")
-        metrics_file, history_file = final_dir / "metrics.json", final_dir / "history.csv"
-        pictures = [final_dir / path.name for path in staged[3:]]
-
-        best_values = {split: summary.get(split, {}) for split in ("train", "val", "test")}
-        flat = numbers(flatten(best_values, "best."))
-        # The trust measures (calibration, the unlike-the-training-data detector) of the kept model.
-        flat.update(numbers(flatten(summary.get("trust", {}), "trust.")))
-        self.run.log_metrics({"best_epoch": result.best_epoch, **flat})
-        self.run.set_tags(dict(tags or {}))
-        for path in [metrics_file, history_file, *pictures]:
-            self.run.log_artifact(path, artifact_path="reports")
-        if self.cfg.tracking.log_model:
-            model_uri = self.run.log_keras_model(
-                best, example, name="model", extra_files=companions
-            )
-            registry.register_trained_model(
-                self.cfg.tracking, self.task, self.run, model_uri, summary, self.digests, tags
-            )
-        self.run.set_tags(
-            {"best_epoch": str(result.best_epoch), "dvc.output.model": str(final_model)}
-        )
+        staged = self._stage_reports(summary, result, [*pictures, trust_step.picture])
+        published = self._publish(staged, result.best_model, [trust_step.file])
+        self._log_outputs(trained, summary, published, example, trust_step.tags)
         if self.run.lost:
             summary["tracking_lost"] = list(self.run.lost)
             log.warning(
@@ -445,6 +405,82 @@ class TrainingSession:
             self.task.task,
             result.best_epoch,
             summary["epochs_run"],
-            final_model,
+            published.model,
         )
         return summary
+
+    def _stage_reports(
+        self, summary: dict, result: loop.FitResult, pictures: Sequence[Path]
+    ) -> Reports:
+        """metrics.json, mlflow_run.json and history.csv written beside the pictures in the
+        staging folder."""
+        staging = self.reports_dir
+        atomic.write_json(staging / "metrics.json", summary)
+        # Lets the visualize stage link its pictures to this run in the MLflow UI.
+        atomic.write_json(
+            staging / "mlflow_run.json",
+            {
+                "run_id": self.run.run_id,
+                "experiment_id": self.run.experiment_id,
+                "tracking_uri": self.run.uri,
+            },
+        )
+        atomic.write_text(staging / "history.csv", history_csv(result.history))
+        return Reports(
+            metrics=staging / "metrics.json",
+            mlflow_run=staging / "mlflow_run.json",
+            history=staging / "history.csv",
+            pictures=tuple(Path(p) for p in pictures),
+        )
+
+    def _publish(
+        self, staged: Reports, best_model: Path, beside_model: Sequence[Path]
+    ) -> Published:
+        """Every output into place: the model (from the work folder) and the files that go
+        beside it copied next to their final names, the reports renamed into the task's report
+        folder, and the model's renames last."""
+        final_model, final_dir = self.task.model_file, self.task.reports
+        companions = tuple(final_model.parent / Path(p).name for p in beside_model)
+        with contextlib.ExitStack() as commits:
+            # Each file beside the model is copied next to its final name first: the models folder
+            # may be on another filesystem than the staging folder, where a rename cannot go.
+            # The stack renames on leaving, last entered first: the companions, then the model.
+            tmp = commits.enter_context(atomic.atomic_file(final_model))
+            shutil.copyfile(best_model, tmp)
+            for source, target in zip(beside_model, companions):
+                shutil.copyfile(source, commits.enter_context(atomic.atomic_file(target)))
+            # Every output is complete: from here on only renames, the model's last (on leaving).
+            final_dir.mkdir(parents=True, exist_ok=True)
+            for path in staged.files():
+                os.replace(path, final_dir / path.name)
+                faults.point("mid_outputs")
+        return Published(final_model, companions, staged.moved_to(final_dir))
+
+    def _log_outputs(
+        self,
+        trained: Trained,
+        summary: dict,
+        published: Published,
+        example: np.ndarray,
+        tags: dict[str, str],
+    ) -> None:
+        """The run's best-epoch and trust metrics, tags, report artifacts and (tracking.log_model)
+        the model, logged and registered."""
+        best_values = {split: summary.get(split, {}) for split in ("train", "val", "test")}
+        flat = numbers(flatten(best_values, "best."))
+        # The trust measures (calibration, the unlike-the-training-data detector) of the kept model.
+        flat.update(numbers(flatten(summary.get("trust", {}), "trust.")))
+        best_epoch = trained.result.best_epoch
+        self.run.log_metrics({"best_epoch": best_epoch, **flat})
+        self.run.set_tags(dict(tags))
+        reports = published.reports
+        for path in [reports.metrics, reports.history, *reports.pictures]:
+            self.run.log_artifact(path, artifact_path="reports")
+        if self.cfg.tracking.log_model:
+            model_uri = self.run.log_keras_model(
+                trained.best, example, name="model", extra_files=list(published.companions)
+            )
+            registry.register_trained_model(
+                self.cfg.tracking, self.task, self.run, model_uri, summary, self.digests, tags
+            )
+        self.run.set_tags({"best_epoch": str(best_epoch), "dvc.output.model": str(published.model)})
