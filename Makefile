@@ -70,12 +70,13 @@ run: install-run ## run the pipeline on the default configuration (dvc repro); E
 	$(if $(EXPERIMENT),$(BIN)/dvc exp run -S experiment=$(EXPERIMENT),$(BIN)/dvc repro)
 
 # The last line checks what the code's structure promises, read from the source in seconds: the
-# import layering of docs/architecture.md, no private names across modules, dvc.yaml's deps.
-lint: install ## ruff (lint, format check), mypy, the import layering and dvc.yaml's deps
+# import layering of docs/architecture.md, no private names across modules, dvc.yaml's deps, no
+# function over 60 lines or 8 parameters.
+lint: install ## ruff (lint, format check), mypy, the import layering, dvc.yaml's deps, function sizes
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layering.py tests/test_dvc_deps.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layering.py tests/test_dvc_deps.py tests/test_function_size.py
 
 test: lint ## lint, then the whole test suite (slow tests included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -318,6 +318,16 @@ def float32_keras_policy():
         sys.modules["keras"].config.set_dtype_policy("float32")
 
 
+@pytest.fixture
+def untrained_models(make_config):
+    """``(cfg, {Task: model})``: the tiny preset's configuration, its untrained models saved where
+    the pipeline saves its own (tests/saved_models.py)."""
+    from saved_models import save_untrained_models
+
+    cfg = make_config("experiment=tiny")
+    return cfg, save_untrained_models(cfg)
+
+
 @pytest.fixture(scope="module")
 def shared_store(tmp_path_factory) -> Path:
     """The folder of one SQLite store (``mlflow.db``) for the tests of a module that do not care

@@ -8,30 +8,20 @@ import dataclasses
 
 import numpy as np
 import pytest
-from project_copy import tiny_overrides
+from saved_models import SIZE
 
 from petvision.config import task_config
 from petvision.core.tasks import Task
 
-SIZE = 32
 
-
-def test_savedmodels_take_uint8_images_and_match_keras(make_config, tmp_path):
+def test_savedmodels_take_uint8_images_and_match_keras(untrained_models, tmp_path):
     import tensorflow as tf
 
     from petvision.core.errors import ConfigError
     from petvision.export import run_export
-    from petvision.models.classification import build_classifier
-    from petvision.models.segmentation import build_segmentation_model
 
-    cfg = make_config(*tiny_overrides())
-    task_config(cfg, Task.classification).model_file.parent.mkdir(parents=True)
-    models = {
-        "classifier": build_classifier(cfg.classification.model, SIZE),
-        "segmentation": build_segmentation_model(cfg.segmentation.model, SIZE),
-    }
-    models["classifier"].save(task_config(cfg, Task.classification).model_file)
-    models["segmentation"].save(task_config(cfg, Task.segmentation).model_file)
+    cfg, saved = untrained_models
+    models = {"classifier": saved[Task.classification], "segmentation": saved[Task.segmentation]}
     out = tmp_path / "exported"
     summary = run_export(
         dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, output=str(out)))

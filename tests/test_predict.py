@@ -11,29 +11,16 @@ import pytest
 from conftest import QUIRKS, run_module, write_quirky_image
 from PIL import Image
 from project_copy import tiny_overrides
+from saved_models import SIZE, generated_pets, write_trust_files
 
 from petvision.config import task_config
-from petvision.config.schema import TrustConfig
 from petvision.core.tasks import Task
-
-SIZE = 32
 
 
 @pytest.fixture
-def trained_dir(make_config, tmp_path):
-    """Untrained models of the configured architectures saved where the pipeline saves its own
-    (what predict does with them does not depend on training), and the configuration."""
-    from petvision.models.classification import build_classifier
-    from petvision.models.segmentation import build_segmentation_model
-
-    cfg = make_config(*tiny_overrides())
-    task_config(cfg, Task.classification).model_file.parent.mkdir(parents=True, exist_ok=True)
-    build_classifier(cfg.classification.model, SIZE).save(
-        task_config(cfg, Task.classification).model_file
-    )
-    build_segmentation_model(cfg.segmentation.model, SIZE).save(
-        task_config(cfg, Task.segmentation).model_file
-    )
+def trained_dir(untrained_models):
+    """The configuration, with untrained models saved where the pipeline saves its own."""
+    cfg, _ = untrained_models
     return cfg
 
 
@@ -202,62 +189,6 @@ def test_the_command_line_predicts_a_folder_with_a_progress_bar(trained_dir, tmp
 # --------------------------------------------------------------------------- trust
 
 
-def _generated_pets(cfg, count: int) -> list[np.ndarray]:
-    """Pets drawn by the default data source, at their own sizes (uint8 RGB)."""
-    import dataclasses
-
-    from petvision.data.synthetic import plan
-    from petvision.data.synthetic.picture import render
-
-    synthetic = dataclasses.replace(cfg.data.synthetic, num_images=count)
-    return [render(synthetic, i, breed, stem).image for i, breed, stem in plan(synthetic)]
-
-
-def write_trust_files(cfg, pets: list[np.ndarray]) -> None:
-    """Beside each saved model, the trust file a training stage would write: provenance of the
-    generated data, a temperature and a detector fitted on the first pets (the first 100 its
-    bank, the next 40 its threshold), as petvision.evaluation.trust.measure fits them."""
-    import keras
-
-    from petvision.data import images
-    from petvision.evaluation import trust
-
-    rng = np.random.default_rng(0)
-    for task in (Task.classification, Task.segmentation):
-        t = task_config(cfg, task)
-        model = keras.saving.load_model(t.model_file)
-        x = np.stack([images.resize_image(p, SIZE, t.data.interpolation) for p in pets[:140]])
-        labels = (
-            rng.integers(0, 2, 40)
-            if task is Task.classification
-            else rng.integers(0, 3, (40, SIZE, SIZE))
-        )
-        prov = trust.provenance(
-            source="synthetic",
-            digests={"train": "t", "val": "v"},
-            preset="quick",
-            image_size=SIZE,
-            model="tiny",
-        )
-        layers = t.architecture.trust_layers or t.architecture.block_outputs
-        measured = trust.measure(
-            model,
-            tuple(layers),
-            trust.Inputs(
-                train_images=x[:100],
-                fit=trust.Labelled(x[100:140], labels),
-                held=trust.Labelled(x[100:140], labels),
-                unlike_photos=np.zeros((0, SIZE, SIZE, 3), np.uint8),
-            ),
-            TrustConfig(
-                temperature_scaling=True, detector=True, k=3, quantile=0.95, unlike_photos=""
-            ),
-            prov=prov,
-            task=str(task),
-        )
-        measured.trust.save(trust.trust_file(t.model_file))
-
-
 def test_predict_says_what_the_models_were_trained_on_and_flags_photos_unlike_it(
     trained_dir, tmp_path, caplog
 ):
@@ -265,7 +196,7 @@ def test_predict_says_what_the_models_were_trained_on_and_flags_photos_unlike_it
     from petvision.inference import run_predict
 
     skimage_data = pytest.importorskip("skimage.data")
-    pets = _generated_pets(trained_dir, 148)
+    pets = generated_pets(trained_dir, 148)
     write_trust_files(trained_dir, pets)
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -309,7 +240,7 @@ def test_calibrated_probabilities_follow_the_temperature(trained_dir, tmp_path):
     from petvision.evaluation import trust
     from petvision.inference import run_predict
 
-    pets = _generated_pets(trained_dir, 148)
+    pets = generated_pets(trained_dir, 148)
     write_trust_files(trained_dir, pets)
     path = task_config(trained_dir, Task.classification).model_file
     saved = trust.Trust.load(trust.trust_file(path))

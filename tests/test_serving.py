@@ -13,11 +13,10 @@ import pytest
 from conftest import ROOT, VENV_BIN, free_port, start_server, write_quirky_image
 from PIL import Image
 from project_copy import tiny_overrides
+from saved_models import SIZE, generated_pets, write_trust_files
 
 from petvision.config import task_config
 from petvision.core.tasks import Task
-
-SIZE = 32
 
 
 @pytest.fixture
@@ -238,30 +237,20 @@ def test_an_rgba_png_is_read_like_the_loader_reads_it(tmp_path):
 
 
 def test_the_served_models_flag_photos_and_say_what_they_were_trained_on_as_predict_does(
-    make_config, tmp_path
+    untrained_models, tmp_path
 ):
     """Models logged with their trust file (as the training stages log them): the pyfunc
     answers ood_score, unlike_training_data and trained_on, equal to predict's from the same
     MLflow models, and its probabilities are predict's calibrated ones."""
     import mlflow
     import pandas as pd
-    from test_predict import _generated_pets, write_trust_files
 
     from petvision import tracking
     from petvision.evaluation import trust
-    from petvision.models.classification import build_classifier
-    from petvision.models.segmentation import build_segmentation_model
 
     skimage_data = pytest.importorskip("skimage.data")
-    cfg = make_config(*tiny_overrides())
-    builders = {
-        Task.classification: build_classifier(cfg.classification.model, SIZE),
-        Task.segmentation: build_segmentation_model(cfg.segmentation.model, SIZE),
-    }
-    for task, model in builders.items():
-        task_config(cfg, task).model_file.parent.mkdir(parents=True, exist_ok=True)
-        model.save(task_config(cfg, task).model_file)
-    pets = _generated_pets(cfg, 148)
+    cfg, builders = untrained_models
+    pets = generated_pets(cfg, 148)
     write_trust_files(cfg, pets)
     uris = {}
     for task, model in builders.items():
