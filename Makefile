@@ -98,7 +98,7 @@ lock: ## re-resolve the pinned versions in pyproject.toml into requirements.lock
 	.lock-venv/bin/python scripts/runtime_lock.py requirements.lock > requirements-run.lock
 	rm -rf .lock-venv
 
-bench: install ## measure the project against the seed's way (writes docs/benchmarks.md)
+bench: install ## measure the project against the book's way (writes docs/benchmarks.md)
 	$(BIN)/python bench/run_all.py
 
 mlflow-ui: install-run ## the MLflow UI on the project's store at http://127.0.0.1:5000 (MLFLOW_PORT=... to move it)

@@ -170,8 +170,8 @@ def forward_flops(model) -> int:
 
 def training_flops(model) -> int:
     """Forward plus backward (gradients for the inputs and for the weights: twice the forward),
-    the usual 3x; the seed model costs 4.51 G multiply-adds (9.0 GFLOP) forward per 200 px image, so
-    about 27 GFLOP to train on one."""
+    the usual 3x; the book's segmentation model costs 4.51 G multiply-adds (9.0 GFLOP) forward per
+    200 px image, so about 27 GFLOP to train on one."""
     return 3 * forward_flops(model)
 
 

@@ -1,11 +1,11 @@
-"""Preprocessing: images/s and peak memory of ``petvision.preprocess`` against the seed's loop.
+"""Preprocessing: images/s and peak memory of ``petvision.preprocess`` against the book's loop.
 
     python bench/preprocess_memory.py [--quick] [--images 300] [--size 200]
 
 Both run on the same generated pets (``petvision.data.synthetic`` through the download stage), each in
 a fresh subprocess:
 
-* the seed's loop: ``img_to_array(load_img(path, target_size))`` into ``np.zeros(..., "float32")``
+* the book's loop: ``img_to_array(load_img(path, target_size))`` into ``np.zeros(..., "float32")``
   images and uint8 targets, one image after another (the book's notebook), importing
   ``keras.utils`` as it does;
 * ``petvision.preprocess.run_preprocess`` with one worker (all in the measured process), and with
@@ -17,8 +17,8 @@ With worker processes, the peak is the largest sum of the RSS of the whole proce
 every 20 ms.
 
 Besides the total peak, each child reports its peak right after its imports, so the growth that
-the data causes is told apart from what the libraries cost (TensorFlow for the seed's loop).
-The preprocess stage does more than the seed's loop: it decodes every image twice (a check pass,
+the data causes is told apart from what the libraries cost (TensorFlow for the book's loop).
+The preprocess stage does more than the book's loop: it decodes every image twice (a check pass,
 then the conversion) and writes the classification arrays too.
 """
 
@@ -45,10 +45,10 @@ HWM = textwrap.dedent("""
             return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 """)
 
-SEED_LOOP = HWM + textwrap.dedent("""
+BOOK_LOOP = HWM + textwrap.dedent("""
     import json, os, random, sys, time
     import numpy as np
-    from keras.utils import img_to_array, load_img   # the seed: from tensorflow.keras.utils import ...
+    from keras.utils import img_to_array, load_img   # the book: from tensorflow.keras.utils import ...
 
     raw, size = sys.argv[1], int(sys.argv[2])
     input_dir, target_dir = os.path.join(raw, "images"), os.path.join(raw, "annotations", "trimaps")
@@ -136,7 +136,7 @@ def measure(images: int, size: int, cls_size: int, folder: Path) -> dict:
     raw = common.generated_pets(folder, images, seg_size=size, cls_size=cls_size)
     bench_dir = str(Path(__file__).resolve().parent)
     runs = {
-        "seed's loop (float32 arrays)": run_child(SEED_LOOP, str(raw), str(size)),
+        "the book's loop (float32 arrays)": run_child(BOOK_LOOP, str(raw), str(size)),
         "petvision.preprocess, 1 worker": run_child(
             PROJECT, bench_dir, str(folder), str(images), str(size), str(cls_size), "1"
         ),
@@ -154,7 +154,7 @@ def measure(images: int, size: int, cls_size: int, folder: Path) -> dict:
 
 def markdown(res: dict) -> str:
     mib = lambda kb: kb / 1024  # noqa: E731
-    seed = res["runs"]["seed's loop (float32 arrays)"]
+    book = res["runs"]["the book's loop (float32 arrays)"]
     rows = []
     for name, run in res["runs"].items():
         # Several processes: the workers' own imports are in the peak too, so no growth figure.
@@ -171,11 +171,11 @@ def markdown(res: dict) -> str:
                 common.fmt(mib(run["peak_used_kb"]), 0),
                 common.fmt(mib(run["after_imports_kb"]), 0),
                 growth,
-                f"{run['peak_used_kb'] / seed['peak_used_kb']:.2f}",
+                f"{run['peak_used_kb'] / book['peak_used_kb']:.2f}",
             ]
         )
     n, s = res["images"], res["size"]
-    seed_arrays = 7390 * (s * s * 3 * 4 + s * s) / 2**30
+    book_arrays = 7390 * (s * s * 3 * 4 + s * s) / 2**30
     return "\n".join(
         [
             f"{n} generated pets, segmentation arrays at {s}x{s} (preprocess also writes the classification "
@@ -188,7 +188,7 @@ def markdown(res: dict) -> str:
                     "peak RSS (MiB)",
                     "after imports (MiB)",
                     "growth with the data (MiB)",
-                    "peak vs seed's loop",
+                    "peak vs the book's loop",
                 ],
                 rows,
             ),
@@ -197,10 +197,10 @@ def markdown(res: dict) -> str:
             "largest sum of the RSS of the main process and its workers, sampled every 20 ms "
             "(shared library pages count once per process, so this overstates a little). "
             '"After imports" is the measured process\'s peak before '
-            "its first image (TensorFlow, which `keras.utils` imports, is most of the seed loop's).",
+            "its first image (TensorFlow, which `keras.utils` imports, is most of the book's loop's).",
             "",
-            f"The seed's arrays grow with the dataset: for the real set's 7,390 images at {s} px they alone "
-            f"take {seed_arrays:.1f} GiB; preprocess's memory does not depend on the number of images "
+            f"The book's arrays grow with the dataset: for the real set's 7,390 images at {s} px they alone "
+            f"take {book_arrays:.1f} GiB; preprocess's memory does not depend on the number of images "
             "(each worker holds one image and one chunk's mapped rows).",
         ]
     )
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 60 images")
     parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--size", type=int, default=200, help="segmentation size (the seed's 200)")
+    parser.add_argument("--size", type=int, default=200, help="segmentation size (the book's 200)")
     parser.add_argument("--cls-size", type=int, default=180)
     parser.add_argument(
         "--folder", type=Path, help="keep the generated data here (default: a temporary folder)"

@@ -1,12 +1,12 @@
-"""Does the faster precision cost accuracy? The seed segmentation model trained the project's way
+"""Does the faster precision cost accuracy? The book's segmentation model trained the project's way
 (``inputs.batches`` over the preprocessed uint8 arrays, the stage's metrics and optimizer) for the
 same epochs on the same generated pets, once in float32 and once in each faster setting, from the
-same initial weights and the same shuffling seed.
+same initial weights and the same shuffling (random seed).
 
     python bench/segmentation_accuracy.py [--quick] [--images 600] [--size 96] [--epochs 8] [--seeds 2]
 
 Target: the validation mean IoU after the last epoch within 0.02 of the float32 run's. With
-``--seeds 2`` the float32 run is repeated with another seed, which shows how far two float32
+``--seeds 2`` the float32 run is repeated with another random seed, which shows how far two float32
 runs land apart anyway (precision changes the rounding, and so the trajectory, like a seed does);
 it is on by default (``--seeds 2``).
 """
@@ -126,7 +126,7 @@ def markdown(res: dict) -> str:
         [
             r["precision"]
             + (
-                f" (seed +{r['seed'] - res['runs'][0]['seed']})"
+                f" (random seed +{r['seed'] - res['runs'][0]['seed']})"
                 if r["seed"] != res["runs"][0]["seed"]
                 else ""
             ),
@@ -143,7 +143,7 @@ def markdown(res: dict) -> str:
     ]
     return "\n".join(
         [
-            f"Seed segmentation model, {res['train_count']} training / {res['val_count']} "
+            f"The book's segmentation model, {res['train_count']} training / {res['val_count']} "
             f"validation generated pets at {res['size']} px, {res['epochs']} epochs, "
             f"{res['optimizer']} {res['learning_rate']}, batch {res['batch']}, "
             "same initial weights and shuffling.\n",
@@ -162,7 +162,8 @@ def markdown(res: dict) -> str:
             *(
                 [
                     "",
-                    "The float32 run with another seed shows how far two float32 runs land apart anyway.",
+                    "The float32 run with another random seed shows how far two float32 runs "
+                    "land apart anyway.",
                 ]
                 if any(r["seed"] != res["runs"][0]["seed"] for r in res["runs"])
                 else []

@@ -1,21 +1,21 @@
 """Time to quality: wall time until each model reaches its bar, the project's quick recipe against
-the seed's recipe, side by side in one run on the same generated pets.
+the book's recipe, side by side in one run on the same generated pets.
 
     python bench/time_to_quality.py [--models segmentation,classification] [--cap 4] [--folder DIR]
 
-Bars (the quick preset's): the seed segmentation model's validation pet IoU >= 0.80, the
+Bars (the quick preset's): the book's segmentation model's validation pet IoU >= 0.80, the
 mini-Xception's validation accuracy >= 0.90.
 
 Recipes, each on the quick preset's data (its image sizes and splits):
     quick   the quick preset's training (``conf/experiment/quick.yaml``: optimizer, peak rate,
             schedule, batch, epochs), uint8 memory maps through ``petvision.inputs.batches``,
             ``trainer.precision=auto``
-    seed    the book's: rmsprop at 1e-3, batch 32, a constant rate, float32 NumPy arrays into
+    book    the book's: rmsprop at 1e-3, batch 32, a constant rate, float32 NumPy arrays into
             ``model.fit``, float32
 
 The two recipes train in turns, one epoch each, so a change in the machine's load (it may be
 shared) hits both alike; each one's clock runs only during its own epochs (validation included).
-A recipe stops at the first epoch that reaches the bar. The seed's recipe also stops once it has
+A recipe stops at the first epoch that reaches the bar. The book's recipe also stops once it has
 used ``--cap`` times the quick recipe's time to quality without reaching the bar: the ratio is then
 reported as "more than cap x", which is all the comparison needs and keeps the run to minutes.
 """
@@ -36,7 +36,7 @@ import numpy as np
 SECTION = "time_to_quality"
 BARS = {"segmentation": ("val_pet_iou", 0.80), "classification": ("val_accuracy", 0.90)}
 LABELS = {"segmentation": "the book's segmentation model", "classification": "mini-Xception"}
-SEED_RECIPE = {"optimizer": "rmsprop", "learning_rate": 1e-3, "batch_size": 32}
+BOOK_RECIPE = {"optimizer": "rmsprop", "learning_rate": 1e-3, "batch_size": 32}
 
 
 @dataclass
@@ -105,7 +105,7 @@ def build(cfg, task: str, precision: str, optimizer, seed: int):
     return model
 
 
-def recipes(cfg, task: str, seed: int, seed_epochs: int) -> list[Recipe]:
+def recipes(cfg, task: str, seed: int, book_epochs: int) -> list[Recipe]:
     import keras
 
     from petvision.data import inputs, npy_dataset
@@ -136,17 +136,17 @@ def recipes(cfg, task: str, seed: int, seed_epochs: int) -> list[Recipe]:
             shuffle=False,
         ).history
 
-    # The seed's arrays: every image as float32 in memory, uint8 targets.
+    # The book's arrays: every image as float32 in memory, uint8 targets.
     x, y = np.asarray(train.images, np.float32), np.asarray(_targets(task, train))
     vx, vy = np.asarray(val.images, np.float32), np.asarray(_targets(task, val))
-    seed_opt = keras.optimizers.RMSprop(SEED_RECIPE["learning_rate"])
-    seed_model = build(cfg, task, "float32", seed_opt, seed)
+    book_opt = keras.optimizers.RMSprop(BOOK_RECIPE["learning_rate"])
+    book_model = build(cfg, task, "float32", book_opt, seed)
 
-    def fit_seed(epoch: int) -> dict:
-        return seed_model.fit(
+    def fit_book(epoch: int) -> dict:
+        return book_model.fit(
             x,
             y,
-            batch_size=SEED_RECIPE["batch_size"],
+            batch_size=BOOK_RECIPE["batch_size"],
             validation_data=(vx, vy),
             initial_epoch=epoch,
             epochs=epoch + 1,
@@ -164,18 +164,18 @@ def recipes(cfg, task: str, seed: int, seed_epochs: int) -> list[Recipe]:
             f"batch {quick.batch_size}, {quick.epochs} epochs, uint8 pipeline, {precision}",
         ),
         Recipe(
-            "seed",
-            seed_model,
-            fit_seed,
-            seed_epochs,
-            f"rmsprop {SEED_RECIPE['learning_rate']:g} (constant), batch {SEED_RECIPE['batch_size']}, "
+            "the book's",
+            book_model,
+            fit_book,
+            book_epochs,
+            f"rmsprop {BOOK_RECIPE['learning_rate']:g} (constant), batch {BOOK_RECIPE['batch_size']}, "
             "float32 arrays into fit, float32",
         ),
     ]
 
 
 def race(task: str, runs: list[Recipe], cap: float, full: bool = False) -> None:
-    """Epochs in turns until each recipe reached the bar, ran out of epochs, or (the seed's) ran
+    """Epochs in turns until each recipe reached the bar, ran out of epochs, or (the book's) ran
     past ``cap`` times the quick recipe's time to quality."""
     key, bar = BARS[task]
     quick = runs[0]
@@ -211,8 +211,8 @@ def race(task: str, runs: list[Recipe], cap: float, full: bool = False) -> None:
         run.stopped = run.stopped or f"{run.epochs} epochs"
 
 
-def measure(cfg, task: str, seed: int, cap: float, seed_epochs: int, only_quick: bool) -> dict:
-    runs = recipes(cfg, task, seed, seed_epochs)
+def measure(cfg, task: str, seed: int, cap: float, book_epochs: int, only_quick: bool) -> dict:
+    runs = recipes(cfg, task, seed, book_epochs)
     if only_quick:
         runs = runs[:1]
     # Alone, the quick recipe runs all its epochs: how far past the bar it ends is the margin.
@@ -262,7 +262,7 @@ def markdown(results: list[dict]) -> str:
             verdict = f"**{res['ratio']:.1f}x** less time with the quick recipe"
         elif "ratio_above" in res:
             verdict = (
-                f"**more than {res['ratio_above']:.1f}x**: the seed's recipe had not reached the bar "
+                f"**more than {res['ratio_above']:.1f}x**: the book's recipe had not reached the bar "
                 f"after {res['ratio_above']:.1f}x the quick recipe's time"
             )
         else:
@@ -284,10 +284,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--cap",
         type=float,
         default=4.0,
-        help="stop the seed's recipe after this many times the quick recipe's time to quality",
+        help="stop the book's recipe after this many times the quick recipe's time to quality",
     )
     parser.add_argument(
-        "--seed-epochs", type=int, default=40, help="the seed's recipe's epoch limit"
+        "--book-epochs",
+        "--seed-epochs",
+        type=int,
+        default=40,
+        help="the book's recipe's epoch limit (--seed-epochs: its former name)",
     )
     parser.add_argument("--seed", type=int, help="trainer seed (default: the configuration's)")
     parser.add_argument(
@@ -315,7 +319,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cfg = prepare(folder, args.overrides)
         seed = cfg.trainer.seed if args.seed is None else args.seed
         results = [
-            measure(cfg, task, seed, args.cap, args.seed_epochs, args.quick_only)
+            measure(cfg, task, seed, args.cap, args.book_epochs, args.quick_only)
             for task in args.models.split(",")
         ]
     klass = common.cpu_class()

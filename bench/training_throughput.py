@@ -1,4 +1,4 @@
-"""Training throughput: the seed's way against the project's input pipeline and precision settings.
+"""Training throughput: the book's way against the project's input pipeline and precision settings.
 
     python bench/training_throughput.py [--quick] [--seg-size 96] [--cls-size 96] [--steps 6] [--xla]
 
@@ -6,15 +6,15 @@ The defaults (96 px for both models, 6 steps of 32 per fit, 3 rounds) finish in 
 a 2-core CPU of either class (AVX-512-BF16, or AVX2 without bfloat16, which is about 4x slower);
 the book's sizes (``--seg-size 200 --cls-size 180``) take about 5x longer per step.
 
-For each model (the seed's segmentation model, the mini-Xception) every configuration is built and
+For each model (the book's segmentation model, the mini-Xception) every configuration is built and
 compiled once, then timed in rounds: one ``fit`` of ``--steps`` steps per configuration per round,
 the configurations in a rotating order, so a change in the machine's load (it is shared) hits all
 of them alike. A configuration's figure is the median over rounds of the steps after the first
 ``--skip`` of each ``fit``. Ratios are what matter; absolute numbers depend on the load.
 
 Configurations
-    seed's way      float32 NumPy arrays (the seed's ``np.zeros(..., "float32")``) into
-                    ``model.fit(batch_size=32)``, float32 policy, loss only (the seed's compile)
+    the book's way  float32 NumPy arrays (the book's ``np.zeros(..., "float32")``) into
+                    ``model.fit(batch_size=32)``, float32 policy, loss only (the book's compile)
     pipeline ...    ``petvision.data.inputs.batches`` over uint8 memory maps (as the training stages),
                     the stage's metrics, float32 or ``mixed_bfloat16``; optionally XLA
 
@@ -42,7 +42,7 @@ class Setup:
     name: str
     feed: str  # "arrays" (float32 in memory) | "pipeline" (uint8 memmaps through inputs.batches)
     precision: str  # keras dtype policy
-    metrics: bool  # the stage's metrics (the seed compiles with the loss only)
+    metrics: bool  # the stage's metrics (the book compiles with the loss only)
     xla: bool = False
 
     @property
@@ -52,7 +52,7 @@ class Setup:
 
 def setups(xla: bool, extra: bool) -> list[Setup]:
     chosen = [
-        Setup("seed's way: float32 arrays, float32", "arrays", "float32", metrics=False),
+        Setup("the book's way: float32 arrays, float32", "arrays", "float32", metrics=False),
         Setup("pipeline: uint8 memmap, float32", "pipeline", "float32", metrics=True),
         Setup("pipeline: uint8 memmap, mixed_bfloat16", "pipeline", "mixed_bfloat16", metrics=True),
     ]
@@ -63,7 +63,7 @@ def setups(xla: bool, extra: bool) -> list[Setup]:
             )
         )
         chosen.append(
-            Setup("seed's way + mixed_bfloat16", "arrays", "mixed_bfloat16", metrics=False)
+            Setup("the book's way + mixed_bfloat16", "arrays", "mixed_bfloat16", metrics=False)
         )
     if xla:
         chosen.append(
@@ -142,7 +142,7 @@ class Trial:
         # Keras silently drops XLA for models holding layers it marks not compilable (augmentation).
         self.xla_refused = setup.xla and not self.model.jit_compile
         if setup.feed == "arrays":
-            # The seed's arrays: float32 images, uint8 targets (its targets array is uint8 too).
+            # The book's arrays: float32 images, uint8 targets (its targets array is uint8 too).
             self.x, self.y = x.astype(np.float32), y
         else:
             paths = []
@@ -267,7 +267,7 @@ def markdown(results: list[dict]) -> str:
             f"{res['training_gflop_per_image']:.2f} GFLOP per training image (3x the forward pass, counted "
             f"from the layers); median of {res['repeats']} rounds of "
             f"{res['steps'] - res['skip']} timed steps; "
-            "\"vs seed's way\" is the median of the rounds' ratios, "
+            "\"vs the book's way\" is the median of the rounds' ratios, "
             '"spread" the rounds\' (max - min) / median.\n'
         )
         rows = [
@@ -287,7 +287,7 @@ def markdown(results: list[dict]) -> str:
                 [
                     "configuration",
                     "images/s",
-                    "vs seed's way",
+                    "vs the book's way",
                     "per-round ratios",
                     "GFLOP/s",
                     "share of matmul rate",
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--models", default="segmentation,classification")
     parser.add_argument(
-        "--seg-size", type=int, default=96, help="segmentation image size (the seed's: 200)"
+        "--seg-size", type=int, default=96, help="segmentation image size (the book's: 200)"
     )
     parser.add_argument(
         "--cls-size", type=int, default=96, help="classification image size (the book's: 180)"
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
 
     tasks = {
-        "segmentation": Task("segmentation", "seed segmentation model", args.seg_size),
+        "segmentation": Task("segmentation", "the book's segmentation model", args.seg_size),
         "classification": Task("classification", "mini-Xception", args.cls_size),
     }
     results = [

@@ -1,4 +1,4 @@
-"""The README's example of ``python -m petvision.predict``: a folder of mixed photos, predicted.
+"""The example of ``python -m petvision.predict`` in docs/models.md: a folder of mixed photos, predicted.
 
 Takes test-split photos of the dataset the pipeline trained on (``data/raw/pets``, named in
 ``data/npy/classification/index.json``), saves them as the kinds of file people have (a JPEG, a

@@ -54,7 +54,7 @@ def main(out: Path = ROOT / "data" / "unlike") -> None:
     (out / "README.md").write_text(
         "# Real photos, unlike the generated pets\n\n"
         "The training stages measure each model's unlike-the-training-data detector on these\n"
-        '(`trust.unlike_photos`; README, "Can I trust a prediction?"). They are copies of\n'
+        '(`trust.unlike_photos`; docs/trust.md, "Measured"). They are copies of\n'
         f"photos shipped in scikit-image {skimage.__version__}'s wheel (`skimage/data/`), at\n"
         f"{LONG_SIDE} px on the longer side, chosen among those whose licence, as `skimage.data`\n"
         "states it, allows copying: CC0 or public domain. `python scripts/unlike_photos.py`\n"

@@ -287,9 +287,9 @@ from archive_server import pet_server, served  # noqa: E402, F401
 
 @pytest.fixture
 def isolated_env(monkeypatch):
-    """A clean copy of the variables that steer the project (tracking store, DVC, project root,
-    cluster) for one test; the tracking layer sets MLflow's HTTP bounds in os.environ
-    (setdefault), so the whole environment is put back afterwards."""
+    """A clean copy of the variables that steer the project (tracking store, DVC, project root)
+    for one test; the tracking layer sets MLflow's HTTP bounds in os.environ (setdefault), so the
+    whole environment is put back afterwards."""
     from petvision.tracking import store
 
     saved = dict(os.environ)
@@ -299,7 +299,6 @@ def isolated_env(monkeypatch):
         "DVC_STAGE",
         "DVC_EXP_NAME",
         "PETVISION_ROOT",
-        "TF_CONFIG",
         *store.HTTP_BOUNDS,
         "MLFLOW_HTTP_REQUEST_TIMEOUT",
     ]:

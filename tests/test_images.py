@@ -166,22 +166,22 @@ def test_resize_mask_never_invents_labels(size):
 
 
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
-def test_matches_the_seeds_keras_loader(tmp_path, interpolation):
-    """load_rgb + resize_image give exactly what the seed's ``keras.utils.load_img`` gives."""
+def test_matches_the_books_keras_loader(tmp_path, interpolation):
+    """load_rgb + resize_image give exactly what the book's ``keras.utils.load_img`` gives."""
     from keras import utils as keras_utils  # a pinned dependency: no skip
 
     for quirk in ("jpeg", "rgba", "gif_as_jpg", "cmyk", "grayscale"):
         path = tmp_path / f"{quirk}.jpg"
         write_quirk(path, quirk)
         ours = images.resize_image(images.load_rgb(path)[0], 40, interpolation)
-        seed = keras_utils.img_to_array(
+        books = keras_utils.img_to_array(
             keras_utils.load_img(path, target_size=(40, 40), interpolation=interpolation)
         )
-        np.testing.assert_array_equal(ours, seed.astype(np.uint8), err_msg=quirk)
+        np.testing.assert_array_equal(ours, books.astype(np.uint8), err_msg=quirk)
     trimap = tmp_path / "t.png"
     Image.fromarray(trimap_values()).save(trimap)
     ours = images.resize_mask(images.load_trimap(trimap), 40)
-    seed = keras_utils.img_to_array(
+    books = keras_utils.img_to_array(
         keras_utils.load_img(trimap, target_size=(40, 40), color_mode="grayscale")
     )
-    np.testing.assert_array_equal(ours, seed[..., 0].astype(np.uint8))
+    np.testing.assert_array_equal(ours, books[..., 0].astype(np.uint8))

@@ -18,7 +18,7 @@ from petvision.models.classification import (
 from petvision.models.segmentation import book_model, build_segmentation_model, unet_model
 
 # The book's segmentation model (chapter 9.1): layer, output shape at 200x200x3, parameters.
-SEED_TABLE = [
+BOOK_TABLE = [
     ("Rescaling", (200, 200, 3), 0),
     ("Conv2D", (100, 100, 64), 1_792),
     ("Conv2D", (100, 100, 64), 36_928),
@@ -49,12 +49,12 @@ def test_book_segmentation_model_matches_the_table_layer_by_layer():
         (type(layer).__name__, tuple(layer.output.shape[1:]), layer.count_params())
         for layer in layers
     ]
-    assert got == SEED_TABLE
+    assert got == BOOK_TABLE
     assert counts(model) == (2_880_643, 2_880_643, 0)
     assert layers[-1].activation.__name__ == "softmax"
 
 
-def test_segmentation_builder_uses_the_config_and_keeps_the_seed_the_default():
+def test_segmentation_builder_uses_the_config_and_keeps_the_book_model_the_default():
     model = build_segmentation_model(SegmentationModelConfig(name="book", num_classes=3), 96)
     assert model.output.shape[1:] == (96, 96, 3)
     assert model.count_params() == 2_880_643  # convolutions do not depend on the input size

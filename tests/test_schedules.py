@@ -1,4 +1,4 @@
-"""The learning-rate schedule option: constant by default (the seed's way), warm-up then cosine on
+"""The learning-rate schedule option: constant by default (the book's way), warm-up then cosine on
 request, checked against the formula computed here by hand; bad values name their key."""
 
 from __future__ import annotations

@@ -132,7 +132,8 @@ def test_pushed_results_pulled_into_a_fresh_clone_need_no_rerun(
 
     # Without dvc.lock, the pulled run cache restores a stage instead of running it, for stages whose
     # outputs are all cached: download here. (DVC pushes no objects for `cache: false` outputs, so
-    # the other stages, whose metrics are such outputs, would rerun; see the README.)
+    # the other stages, whose metrics are such outputs, would rerun; see docs/experiments.md,
+    # "Sharing cached artifacts".)
     (clone / "dvc.lock").unlink()
     done = dvc(clone, "repro", "download", extra_env=extra_env)
     assert ran_stages(done.stdout) == [], done.stdout

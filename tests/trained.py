@@ -6,7 +6,7 @@ and both training stages as ``make run`` does. Which data it trains on depends o
 project's own precision choice does (``trainer.precision=auto``):
 
 * where bfloat16 is native (AVX-512 BF16 or AMX), the quick preset itself, unchanged: the run the
-  README's figures come from, about 9 minutes on 2 cores; the bars apply to it;
+  figures of docs/results.md come from, about 9 minutes on 2 cores; the bars apply to it;
 * elsewhere the quick recipe on a smaller set (:data:`SMALLER`), in float32: the quick preset
   would take 30-45 minutes on 2 AVX2 cores, so only the learning checks run there.
 

@@ -1,7 +1,7 @@
 """Stage ``preprocess``: the dataset folder (Oxford-IIIT Pet layout) to uint8 ``.npy`` arrays.
 
 Writes what :mod:`petvision.data.npy_dataset` describes: the segmentation task at
-``data.segmentation.image_size`` (train/val, the seed's split) and the classification task at
+``data.segmentation.image_size`` (train/val, the book's split) and the classification task at
 ``data.classification.image_size`` (species-balanced train/val/test, with masks for scoring
 Grad-CAM), plus ``<paths.reports>/preprocess.json``, the report DVC shows as a metric.
 

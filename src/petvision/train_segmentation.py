@@ -1,4 +1,4 @@
-"""Stage train_segmentation: the seed's encoder-decoder (or the U-Net option) on the pet trimaps.
+"""Stage train_segmentation: the book's encoder-decoder (or the U-Net option) on the pet trimaps.
 
     python -m petvision.train_segmentation [overrides]
     python -m petvision.train_segmentation segmentation/model=unet segmentation.train.epochs=5

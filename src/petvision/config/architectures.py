@@ -23,8 +23,8 @@ class Architecture:
     # ... and each block's output, shallow to deep, for maps at every depth.
     block_outputs: tuple[str, ...] = ()
     # The layers whose pooled features the unlike-the-training-data detector reads
-    # (petvision.evaluation.ood); chosen on the quick preset's models (README, "Can I trust a
-    # prediction?"). Empty: the block outputs.
+    # (petvision.evaluation.ood); chosen on the quick preset's models (docs/trust.md). Empty: the
+    # block outputs.
     trust_layers: tuple[str, ...] = ()
 
 

@@ -186,7 +186,7 @@ class TrainConfig:
     batch_size: int = MISSING
     epochs: int = MISSING
     early_stopping_patience: int = MISSING
-    # Off by default (the seed's constant rate); petvision.training.schedules says what "cosine" does.
+    # Off by default (the book's constant rate); petvision.training.schedules says what "cosine" does.
     schedule: Schedule = Schedule.constant
     warmup_epochs: float = 0.0  # for schedule=cosine: epochs of linear warm-up to learning_rate
 

@@ -1,6 +1,6 @@
 """The one image loader: every module that reads an image file goes through here.
 
-It decodes with PIL the way the seed's ``keras.utils.load_img`` does (so results match the
+It decodes with PIL the way the book's ``keras.utils.load_img`` does (so results match the
 book's): the first frame, converted to RGB with ``Image.convert`` (an alpha channel is dropped,
 not composited), no EXIF rotation (the trimaps are aligned with the stored pixels), and resizing
 by ``Image.resize``. What it adds is naming: :func:`load_rgb` says which conversion a file needed
@@ -117,7 +117,7 @@ def load_rgb(path: str | Path) -> tuple[np.ndarray, str]:
 def load_trimap(path: str | Path) -> np.ndarray:
     """A trimap as an (H, W) uint8 array of 1 (pet), 2 (background), 3 (border).
 
-    Read as the seed reads it (``load_img(color_mode="grayscale")``: 8-, 16- and 32-bit grayscale
+    Read as the book reads it (``load_img(color_mode="grayscale")``: 8-, 16- and 32-bit grayscale
     as stored, anything else converted to 8-bit grayscale); values outside 1..3 raise DataError
     naming the file, because ``trimap - 1`` would turn them into labels the model cannot have.
     """

@@ -1,15 +1,14 @@
 """Input pipelines: batches streamed from the memory-mapped uint8 ``.npy`` files.
 
-Images stay uint8 all the way into the model (which scales them, as in the seed), so a batch
-costs a quarter of the seed's float32 arrays in memory and copies, and the whole dataset is never
+Images stay uint8 all the way into the model (which scales them, as in the book), so a batch
+costs a quarter of the book's float32 arrays in memory and copies, and the whole dataset is never
 in memory. Shuffling permutes indices, not images; each batch is one sorted fancy-index read from
 the memory map.
 
 On the TensorFlow backend the batches are a ``tf.data`` pipeline: prefetching overlaps the read
-with the previous training step, and under a multi-worker strategy every worker sees the same
-index stream and keeps its share of each batch. On any other Keras backend (JAX where TensorFlow
-is not installed) they are a ``keras.utils.PyDataset`` with the same batches in the same order
-rules, so the stages run unchanged there.
+with the previous training step. On any other Keras backend (JAX where TensorFlow is not
+installed) they are a ``keras.utils.PyDataset`` with the same batches in the same order rules, so
+the stages run unchanged there.
 """
 
 from __future__ import annotations
@@ -80,8 +79,8 @@ def _tf_batches(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
-    # Multi-worker: every worker draws the same shuffled index stream (same seed) and keeps its
-    # share of each global batch, so the workers' shares never overlap and cover every image.
+    # Only a dataset sharded across several workers reads this policy (multi-worker training, since
+    # removed); on one machine `mirrored` splits each global batch across its GPUs instead.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 

@@ -7,7 +7,7 @@
     <npy>/classification/{train,val,test}_masks.npy    (N, C, C, 1) uint8 (for Grad-CAM localization)
     <npy>/<task>/index.json                            stems per split, image size, counts
 
-Masks are the trimap minus one, as in the seed. Preprocess writes these files; training and
+Masks are the trimap minus one, as in the book. Preprocess writes these files; training and
 visualize read them memory-mapped, never with pickle, and reject a truncated file or one of the
 wrong shape with a message naming it.
 """

@@ -7,10 +7,10 @@ How skipped pairs interact with the splits: *shuffle first, filter second*
     names, the seed and which files are unusable. One bad file therefore removes one row and moves
     a split boundary by one, instead of reshuffling everything as shuffling the usable list would.
 
-    * segmentation: the sorted pairs shuffled once with ``random.Random(shuffle_seed)`` (the seed
+    * segmentation: the sorted pairs shuffled once with ``random.Random(shuffle_seed)`` (the book
       shuffles its sorted image list and its sorted trimap list with two generators of the same
       seed, which is the same permutation), unusable ones dropped, the last ``val_count`` for
-      validation and the rest for training, as in the seed.
+      validation and the rest for training, as in the book.
     * classification: cats and dogs (by the file name's capital letter) each sorted and shuffled
       with one ``random.Random(split_seed)``, unusable ones dropped, then taken in order for
       train, val and test, each split holding ``n // 2`` cats and ``n - n // 2`` dogs and shuffled
@@ -34,7 +34,7 @@ CLS_KEYS = {"train": "train_count", "val": "val_count", "test": "test_count"}
 def segmentation_split(
     pairs: Sequence[str], usable: set[str] | frozenset[str], val_count: int, seed: int
 ) -> dict[str, list[str]]:
-    """The seed's split: sorted pairs shuffled with ``Random(seed)``, unusable ones dropped, the
+    """The book's split: sorted pairs shuffled with ``Random(seed)``, unusable ones dropped, the
     last ``val_count`` for validation."""
     order = sorted(pairs)
     random.Random(seed).shuffle(order)

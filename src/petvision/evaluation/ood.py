@@ -4,7 +4,7 @@ features, fitted on the training and validation splits only.
 The method is Sun et al. 2022, "Out-of-distribution detection with deep nearest neighbors"
 (ICML): each image is a feature vector scaled to unit length, and its score is the distance to
 its k-th nearest neighbour among the training images' vectors; far from every training image
-means unlike them. Two changes, both measured (README, "Can I trust a prediction?"):
+means unlike them. Two changes, both measured (docs/trust.md, "Why not better"):
 
 * the vector of a layer is the mean and the standard deviation of each of its channels over the
   image (Lee et al. 2018, "A simple unified framework for detecting out-of-distribution samples
@@ -19,10 +19,10 @@ of images like the training data are flagged). The validation images are never i
 so their distances are those of new images. A score says how unlike the *training images* a
 photo is, as the model's features see them; it says nothing about whether the answer is right.
 
-Compared on the quick preset's models (README): the Mahalanobis distance on pooled features
-(Lee et al. 2018), the energy score on the logits (Liu et al. 2020), Gram-matrix deviations
-(Sastry & Oore 2020) and patch nearest neighbours separated real photos from the generated test
-split worse than this.
+Compared on the quick preset's models (docs/trust.md, "Why not better"): the Mahalanobis
+distance on pooled features (Lee et al. 2018), the energy score on the logits (Liu et al. 2020),
+Gram-matrix deviations (Sastry & Oore 2020) and patch nearest neighbours separated real photos
+from the generated test split worse than this.
 """
 
 from __future__ import annotations

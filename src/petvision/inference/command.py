@@ -37,7 +37,7 @@ TABLE_FIELDS = (
     "p_cat",
     "p_dog",
     "pet_fraction",
-    "unlike_training_data",  # either model's detector flags the photo (README, "Can I trust...")
+    "unlike_training_data",  # either model's detector flags the photo (docs/trust.md)
     "ood_score",  # the classifier's detector score; above its threshold = unlike
     "seg_ood_score",  # the segmentation model's
     "trained_on",

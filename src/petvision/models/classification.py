@@ -96,12 +96,12 @@ def simple_convnet(
 # oneDNN's 1x1 stride-2 backward-weights kernel writes past its workspace when the input has
 # fewer channels than its channel block (16 with AVX-512, 8 with AVX2): TF 2.21 on CPU then
 # crashes or, on some machines, silently returns wrong gradients (uxlfoundation/oneDNN#6035).
-# Block 1 of the seed's network projects the 3-channel image that way at any size >= 96 px.
+# Block 1 of the book's network projects the 3-channel image that way at any size >= 96 px.
 _ONEDNN_SAFE_STRIDED_1X1_CHANNELS = 16
 
 
 def strided_pointwise_projection(x, filters: int, name: str):
-    """The seed's `Conv2D(filters, 1, strides=2)`. On thin inputs the same function is computed as
+    """The book's `Conv2D(filters, 1, strides=2)`. On thin inputs the same function is computed as
     a 2x subsampling followed by a stride-1 1x1 convolution (identical output shape, kernel, bias
     and parameter count) to stay off the oneDNN kernel above."""
     if x.shape[-1] >= _ONEDNN_SAFE_STRIDED_1X1_CHANNELS:
@@ -111,7 +111,7 @@ def strided_pointwise_projection(x, filters: int, name: str):
 
 
 def residual_block(x, filters: int, pooling: bool, block: int):
-    """The seed's residual block: two 3x3 convolutions; the residual is projected with a 1x1
+    """The book's residual block: two 3x3 convolutions; the residual is projected with a 1x1
     convolution when the filters change, strided when the block max-pools."""
     residual = x
     x = layers.Conv2D(filters, 3, activation="relu", padding="same", name=f"block{block}_conv1")(x)
@@ -127,7 +127,7 @@ def residual_block(x, filters: int, pooling: bool, block: int):
 def residual_convnet(
     image_size: int = 32, augmentation: AugmentationConfig | None = None, dropout: float = 0.0
 ) -> keras.Model:
-    """The seed's demo of residual connections: 297,697 parameters (any input size)."""
+    """The book's demo of residual connections: 297,697 parameters (any input size)."""
     inputs, x = _inputs_and_rescaling(image_size, augmentation)
     x = residual_block(x, 32, pooling=True, block=1)
     x = residual_block(x, 64, pooling=True, block=2)

@@ -1,4 +1,4 @@
-"""The learning rate over a run: constant (the seed's way), or a linear warm-up to the peak
+"""The learning rate over a run: constant (the book's way), or a linear warm-up to the peak
 followed by a cosine decay to zero over the remaining steps (``<task>.train.schedule=cosine``).
 
 Warm-up then cosine is what lets a short run use a high peak rate: the warm-up keeps the first
