@@ -199,7 +199,7 @@ def test_the_compile_cache_and_xla_flags_leave_tensorflow_as_it_was(tmp_path, mo
     cfg = trainer(device="cpu", xla_flags="--xla_gpu_autotune_level=0", compile_cache=True)
     rt = runtime.setup(cfg, tmp_path / "cache")
     assert rt.compile_cache is None and not (tmp_path / "cache").exists()
-    assert "runtime.compile_cache" not in rt.describe()
+    assert "runtime.compile_cache" not in rt.describe() and "runtime.xla_flags" not in rt.describe()
     assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/nowhere"
     assert "trainer.xla_flags applies to the JAX backend; ignored on tensorflow" in caplog.text
 
@@ -234,6 +234,7 @@ ON_JAX = textwrap.dedent("""
     report["flags"] = os.environ["XLA_FLAGS"]
     report["on"] = [str(rt.compile_cache), jax.config.jax_compilation_cache_dir,
                     rt.describe().get("runtime.compile_cache")]
+    report["tagged_flags"] = rt.describe().get("runtime.xla_flags")
     def entries(where):
         # Everything that compiles, however fast, goes in: the test's functions take milliseconds.
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -284,6 +285,7 @@ def test_on_jax_the_compile_cache_is_used_and_the_xla_flags_go_into_xla_flags(tm
         "--xla_dump_hlo_as_text --xla_gpu_autotune_level=1 --xla_gpu_deterministic_ops=true"
     )
     assert report["on"] == [folder, folder, folder]
+    assert report["tagged_flags"] == report["flags"]  # what the run was compiled with, in MLflow
     # Used although a compilation came before setup, and moved when setup names another folder.
     assert report["entries"] == [1, 1]
     assert "trainer.device='gpu' but the jax backend sees no GPU" in report["gpu"]

@@ -59,10 +59,13 @@ class Runtime:
     accelerator: str = ""  # the CPU model or the GPU name(s), for the record
     steps_per_execution: int = 1  # for the caller's compile(steps_per_execution=...)
     compile_cache: Path | None = None  # where compiled programs are kept (JAX), else None
+    xla_flags: str = ""  # XLA_FLAGS as the JAX backend starts with them ("" on TensorFlow)
 
     def describe(self) -> dict[str, str]:
         """The choices as MLflow tags/params (string values, ``runtime.`` keys)."""
         kept = {"runtime.compile_cache": str(self.compile_cache)} if self.compile_cache else {}
+        if self.xla_flags:
+            kept["runtime.xla_flags"] = self.xla_flags
         return {
             "runtime.device": self.device,
             "runtime.accelerator": self.accelerator or "unknown",
@@ -301,7 +304,7 @@ def _jit_compile(configured: bool) -> bool:
     return bool(configured)
 
 
-def _log_choices(rt: Runtime, cfg: TrainerConfig, xla_flags: str) -> None:
+def _log_choices(rt: Runtime, cfg: TrainerConfig) -> None:
     why = (
         f"auto: bfloat16 {'native' if rt.bf16_native else 'not native'} on this {rt.device.upper()}"
         if cfg.precision == "auto"
@@ -326,7 +329,7 @@ def _log_choices(rt: Runtime, cfg: TrainerConfig, xla_flags: str) -> None:
         log.info(
             "runtime: compiled programs kept in %s; XLA_FLAGS=%r",
             rt.compile_cache or "no folder (trainer.compile_cache=false)",
-            xla_flags,
+            rt.xla_flags,
         )
     if rt.xla and rt.device == "cpu" and _uses_tensorflow():
         log.info("runtime: trainer.xla=true on a CPU is often slower than without")
@@ -367,6 +370,7 @@ def setup(cfg: TrainerConfig, compile_cache: Path | None = None) -> Runtime:
         accelerator=accelerator,
         steps_per_execution=cfg.steps_per_execution,
         compile_cache=use_compile_cache(compile_cache if cfg.compile_cache else None),
+        xla_flags=xla_flags if keras.backend.backend() == "jax" else "",
     )
-    _log_choices(rt, cfg, xla_flags)
+    _log_choices(rt, cfg)
     return rt
