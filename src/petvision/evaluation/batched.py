@@ -1,9 +1,9 @@
 """A model's outputs over many images, batch by batch, compiled once per batch shape on JAX.
 
 Keras on JAX compiles a model's predict step again for every new input shape, and a compilation
-costs seconds on a CPU and more on a GPU (the mini-Xception's steps took over a minute to compile
-on an H200). So :func:`batches` (and :func:`predict`, which joins them) give the compiled step
-few shapes: full batches, the last one padded to full size with zeros whose outputs are dropped,
+costs seconds on a CPU and more on a GPU (the mini-Xception's compilations took about 80 s per
+process on an H200). So :func:`batches` (and :func:`predict`, which joins them) give the compiled
+step few shapes: full batches, the last one padded to full size with zeros whose outputs are dropped,
 and an input shorter than one batch padded only to the next power of two (one served photo does
 not pay for a whole batch). A model then compiles at most ``log2(batch_size) + 1`` times per
 process, and once for inputs longer than a batch. In inference mode nothing mixes the images of

@@ -62,7 +62,7 @@ def forward(
     batch_size: int = batched.PREDICT_BATCH,
 ) -> Forward:
     """Pooled features of ``layers`` and the logits of ``images`` (uint8 at the model's size), in
-    batches of ``batch_size`` (:func:`petvision.evaluation.batched.predict`: compiled on JAX)."""
+    batches of ``batch_size`` (:func:`petvision.evaluation.batched.batches`: compiled on JAX)."""
     binary = is_sigmoid_classifier(model)
     head = _output_layer(model)
     pooled: list[list[np.ndarray]] = [[] for _ in layers]
