@@ -4,9 +4,20 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# make install GPU=1: TensorFlow with CUDA instead of the CPU wheel.
+# make install GPU=1: TensorFlow with CUDA instead of the CPU wheel. BACKEND=jax: Keras on JAX
+# (KERAS_BACKEND=jax for every target below), with CUDA under GPU=1: `make install GPU=1 BACKEND=jax`.
 GPU ?=
-FLAVOUR := $(if $(GPU),gpu,cpu)
+BACKEND ?=
+# JAX's CUDA build: cuda12 (NVIDIA driver 525 or newer) or cuda13 (driver 580 or newer).
+JAX_CUDA ?= cuda12
+ifneq ($(filter-out jax tensorflow,$(BACKEND)),)
+$(error BACKEND=$(BACKEND): jax, or tensorflow (the default))
+endif
+ON_JAX := $(filter jax,$(BACKEND))
+ifneq ($(ON_JAX),)
+export KERAS_BACKEND := jax
+endif
+FLAVOUR := $(if $(GPU),gpu,cpu)$(if $(ON_JAX),-jax)
 # Two installs, each stamped: what `make run` needs (requirements-run.lock, cut from the lock), and
 # the whole lock on top of it (tests, lint, bench): a newcomer's `make run` skips the test tools.
 RUN_STAMP := $(VENV)/.installed-run-$(FLAVOUR)
@@ -36,10 +47,16 @@ UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 # GPU=1 asks for TensorFlow with CUDA instead of tensorflow-cpu, the rest held to the lock's pins.
 # tensorflow-cpu is another build of the same `tensorflow` package: installed beside it, it would
 # overwrite files of the CUDA build, so its pin is left out of what is installed.
-TF_GPU := $(if $(GPU),-c requirements.lock "tensorflow[and-cuda]==2.21.0")
+# BACKEND=jax adds JAX at the lock's version, the one the tests run (the run lock has none), with
+# GPU=1 JAX's CUDA plugin and CUDA libraries; tensorflow-cpu stays (KERAS_BACKEND picks Keras's
+# backend, and TensorFlow remains the default one).
+JAX_PIN := $(shell grep -m1 '^jax==' requirements.lock | cut -d= -f3)
+TF_CUDA := $(if $(ON_JAX),,$(GPU))
+EXTRA_PINS := $(if $(ON_JAX),-c requirements.lock "jax$(if $(GPU),[$(JAX_CUDA)])==$(JAX_PIN)",$(if \
+	$(GPU),-c requirements.lock "tensorflow[and-cuda]==2.21.0"))
 WITHOUT_TF_CPU := grep -v -i -E '^tensorflow[-_]cpu=='
-RUN_REQS := $(if $(GPU),$(VENV)/requirements-run-gpu.lock,requirements-run.lock)
-ALL_REQS := $(if $(GPU),$(VENV)/requirements-gpu.lock,requirements.lock)
+RUN_REQS := $(if $(TF_CUDA),$(VENV)/requirements-run-gpu.lock,requirements-run.lock)
+ALL_REQS := $(if $(TF_CUDA),$(VENV)/requirements-gpu.lock,requirements.lock)
 
 $(VENV)/requirements-run-gpu.lock: requirements-run.lock
 	mkdir -p $(VENV) && $(WITHOUT_TF_CPU) $< > $@
@@ -47,21 +64,21 @@ $(VENV)/requirements-run-gpu.lock: requirements-run.lock
 $(VENV)/requirements-gpu.lock: requirements.lock
 	mkdir -p $(VENV) && $(WITHOUT_TF_CPU) $< > $@
 
-$(RUN_STAMP): pyproject.toml requirements-run.lock $(if $(GPU),$(RUN_REQS))
+$(RUN_STAMP): pyproject.toml requirements-run.lock $(if $(TF_CUDA),$(RUN_REQS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(UV_PIN)"
-	$(UV) $(TF_GPU) -r $(RUN_REQS)
+	$(UV) $(EXTRA_PINS) -r $(RUN_REQS)
 	$(UV) --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-$(STAMP): $(RUN_STAMP) requirements.lock $(if $(GPU),$(ALL_REQS))
-	$(UV) $(TF_GPU) -r $(ALL_REQS)
+$(STAMP): $(RUN_STAMP) requirements.lock $(if $(TF_CUDA),$(ALL_REQS))
+	$(UV) $(EXTRA_PINS) -r $(ALL_REQS)
 	touch $@
 
-install: $(STAMP) ## create .venv with all the pinned dependencies, test tools included (GPU=1 for CUDA)
+install: $(STAMP) ## create .venv with all the pinned dependencies, test tools included (GPU=1 for CUDA, BACKEND=jax)
 
-install-run: $(RUN_STAMP) ## create .venv with only what `make run` needs (GPU=1 for CUDA)
+install-run: $(RUN_STAMP) ## create .venv with only what `make run` needs (GPU=1 for CUDA, BACKEND=jax)
 
 # make run EXPERIMENT=tiny: another preset of conf/experiment/ as a DVC experiment (dvc exp run -S
 # composes params.yaml from it); `make run EXPERIMENT=quick` goes back to the default's results.

@@ -224,3 +224,209 @@ def test_every_model_trains_compiled_on_jax_without_tensorflow(tmp_path, precisi
     }
     # interpret/methods/gradients.py's JAX branch: d/dx sum(x^2) = 2x, traced op by op and compiled.
     assert report["gradient"] == [5.0, [2.0, 4.0], [6.0]]
+
+
+def _compile_time_bench():
+    """bench/compile_time.py, which reads JAX's compile log (loaded as a file: bench/ is no package)."""
+    spec = importlib.util.spec_from_file_location("compile_time", ROOT / "bench/compile_time.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["compile_time"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+FALLBACK = "Model doesn't support `jit_compile=True`"
+
+
+@needs_jax
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_the_training_stages_compile_on_jax_once_and_load_from_the_cache_when_run_again(tmp_path):
+    """The training stages as dvc repro runs them, on JAX with TensorFlow blocked (the lent GPU
+    machine) and JAX's compile log on, at the toy sizes with batches that divide the splits: no
+    model falls back to running op by op (Keras's warning), the training and validation steps
+    compile once per process, and a second run of a stage loads its training step from the
+    persistent compilation cache (paths.compile_cache) instead of compiling it again."""
+    from test_gpu_run import NO_TENSORFLOW
+
+    bench = _compile_time_bench()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_TENSORFLOW)
+    work = tmp_path / "work"
+    env = {
+        **bench.stage_env(),
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT / "src")]),
+    }
+    # bench.TINY: the tests' toy pipeline, its batch sizes made to divide every split. Trained in
+    # mixed_bfloat16 (as on a GPU), the trust step probes a float32 copy of each model, made anew.
+    overrides = [*bench.overrides_for(work, "tiny"), "trainer.precision=mixed_bfloat16"]
+    outputs: dict[str, list[str]] = {}
+    for stage in ("download", "preprocess", *bench.TRAINING, "train_segmentation"):
+        done = subprocess.run(
+            [sys.executable, "-m", f"petvision.{stage}", *overrides],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output[-4000:]
+        assert FALLBACK not in output, f"{stage} ran a model op by op:\n{output[-3000:]}"
+        outputs.setdefault(stage, []).append(output)
+
+    for stage in bench.TRAINING:
+        first = bench.read_compiles(outputs[stage][0])
+        assert first.by_name.get("train_step") == 1, (stage, first.by_name)
+        assert first.by_name.get("test_step") == 1, (stage, first.by_name)
+        assert first.hits_by_name.get("train_step") is None, (stage, first.hits_by_name)
+    again = bench.read_compiles(outputs["train_segmentation"][1])
+    assert again.by_name.get("train_step") == 1 and again.hits_by_name.get("train_step") == 1, again
+    assert any((work / "compile_cache").glob("jit_train_step-*")), (
+        "nothing kept in the cache folder"
+    )
+
+
+def test_a_batch_is_padded_to_full_size_or_a_short_input_to_a_power_of_two():
+    from petvision.evaluation.batched import padded_size
+
+    assert [padded_size(n, 64) for n in (1, 2, 3, 5, 8, 33, 63, 64, 65, 2400)] == [
+        1,
+        2,
+        4,
+        8,
+        8,
+        64,
+        64,
+        64,
+        64,
+        64,
+    ]
+    assert padded_size(50, 48) == 48  # never more than a batch
+
+
+def _two_output_model():
+    import keras
+
+    inputs = keras.Input((6, 6, 3))
+    conv = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(conv)
+    return keras.Model(inputs, [conv, keras.layers.Dense(1, name="head")(pooled)])
+
+
+def test_on_tensorflow_batched_predict_is_the_model_called_batch_by_batch():
+    """The trust step's numbers on TensorFlow stay those of the model called on each batch."""
+    import keras
+
+    from petvision.evaluation import batched
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("checks the TensorFlow path")
+    model = _two_output_model()
+    images = np.random.default_rng(0).integers(0, 256, (70, 6, 6, 3), dtype=np.uint8)
+    conv, head = batched.predict(model, images, batch_size=32)
+    by_hand = [model(images[s : s + 32].astype(np.float32), training=False) for s in (0, 32, 64)]
+    assert np.array_equal(conv, np.concatenate([np.asarray(c) for c, _ in by_hand]))
+    assert np.array_equal(head, np.concatenate([np.asarray(h) for _, h in by_hand]))
+    with pytest.raises(ValueError, match="no images"):
+        batched.predict(model, images[:0])
+
+
+BATCHED_ON_JAX = textwrap.dedent("""
+    import json, sys, warnings
+    import keras, numpy as np
+    from petvision.config import AugmentationConfig, ClassificationModelConfig
+    from petvision.evaluation import batched, features
+    from petvision.models import loading
+    from petvision.models.classification import build_classifier
+
+    assert keras.backend.backend() == "jax"
+    warnings.simplefilter("always")
+    report = {}
+
+    def traced(model):
+        # predict_step's Python runs once per compilation (JAX traces it for each new shape).
+        seen = []
+        step = model.predict_step
+        model.predict_step = lambda *a: seen.append(1) or step(*a)
+        return seen
+
+    inputs = keras.Input((6, 6, 3))
+    conv = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    model = keras.Model(inputs, [conv, keras.layers.Dense(1)(keras.layers.Flatten()(conv))])
+    images = np.random.default_rng(0).integers(0, 256, (70, 6, 6, 3), dtype=np.uint8)
+    seen = traced(model)
+    conv_out, head = batched.predict(model, images, batch_size=32)  # 32, 32 and 6 padded to 32
+    direct = model(images.astype(np.float32), training=False)
+    report["simple"] = {
+        "shapes": [list(conv_out.shape), list(head.shape)],
+        "close": bool(np.allclose(conv_out, direct[0], atol=1e-5)
+                      and np.allclose(head, direct[1], atol=1e-5)),
+        "traces_70": len(seen),
+    }
+    batched.predict(model, images[:5], batch_size=32)  # padded to 8
+    batched.predict(model, images[:7], batch_size=32)  # 8 again
+    batched.predict(model, images[:40], batch_size=32)  # 32: compiled already
+    report["simple"]["traces_after"] = len(seen)
+
+    # The trust step's probe of the mini-Xception (augmentation included), as the training stages
+    # make it: a float32 copy of a model trained under mixed_bfloat16.
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    aug = AugmentationConfig(enabled=True, flip="horizontal", rotation=0.1, zoom=0.2)
+    trained = build_classifier(ClassificationModelConfig(name="mini_xception", augmentation=aug,
+                                                         dropout=0.5), 32)
+    trained.compile(optimizer="adam", loss="binary_crossentropy", jit_compile=True)
+    keras.config.set_dtype_policy("float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        copy = loading.float32_copy(trained)
+        pictures = np.random.default_rng(1).integers(0, 256, (70, 32, 32, 3), dtype=np.uint8)
+        layers = ["block3_add", "block4_add"]
+        first = features.forward(copy, pictures, layers)
+        probe = features._PROBES[copy][tuple(layers)]
+        seen = traced(probe)
+        again = features.forward(copy, pictures[:33], layers)  # the same probe, the same shape
+    report["probe"] = {
+        "warnings": [str(w.message) for w in caught if "jit_compile" in str(w.message)],
+        "jit_compile": bool(probe.jit_compile),
+        "compiled_predict": probe.predict_function is not None,  # made by predict_on_batch
+        "traces_again": len(seen),
+        "features": [list(f.shape) for f in first.features],
+        "same_rows": bool(np.allclose(again.logits, first.logits[:33], atol=1e-4)),
+    }
+    print(json.dumps(report))
+""")
+
+
+@needs_jax
+@pytest.mark.timeout(600)
+def test_on_jax_batched_predict_and_the_trust_probe_compile_once_per_shape(tmp_path):
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", BATCHED_ON_JAX],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    simple = report["simple"]
+    assert simple["shapes"] == [[70, 4, 4, 4], [70, 1]] and simple["close"]
+    # 70 images at 32: one shape (the last 6 padded to 32); then 5 and 7 share 8; 40 reuses 32.
+    assert simple["traces_70"] == 1 and simple["traces_after"] == 2
+    probe = report["probe"]
+    # Compiled (Keras's fallback to op by op would warn), and the probe made once per model.
+    assert probe["warnings"] == [] and probe["jit_compile"] and probe["compiled_predict"]
+    assert probe["traces_again"] == 0
+    assert probe["features"] == [[70, 256], [70, 512]]
+    assert probe["same_rows"]

@@ -4,6 +4,7 @@ requirements.lock, and the Makefile installs each one where it should, once."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -66,13 +67,18 @@ def _dry_run(cwd: Path, *args: str) -> str:
     return done.stdout
 
 
+JAX_VERSION = runtime_lock.pins(FULL)["jax"].split("==")[1]
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
-@pytest.mark.parametrize("flavour", [[], ["GPU=1"]])
+@pytest.mark.parametrize("flavour", [[], ["GPU=1"], ["BACKEND=jax"], ["GPU=1", "BACKEND=jax"]])
 def test_make_run_installs_the_runtime_and_the_test_targets_the_whole_lock(makefile_copy, flavour):
-    # GPU=1 installs the locks without their tensorflow-cpu pin (copies made in .venv).
+    # GPU=1 (TensorFlow's CUDA build) installs the locks without their tensorflow-cpu pin (copies
+    # made in .venv); BACKEND=jax keeps tensorflow-cpu and adds JAX, with CUDA under GPU=1.
+    gpu, jax = "GPU=1" in flavour, "BACKEND=jax" in flavour
     run_lock, lock = (
         (".venv/requirements-run-gpu.lock", ".venv/requirements-gpu.lock")
-        if flavour
+        if gpu and not jax
         else ("requirements-run.lock", "requirements.lock")
     )
     run = _dry_run(makefile_copy, "run", *flavour)
@@ -81,25 +87,40 @@ def test_make_run_installs_the_runtime_and_the_test_targets_the_whole_lock(makef
     for target in ("install", "test", "test-fast", "lint", "quality-gate", "bench"):
         out = _dry_run(makefile_copy, target, *flavour)
         assert f"-r {run_lock}" in out and f"-r {lock}" in out, target
-    gpu = _dry_run(makefile_copy, "install", *flavour)
-    assert ('"tensorflow[and-cuda]==2.21.0"' in gpu) == bool(flavour)
+    install = _dry_run(makefile_copy, "install", *flavour)
+    assert ('"tensorflow[and-cuda]==2.21.0"' in install) == (gpu and not jax)
+    assert (f'"jax[cuda12]=={JAX_VERSION}"' in install) == (gpu and jax)
+    assert (f'"jax=={JAX_VERSION}"' in install) == (jax and not gpu)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-@pytest.mark.skipif(
-    shutil.which("make") is None or not (Path(sys.executable).parent / "uv").exists(),
-    reason="needs make and the lock's uv",
-)
-def test_make_install_gpu_resolves_to_the_cuda_build_alone(makefile_copy):
-    """What `make install GPU=1` would install, resolved by uv for an empty environment of this
-    Python (metadata only: nothing is downloaded or installed): TensorFlow's CUDA build with its
-    CUDA libraries and the rest of the lock, and no tensorflow-cpu beside it."""
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_backend_jax_runs_every_target_on_keras_jax_and_other_backends_are_refused(makefile_copy):
+    def keras_backend(*args: str) -> subprocess.CompletedProcess[str]:
+        show = 'show-backend: ; @echo "[$$KERAS_BACKEND]"'
+        return subprocess.run(
+            ["make", "--no-print-directory", f"--eval={show}", "show-backend", *args],
+            cwd=makefile_copy,
+            env={k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"},
+            capture_output=True,
+            text=True,
+        )
+
+    assert keras_backend("BACKEND=jax").stdout.strip() == "[jax]"
+    assert keras_backend().stdout.strip() == "[]"
+    assert keras_backend("BACKEND=tensorflow").stdout.strip() == "[]"
+    refused = keras_backend("BACKEND=torch")
+    assert refused.returncode != 0 and "BACKEND=torch: jax, or tensorflow" in refused.stderr
+
+
+def _resolve_install(makefile_copy: Path, *make_args: str) -> list[str]:
+    """What `make install <make_args>` would install, resolved by uv for an empty environment of
+    this Python (metadata only: nothing is downloaded or installed): uv's answer for each of the
+    two installs (install-run's, then the whole lock's)."""
     uv = str(Path(sys.executable).parent / "uv")
     empty = makefile_copy / "empty"
     subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(empty)], check=True)
     resolved = []
-    for line in _dry_run(makefile_copy, "install", "GPU=1").splitlines():
+    for line in _dry_run(makefile_copy, "install", *make_args).splitlines():
         if line.startswith(("mkdir", "grep")):  # the filtered locks: written for real
             subprocess.run(["bash", "-c", line], cwd=makefile_copy, check=True)
         elif "uv pip install " in line and " -e ." not in line:
@@ -116,10 +137,41 @@ def test_make_install_gpu_resolves_to_the_cuda_build_alone(makefile_copy):
             assert done.returncode == 0, done.stderr[-3000:]
             resolved.append(done.stdout + done.stderr)
     assert len(resolved) == 2  # install-run's, then the whole lock's
-    for out in resolved:
+    return resolved
+
+
+NEEDS_UV = pytest.mark.skipif(
+    shutil.which("make") is None or not (Path(sys.executable).parent / "uv").exists(),
+    reason="needs make and the lock's uv",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@NEEDS_UV
+def test_make_install_gpu_resolves_to_the_cuda_build_alone(makefile_copy):
+    """`make install GPU=1`: TensorFlow's CUDA build with its CUDA libraries and the rest of the
+    lock, and no tensorflow-cpu beside it."""
+    for out in _resolve_install(makefile_copy, "GPU=1"):
         assert "tensorflow==2.21.0" in out
         assert "nvidia-cudnn" in out  # the [and-cuda] extra
         assert "tensorflow-cpu" not in out.replace("_", "-")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@NEEDS_UV
+def test_make_install_gpu_on_jax_resolves_to_the_locked_jax_with_cuda(makefile_copy):
+    """`make install GPU=1 BACKEND=jax`: the lock's JAX and jaxlib (the versions the tests run)
+    with JAX's CUDA 12 plugin of the same version and its CUDA libraries, tensorflow-cpu kept,
+    TensorFlow's CUDA build not installed."""
+    for out in _resolve_install(makefile_copy, "GPU=1", "BACKEND=jax"):
+        text = out.replace("_", "-")
+        for pin in ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda12-pjrt"):
+            assert f" {pin}=={JAX_VERSION}" in text, pin
+        assert "nvidia-cudnn-cu12" in text and "nvidia-cublas-cu12" in text
+        assert "tensorflow-cpu==2.21.0" in text
+        assert " tensorflow==" not in text
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")

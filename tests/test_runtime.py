@@ -1,7 +1,9 @@
-"""runtime.setup on this machine (CPU only): precision, rejected combinations, strategies, seeds."""
+"""runtime.setup on this machine (CPU only): precision, rejected combinations, strategies, seeds,
+and on the JAX backend the persistent compilation cache and trainer.xla_flags."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -163,3 +165,100 @@ def test_mirrored_strategy_on_this_machine():
         layer = keras.layers.Dense(2)
         layer.build((None, 3))
     assert layer.kernel.shape == (3, 2)
+
+
+def test_the_compile_cache_and_xla_flags_leave_tensorflow_as_it_was(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nowhere")
+    cfg = trainer(device="cpu", xla_flags="--xla_gpu_autotune_level=0", compile_cache=True)
+    rt = runtime.setup(cfg, tmp_path / "cache")
+    assert rt.compile_cache is None and not (tmp_path / "cache").exists()
+    assert "runtime.compile_cache" not in rt.describe() and "runtime.xla_flags" not in rt.describe()
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/nowhere"
+    assert "trainer.xla_flags applies to the JAX backend; ignored on tensorflow" in caplog.text
+
+
+@pytest.mark.parametrize("flags", ["xla_gpu_autotune_level=0", "--xla_gpu_autotune_level 0", "-x"])
+def test_malformed_xla_flags_are_refused_before_xla_sees_them(flags):
+    # XLA itself aborts the process on a flag it does not know, naming it; these it cannot parse.
+    with pytest.raises(ConfigError, match=r"trainer\.xla_flags=.*is not of the form --xla_name"):
+        runtime.setup(trainer(device="cpu", xla_flags=flags))
+
+
+ON_JAX = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    import jax, jax.numpy as jnp, keras
+    from petvision.config import TrainerConfig
+    from petvision.core.errors import ConfigError
+    from petvision.training import runtime
+
+    assert keras.backend.backend() == "jax"
+    folder = Path(sys.argv[1])
+    jax.jit(lambda x: x * 2)(jnp.ones(3))  # a compilation before setup: JAX decides on a cache then
+    def cfg(**kw):
+        values = dict(device="cpu", precision="float32", xla=False, strategy="default", seed=1,
+                      deterministic=False, resume=False)
+        return TrainerConfig(**{**values, **kw})
+    report = {}
+    off = runtime.setup(cfg(compile_cache=False), folder)
+    report["off"] = [off.compile_cache is None, jax.config.jax_compilation_cache_dir, folder.exists()]
+    os.environ["XLA_FLAGS"] = "--xla_gpu_autotune_level=4 --xla_dump_hlo_as_text"
+    rt = runtime.setup(cfg(xla_flags="--xla_gpu_autotune_level=1", deterministic=True), folder)
+    report["flags"] = os.environ["XLA_FLAGS"]
+    report["on"] = [str(rt.compile_cache), jax.config.jax_compilation_cache_dir,
+                    rt.describe().get("runtime.compile_cache")]
+    report["tagged_flags"] = rt.describe().get("runtime.xla_flags")
+    def entries(where):
+        # Everything that compiles, however fast, goes in: the test's functions take milliseconds.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.jit(lambda x: x * 3 + len(str(where)))(jnp.ones(3))
+        return len(list(where.glob("jit_*")))
+    report["entries"] = [entries(folder)]
+    # Another folder in the same process (JAX opens its cache once, at the first use).
+    elsewhere = folder.parent / "elsewhere"
+    runtime.setup(cfg(), elsewhere)
+    report["entries"].append(entries(elsewhere))
+    try:
+        runtime.setup(cfg(device="gpu"))
+        report["gpu"] = "accepted"
+    except ConfigError as exc:
+        report["gpu"] = str(exc)
+    print(json.dumps(report))
+""")
+
+
+@pytest.mark.timeout(300)
+def test_on_jax_the_compile_cache_is_used_and_the_xla_flags_go_into_xla_flags(tmp_path):
+    pytest.importorskip("jax")
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": os.pathsep.join([str(Path(runtime.__file__).parents[2])]),
+    }
+    for name in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", ON_JAX, str(tmp_path / "cache")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    folder = str(tmp_path / "cache")
+    assert report["off"] == [
+        True,
+        None,
+        False,
+    ]  # trainer.compile_cache=false: nothing set, no folder
+    # The configured flag replaces the one of the same name; determinism adds its own.
+    assert report["flags"] == (
+        "--xla_dump_hlo_as_text --xla_gpu_autotune_level=1 --xla_gpu_deterministic_ops=true"
+    )
+    assert report["on"] == [folder, folder, folder]
+    assert report["tagged_flags"] == report["flags"]  # what the run was compiled with, in MLflow
+    # Used although a compilation came before setup, and moved when setup names another folder.
+    assert report["entries"] == [1, 1]
+    assert "trainer.device='gpu' but the jax backend sees no GPU" in report["gpu"]

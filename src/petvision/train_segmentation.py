@@ -30,7 +30,7 @@ NUM_SAMPLES = 4
 
 
 def run_train_segmentation(cfg: Config) -> dict:
-    rt = runtime.setup(cfg.trainer)
+    rt = runtime.setup(cfg.trainer, cfg.paths.resolve("compile_cache"))
     task = task_config(cfg, Task.segmentation)
     npy = cfg.paths.resolve("npy")
     train = npy_dataset.load_split(npy, task.task, "train")

@@ -47,7 +47,7 @@ class TestResult(NamedTuple):
 
 
 def run_train_xception(cfg: Config) -> dict:
-    rt = runtime.setup(cfg.trainer)
+    rt = runtime.setup(cfg.trainer, cfg.paths.resolve("compile_cache"))
     task = task_config(cfg, Task.classification)
     npy = cfg.paths.resolve("npy")
     train, val, test = (npy_dataset.load_split(npy, task.task, s) for s in ("train", "val", "test"))

@@ -104,12 +104,14 @@ class PathsConfig:
     models: str = MISSING
     reports: str = MISSING
     state: str = MISSING
+    compile_cache: str = ".cache/jax"  # compiled XLA programs kept between runs (JAX backend)
 
     def resolve(self, name: str) -> Path:
-        """The named path, absolute against the project root. The download cache resolves against
-        the user's workspace instead, so temporary and queued DVC experiments (which run in a
-        throwaway copy) share one cache rather than fetching the archives again."""
-        if name == "downloads":
+        """The named path, absolute against the project root. The download and compilation caches
+        resolve against the user's workspace instead, so temporary and queued DVC experiments
+        (which run in a throwaway copy) share them rather than fetching the archives or compiling
+        the same training step again."""
+        if name in ("downloads", "compile_cache"):
             return project_paths.resolve(getattr(self, name), root=project_paths.tracking_root())
         return project_paths.resolve(getattr(self, name))
 
@@ -234,6 +236,10 @@ class TrainerConfig:
     deterministic: bool = MISSING
     resume: bool = MISSING
     steps_per_execution: int = 1  # training steps per compiled call (GPU lever; 1 on CPUs)
+    compile_cache: bool = (
+        True  # JAX: keep compiled programs in paths.compile_cache across processes
+    )
+    xla_flags: str = ""  # JAX: added to XLA_FLAGS before the backend starts (GPU compile levers)
 
 
 @dataclass

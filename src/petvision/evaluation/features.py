@@ -9,13 +9,14 @@ is unchanged by a constant added to every logit).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from petvision.evaluation import calibration
+from petvision.evaluation import batched, calibration
 from petvision.evaluation.ood import pool_mean_std
 
 
@@ -35,23 +36,42 @@ def is_sigmoid_classifier(model: keras.Model) -> bool:
     return isinstance(layer, keras.layers.Dense) and tuple(model.outputs[0].shape[1:]) == (1,)
 
 
+# One probe per model and layers, for as long as the model lives: the trust step probes the same
+# model five times and a served model once per request, and each new probe compiles again on JAX.
+# A probe holds the model's layers, not the model, so it does not keep the model alive.
+_PROBES: weakref.WeakKeyDictionary[keras.Model, dict[tuple[str, ...], keras.Model]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _probe(model: keras.Model, layers: tuple[str, ...], binary: bool) -> keras.Model:
+    probes = _PROBES.setdefault(model, {})
+    if layers not in probes:
+        taps = [model.get_layer(name).output for name in layers]
+        last = _output_layer(model).input if binary else model.outputs[0]
+        # Called with one array, as Keras wants a model of one input to be built with one.
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        probes[layers] = keras.Model(inputs, [*taps, last])
+    return probes[layers]
+
+
 def forward(
-    model: keras.Model, images: np.ndarray, layers: Sequence[str], batch_size: int = 64
+    model: keras.Model,
+    images: np.ndarray,
+    layers: Sequence[str],
+    batch_size: int = batched.PREDICT_BATCH,
 ) -> Forward:
-    """Pooled features of ``layers`` and the logits of ``images`` (uint8 at the model's size)."""
+    """Pooled features of ``layers`` and the logits of ``images`` (uint8 at the model's size), in
+    batches of ``batch_size`` (:func:`petvision.evaluation.batched.batches`: compiled on JAX)."""
     binary = is_sigmoid_classifier(model)
     head = _output_layer(model)
-    taps = [model.get_layer(name).output for name in layers]
-    probe = keras.Model(model.inputs, [*taps, head.input if binary else model.outputs[0]])
     pooled: list[list[np.ndarray]] = [[] for _ in layers]
     last: list[np.ndarray] = []
-    x = np.asarray(images)
-    for start in range(0, len(x), batch_size):
-        batch = np.asarray(x[start : start + batch_size], dtype=np.float32)
-        outputs = probe([batch], training=False)
+    for outputs in batched.batches(_probe(model, tuple(layers), binary), images, batch_size):
+        # Pooled batch by batch: a detector layer's whole maps for every image would not fit.
         for store, out in zip(pooled, outputs[:-1]):
-            store.append(pool_mean_std(keras.ops.convert_to_numpy(out)))
-        last.append(np.asarray(keras.ops.convert_to_numpy(outputs[-1]), dtype=np.float32))
+            store.append(pool_mean_std(out))
+        last.append(np.asarray(outputs[-1], dtype=np.float32))
     final = np.concatenate(last) if last else np.zeros((0,), np.float32)
     if binary:
         kernel, bias = (np.asarray(w, dtype=np.float64) for w in head.get_weights())

@@ -60,7 +60,9 @@ def float32_copy(model: keras.Model) -> keras.Model:
     if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(model)):
         return xla.allow(model)
     config = _to_float32_policies(keras.saving.serialize_keras_object(model))
-    copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    # The copy is compiled as it is made, like a loaded model: the same untrue fallback warning.
+    with xla.loading():
+        copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
     copy.set_weights(model.get_weights())
     return xla.allow(copy)
 

@@ -221,7 +221,7 @@ class TrainingSession:
         """What the saved training state depends on: the stage's params in dvc.yaml and the data.
         Not trainer.resume, nor trainer.steps_per_execution (how many of the same steps one call
         runs)."""
-        unrelated = {"resume", "steps_per_execution"}
+        unrelated = {"resume", "steps_per_execution", "compile_cache", "xla_flags"}
         trainer = {
             k: v for k, v in dataclasses.asdict(self.cfg.trainer).items() if k not in unrelated
         }
