@@ -29,6 +29,20 @@ VENV_BIN = Path(sys.executable).parent
 SUBPROCESS_SITE = Path(__file__).resolve().parent / "subprocess_site"
 
 
+# A sitecustomize.py for the JAX tests: on PYTHONPATH, every Python process they start (the stages
+# too) fails to import TensorFlow, as on the lent GPU machine, which has none.
+NO_TENSORFLOW = """
+import sys
+
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ImportError(f"{name}: TensorFlow is blocked in this check")
+
+sys.meta_path.insert(0, NoTensorFlow())
+"""
+
+
 def pythonpath(*first: str | Path) -> str:
     """A PYTHONPATH for a child process: ``first``, then what this one passes on (the warning
     filters' folder). Tests that set their own PYTHONPATH build it with this, not over it."""

@@ -248,7 +248,7 @@ def test_the_training_stages_compile_on_jax_once_and_load_from_the_cache_when_ru
     model falls back to running op by op (Keras's warning), the training and validation steps
     compile once per process, and a second run of a stage loads its training step from the
     persistent compilation cache (paths.compile_cache) instead of compiling it again."""
-    from test_gpu_run import NO_TENSORFLOW
+    from conftest import NO_TENSORFLOW
 
     bench = _compile_time_bench()
     site = tmp_path / "site"

@@ -12,20 +12,7 @@ import sys
 import tarfile
 
 import pytest
-from conftest import ROOT
-
-# Loaded by every Python process of the run (the stages too) through PYTHONPATH: any import of
-# TensorFlow fails, as on the GPU machine.
-NO_TENSORFLOW = """
-import sys
-
-class NoTensorFlow:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "tensorflow":
-            raise ImportError(f"{name}: TensorFlow is blocked in this check")
-
-sys.meta_path.insert(0, NoTensorFlow())
-"""
+from conftest import NO_TENSORFLOW, ROOT
 
 
 @pytest.mark.slow

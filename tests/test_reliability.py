@@ -614,6 +614,8 @@ def test_saved_state_is_resumed_only_with_the_same_settings_and_data(
         fingerprint(
             "trainer.resume=false",
             "trainer.steps_per_execution=4",  # the same updates, fewer calls
+            "trainer.compile_cache=false",  # the same programs, compiled again
+            "trainer.xla_flags=--xla_gpu_autotune_level=0",  # how XLA compiles them
             "tracking.log_model=true",
             "classification.train.epochs=7",
         )
@@ -623,6 +625,8 @@ def test_saved_state_is_resumed_only_with_the_same_settings_and_data(
     assert set(TRAINER_CHANGES) == {f.name for f in dataclasses.fields(TrainerConfig)} - {
         "resume",
         "steps_per_execution",
+        "compile_cache",
+        "xla_flags",
     }
     default_trainer = make_config(*SEG).trainer
     for key, value in TRAINER_CHANGES.items():

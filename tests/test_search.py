@@ -533,10 +533,22 @@ def test_ctrl_c_is_seen_even_where_a_library_swallows_the_keyboard_interrupt():
     """A real SIGINT to this process inside the block: the KeyboardInterrupt still comes (the
     previous handler runs), and where code turns it into another error, as TensorFlow's tracing
     did in a search interrupted during a trial's first step, the block still knows."""
-    import os
     import signal
 
     from hydra_plugins.petvision_optuna_sweeper.sweeper import ctrl_c_seen
+
+    # Python's own handler, as in a terminal: a process started in the background by a shell (a
+    # CI runner's `cmd &`, nohup) inherits SIGINT ignored, and then no KeyboardInterrupt comes.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_twice(ctrl_c_seen)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def _interrupt_twice(ctrl_c_seen):
+    import os
+    import signal
 
     before = signal.getsignal(signal.SIGINT)
     with ctrl_c_seen() as seen:

@@ -220,7 +220,7 @@ class TrainingSession:
     def _fingerprint(self, digests: dict[str, str]) -> str:
         """What the saved training state depends on: the stage's params in dvc.yaml and the data.
         Not trainer.resume, nor trainer.steps_per_execution (how many of the same steps one call
-        runs)."""
+        runs), nor trainer.compile_cache and trainer.xla_flags (how the same steps are compiled)."""
         unrelated = {"resume", "steps_per_execution", "compile_cache", "xla_flags"}
         trainer = {
             k: v for k, v in dataclasses.asdict(self.cfg.trainer).items() if k not in unrelated
