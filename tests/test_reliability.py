@@ -615,7 +615,7 @@ def test_saved_state_is_resumed_only_with_the_same_settings_and_data(
             "trainer.resume=false",
             "trainer.steps_per_execution=4",  # the same updates, fewer calls
             "trainer.compile_cache=false",  # the same programs, compiled again
-            "trainer.xla_flags=--xla_gpu_autotune_level=0",  # how XLA compiles them
+            "trainer.xla_flags='--xla_gpu_autotune_level=0'",  # how XLA compiles them
             "tracking.log_model=true",
             "classification.train.epochs=7",
         )
