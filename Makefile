@@ -42,7 +42,8 @@ help: ## list the targets
 # this project's CI machines) every process would compile TensorFlow, Keras and MLflow from
 # source again, about 10 s of CPU per stage, dvc or mlflow process.
 UV_PIN := $(shell grep -m1 '^uv==' requirements.lock)
-UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
+COMPILE_BYTECODE ?= --compile-bytecode
+UV := $(BIN)/uv pip install --quiet $(COMPILE_BYTECODE) --python $(BIN)/python
 
 # GPU=1 asks for TensorFlow with CUDA instead of tensorflow-cpu, the rest held to the lock's pins.
 # tensorflow-cpu is another build of the same `tensorflow` package: installed beside it, it would
