@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -105,18 +106,26 @@ def split_model(
     )
 
 
-def decide(logits: np.ndarray, activation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(predicted class, its runner-up, probability) from the output layer's logits: for a
-    sigmoid, P(dog) and the other of the two classes; otherwise the top class's probability."""
+class Decision(NamedTuple):
+    """What the classifier decided for each image of a batch, from its output layer's logits."""
+
+    predicted: np.ndarray  # (N,) the predicted class
+    runner_up: np.ndarray  # (N,) the class it ranked second (for a sigmoid, the other class)
+    probability: np.ndarray  # (N,) float32: P(dog) for a sigmoid, the top class's for a softmax
+
+
+def decide(logits: np.ndarray, activation: str) -> Decision:
+    """The decision from the output layer's logits: for a sigmoid, P(dog) and the other of the
+    two classes; otherwise the top class's probability."""
     logits = np.asarray(logits, dtype=np.float64)
     if activation == "sigmoid" and logits.shape[-1] == 1:
         z = logits[:, 0]
         predicted = (z >= 0).astype(np.int64)
-        return predicted, 1 - predicted, (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        return Decision(predicted, 1 - predicted, (1.0 / (1.0 + np.exp(-z))).astype(np.float32))
     order = np.argsort(-logits, axis=-1, kind="stable")
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    return order[:, 0], order[:, 1], probs.max(-1).astype(np.float32)
+    return Decision(order[:, 0], order[:, 1], probs.max(-1).astype(np.float32))
 
 
 # --------------------------------------------------------------------------- the maps
@@ -171,7 +180,7 @@ class Pass:
     fmap: np.ndarray  # float32
     grads: np.ndarray
     classes: np.ndarray
-    decision: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # decide()'s, if it was needed
+    decision: Decision | None  # None where it was not needed
 
 
 def passes(
@@ -193,7 +202,7 @@ def passes(
             decision = decide(logits, cam.activation)
         if isinstance(classes, str):
             assert decision is not None
-            chosen = decision[0] if classes == "predicted" else decision[1]
+            chosen = decision.predicted if classes == "predicted" else decision.runner_up
         else:
             chosen = np.asarray(classes[start : start + batch_size])
 
@@ -231,8 +240,8 @@ def heatmaps(
         assert one.decision is not None
         out_maps.append(class_map(method, one.fmap, one.grads))
         out_classes.append(one.classes)
-        out_pred.append(one.decision[0])
-        out_prob.append(one.decision[2])
+        out_pred.append(one.decision.predicted)
+        out_prob.append(one.decision.probability)
     return GradCamResult(
         np.concatenate(out_maps),
         np.concatenate(out_classes),
@@ -280,8 +289,8 @@ def layer_maps(
             if first:
                 assert one.decision is not None
                 chosen.append(one.classes)
-                predicted.append(one.decision[0])
-                probabilities.append(one.decision[2])
+                predicted.append(one.decision.predicted)
+                probabilities.append(one.decision.probability)
             fmap, grads = one.fmap.astype(np.float64), np.asarray(one.grads, dtype=np.float64)
             for method in methods:
                 out[layer][method].append(class_map(method, fmap, grads))
