@@ -37,20 +37,48 @@ import keras
 import numpy as np
 from keras import ops
 
-from petvision.interpret.methods.gradients import value_and_grad
+from petvision.interpret.methods.gradients import grads_and_outputs
 
 METHODS = ("gradcam", "gradcam_pp", "hirescam", "layercam")
 
 
-@dataclass
-class GradCamModel:
-    """A classifier split at the target layer: image -> feature map -> input of the output layer."""
+BATCH_SIZE = 32  # images per forward and backward pass: bounds the memory at any input size
 
-    features: keras.Model
-    head: keras.Model
-    output: keras.layers.Dense
-    preprocess: Callable[[np.ndarray], np.ndarray]
-    layer_name: str
+
+class GradCamModel:
+    """A classifier cut at one or more layers, each of which must cut the network in two (a
+    block's output does): image -> each layer's feature map in turn -> the input of the output
+    layer (a Dense) -> its logits.
+
+    One forward and backward pass gives every layer's feature maps and the gradients of the
+    explained classes' scores with respect to them. That pass is compiled (``tf.function`` /
+    ``jax.jit``, :func:`.gradients.grads_and_outputs`) once per batch shape and kind of class,
+    with the model's weights as arguments: a model whose weights change afterwards (the sanity
+    check randomizes them) is explained by the same compiled pass.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layer_names: Sequence[str],
+        output: keras.layers.Dense,
+        preprocess: Callable[[np.ndarray], np.ndarray],
+    ):
+        depth = {layer.name: i for i, layer in enumerate(model.layers)}
+        self.model, self.output, self.preprocess = model, output, preprocess
+        self.layer_names = list(dict.fromkeys(layer_names))  # the order the results come in
+        self.depth_order = sorted(self.layer_names, key=lambda name: depth[name])
+        ends = [model.get_layer(name).output for name in self.depth_order]
+        starts = [model.inputs[0], *ends[:-1]]
+        self.segments = [keras.Model(a, b) for a, b in zip(starts, ends, strict=True)]
+        self.head = keras.Model(ends[-1], output.input)
+        self._compiled: dict[str, Callable] = {}
+        self._zeros: dict[int, list] = {}
+
+    @property
+    def layer_name(self) -> str:
+        """The deepest layer of the cut (the only one of the book's Grad-CAM)."""
+        return self.depth_order[-1]
 
     @property
     def activation(self) -> str:
@@ -64,7 +92,7 @@ class GradCamModel:
             z = z + ops.cast(self.output.bias, "float32")
         return z
 
-    def class_scores(self, logits, classes: np.ndarray):
+    def class_scores(self, logits, classes):
         """The score of ``classes[i]`` for image ``i``.
 
         Sigmoid (one unit, P(dog)): the logit z for class 1 (dog) and -z for class 0 (cat). p and
@@ -74,7 +102,7 @@ class GradCamModel:
         the positive and the negative part of one weighted map.
         Softmax (ImageNet Xception): the top class's probability, exactly as the book does.
         """
-        classes = ops.convert_to_tensor(np.asarray(classes, dtype="int32"))
+        classes = ops.cast(classes, "int32")
         if self.activation == "sigmoid" and self.output.units == 1:
             z = logits[:, 0]
             return ops.where(ops.equal(classes, 1), z, -z)
@@ -82,27 +110,67 @@ class GradCamModel:
             logits = ops.softmax(logits, axis=-1)
         return ops.sum(logits * ops.one_hot(classes, self.output.units), axis=-1)
 
+    def choose(self, logits, classes, rule: str):
+        """The classes to explain: ``classes`` as given, or the predicted class or the runner-up
+        (ties to the lower index, as :func:`decide`)."""
+        if rule == "given":
+            return ops.cast(classes, "int32")
+        if self.activation == "sigmoid" and self.output.units == 1:
+            predicted = ops.cast(ops.greater_equal(logits[:, 0], 0), "int32")
+            return predicted if rule == "predicted" else 1 - predicted
+        top = ops.cast(ops.top_k(logits, 2)[1], "int32")
+        return top[:, 0] if rule == "predicted" else top[:, 1]
+
+    def run(self, images: np.ndarray, classes: np.ndarray, rule: str):
+        """One batch forward and backward: ``(grads, (feature maps, logits, classes))``, the
+        first two per layer in depth order, as NumPy values."""
+        if rule not in self._compiled:
+            self._compiled[rule] = grads_and_outputs(self._pass(rule))
+        if len(images) not in self._zeros:
+            self._zeros[len(images)] = [
+                ops.zeros((len(images), *end.shape[1:]), end.dtype)
+                for end in (segment.outputs[0] for segment in self.segments)
+            ]
+        weights = [variable.value for variable in self.model.variables]
+        return self._compiled[rule](self._zeros[len(images)], weights, images, classes)
+
+    def _pass(self, rule: str) -> Callable:
+        variables = self.model.variables
+
+        # A zero added to each layer's output: the gradient with respect to it is the gradient
+        # with respect to that output, everything below and above it computed once.
+        def scored(zeros, weights, images, classes):
+            with keras.StatelessScope(state_mapping=list(zip(variables, weights, strict=True))):
+                fmaps, x = [], images
+                for segment, zero in zip(self.segments, zeros, strict=True):
+                    x = segment(x, training=False) + zero
+                    fmaps.append(x)
+                logits = self.logits(self.head(x, training=False))
+            chosen = self.choose(logits, classes, rule)
+            return ops.sum(self.class_scores(logits, chosen)), (fmaps, logits, chosen)
+
+        return scored
+
 
 def split_model(
     model: keras.Model,
-    layer_name: str,
+    layer_name: str | Sequence[str],
     output_layer: str | None = None,
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> GradCamModel:
-    """Split ``model`` at ``layer_name``; the output layer (a Dense) is ``output_layer`` or the last.
-    The layer must cut the network in two (a block's output does)."""
-    target = model.get_layer(layer_name)
+    """Split ``model`` at ``layer_name`` (or at each of several layers); the output layer (a
+    Dense) is ``output_layer`` or the last. Each layer must cut the network in two (a block's
+    output does)."""
     dense = model.get_layer(output_layer) if output_layer else model.layers[-1]
     if not isinstance(dense, keras.layers.Dense):
         raise ValueError(
             f"{model.name}: the output layer {dense.name!r} is a {type(dense).__name__}, not a Dense"
         )
     return GradCamModel(
-        features=keras.Model(model.inputs[0], target.output),
-        head=keras.Model(target.output, dense.input),
-        output=dense,
-        preprocess=preprocess or (lambda images: np.asarray(images, dtype=np.float32)),
-        layer_name=layer_name,
+        model,
+        [layer_name] if isinstance(layer_name, str) else layer_name,
+        dense,
+        preprocess or (lambda images: np.asarray(images, dtype=np.float32)),
     )
 
 
@@ -174,45 +242,41 @@ def check_methods(methods: Sequence[str]) -> None:
 
 @dataclass
 class Pass:
-    """One batch through a split model: its feature maps and the gradient of the explained
-    classes' scores with respect to them (both ``(n, h, w, C)``), and the classes."""
+    """One batch through a cut model: each layer's feature maps and the gradient of the explained
+    classes' scores with respect to them (both ``(n, h, w, C)``, in the order of the cut's
+    ``layer_names``), the classes and the decision."""
 
-    fmap: np.ndarray  # float32
-    grads: np.ndarray
+    fmaps: list[np.ndarray]  # float32
+    grads: list[np.ndarray]
     classes: np.ndarray
-    decision: Decision | None  # None where it was not needed
+    decision: Decision
 
 
 def passes(
-    cam: GradCamModel,
-    images: np.ndarray,
-    classes: np.ndarray | str,
-    batch_size: int,
-    need_decision: bool = True,
+    cam: GradCamModel, images: np.ndarray, classes: np.ndarray | str, batch_size: int = BATCH_SIZE
 ) -> Iterator[Pass]:
-    """Forward and backward, batch by batch: ``classes`` is ``"predicted"``, ``"other"`` (the
-    runner-up) or one class per image. The decision (a forward pass of the head) is left out when
-    the classes are given and ``need_decision`` is False."""
+    """Forward and backward, ``batch_size`` images at a time: ``classes`` is ``"predicted"``,
+    ``"other"`` (the runner-up) or one class per image. A short last batch is padded to the
+    others' size, so that the compiled pass has one shape (each image's score depends on its own
+    input alone, in inference mode)."""
+    rule = classes if isinstance(classes, str) else "given"
+    size = min(batch_size, len(images))
     for start in range(0, len(images), batch_size):
         x = cam.preprocess(np.asarray(images[start : start + batch_size]))
-        fmap = cam.features(x, training=False)
-        decision = None
-        if isinstance(classes, str) or need_decision:
-            logits = ops.convert_to_numpy(cam.logits(cam.head(fmap, training=False)))
-            decision = decide(logits, cam.activation)
-        if isinstance(classes, str):
-            assert decision is not None
-            chosen = decision.predicted if classes == "predicted" else decision.runner_up
-        else:
-            chosen = np.asarray(classes[start : start + batch_size])
-
-        # Each image's score depends on its own feature map only, so the gradient of the sum
-        # is every image's own gradient.
-        def total_score(f, chosen=chosen):
-            return ops.sum(cam.class_scores(cam.logits(cam.head(f, training=False)), chosen))
-
-        _, grads = value_and_grad(total_score)(fmap)
-        yield Pass(ops.convert_to_numpy(ops.cast(fmap, "float32")), grads, chosen, decision)
+        count = len(x)
+        given = np.zeros(size, np.int32)
+        if rule == "given":
+            given[:count] = np.asarray(classes)[start : start + count]
+        if count < size:
+            x = np.concatenate([x, np.zeros((size - count, *x.shape[1:]), x.dtype)])
+        grads, (fmaps, logits, chosen) = cam.run(x, given, rule)
+        order = [cam.depth_order.index(name) for name in cam.layer_names]
+        yield Pass(
+            [np.asarray(fmaps[i][:count], dtype=np.float32) for i in order],
+            [grads[i][:count] for i in order],
+            np.asarray(chosen[:count]),
+            decide(logits[:count], cam.activation),
+        )
 
 
 @dataclass
@@ -229,7 +293,7 @@ def heatmaps(
     cam: GradCamModel,
     images: np.ndarray,
     classes: np.ndarray | str = "predicted",
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     method: str = "gradcam",
 ) -> GradCamResult:
     """Heatmaps for ``images`` (uint8) at ``cam``'s layer, for the predicted class, the other
@@ -237,8 +301,7 @@ def heatmaps(
     check_methods([method])
     out_maps, out_classes, out_pred, out_prob = [], [], [], []
     for one in passes(cam, images, classes, batch_size):
-        assert one.decision is not None
-        out_maps.append(class_map(method, one.fmap, one.grads))
+        out_maps.append(class_map(method, one.fmaps[-1], one.grads[-1]))
         out_classes.append(one.classes)
         out_pred.append(one.decision.predicted)
         out_prob.append(one.decision.probability)
@@ -267,31 +330,36 @@ def layer_maps(
     methods: Sequence[str] = METHODS,
     output_layer: str | None = "dog_probability",
     classes: np.ndarray | None = None,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
 ) -> LayerMaps:
     """Every ``method``'s map at every layer in ``layers`` for ``images`` (uint8), explaining
-    ``classes`` (default: the predicted class at the first layer, kept for the others), in
-    float64. Each layer must cut the network in two, as :func:`split_model` needs."""
+    ``classes`` (default: the predicted class), in float64. Each layer must cut the network in
+    two, as :func:`split_model` needs."""
+    return cut_maps(split_model(model, layers, output_layer), images, methods, classes, batch_size)
+
+
+def cut_maps(
+    cam: GradCamModel,
+    images: np.ndarray,
+    methods: Sequence[str] = METHODS,
+    classes: np.ndarray | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> LayerMaps:
+    """:func:`layer_maps` at the layers of a model already cut: one forward and backward pass
+    per batch gives them all."""
     check_methods(methods)
     out: dict[str, dict[str, list[np.ndarray]]] = {
-        layer: {m: [] for m in methods} for layer in layers
+        layer: {m: [] for m in methods} for layer in cam.layer_names
     }
     chosen: list[np.ndarray] = []
     predicted: list[np.ndarray] = []
     probabilities: list[np.ndarray] = []
-    for i, layer in enumerate(layers):
-        cam = split_model(model, layer, output_layer)
-        first = i == 0
-        explained: np.ndarray | str = (
-            ("predicted" if classes is None else classes) if first else np.concatenate(chosen)
-        )
-        for one in passes(cam, images, explained, batch_size, need_decision=first):
-            if first:
-                assert one.decision is not None
-                chosen.append(one.classes)
-                predicted.append(one.decision.predicted)
-                probabilities.append(one.decision.probability)
-            fmap, grads = one.fmap.astype(np.float64), np.asarray(one.grads, dtype=np.float64)
+    for one in passes(cam, images, "predicted" if classes is None else classes, batch_size):
+        chosen.append(one.classes)
+        predicted.append(one.decision.predicted)
+        probabilities.append(one.decision.probability)
+        for layer, fmap, grads in zip(cam.layer_names, one.fmaps, one.grads, strict=True):
+            fmap, grads = fmap.astype(np.float64), np.asarray(grads, dtype=np.float64)
             for method in methods:
                 out[layer][method].append(class_map(method, fmap, grads))
     empty = np.zeros(0, np.int64)

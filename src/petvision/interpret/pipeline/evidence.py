@@ -295,13 +295,16 @@ def _sanity(
 
 def _headline_maps(where: Explained, found: Localized, method: str, count: int) -> sanity.MapsFn:
     """The default and the book's maps of a (randomized) copy of the classifier, on the first
-    ``count`` images, for the classes the trained one explained."""
+    ``count`` images, for the classes the trained one explained. The copy is cut once: its
+    compiled pass takes the weights as they are at each step of the cascade."""
     needed = list(dict.fromkeys([*found.fused, where.book_layer]))
+    cut: list[gradcam.GradCamModel] = []
 
     def maps_fn(candidate: keras.Model) -> dict[str, np.ndarray]:
-        maps = gradcam.layer_maps(
-            candidate,
-            needed,
+        if not cut or cut[0].model is not candidate:
+            cut[:] = [gradcam.split_model(candidate, needed, "dog_probability")]
+        maps = gradcam.cut_maps(
+            cut[0],
             where.images[:count],
             methods=list(dict.fromkeys([method, "gradcam"])),
             classes=found.classes[:count],
