@@ -320,6 +320,38 @@ def test_deletion_and_insertion_curves_and_their_areas_by_hand():
     assert faithfulness.auc(deletion)[0] == pytest.approx(0.875)
 
 
+def test_the_curves_of_several_orders_in_one_call_are_each_orders_own():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8)
+    orders = np.stack([np.stack([rng.permutation(16) for _ in range(3)]) for _ in range(2)])
+    classes = np.array([1, 0, 1])
+    calls = []
+
+    def score(batch):
+        calls.append(len(batch))
+        return pixel_zero_red(batch)
+
+    together = faithfulness.all_curves(score, images, orders, classes, steps=4, fill=9)
+    assert calls == [2 * 3 * 2 * 5]  # every variant of every order in one call
+    for o in range(2):
+        deletion, insertion = faithfulness.curves(
+            pixel_zero_red, images, orders[o], classes, steps=4, fill=9
+        )
+        np.testing.assert_array_equal(together[o, :, 0], deletion)
+        np.testing.assert_array_equal(together[o, :, 1], insertion)
+
+
+def test_classifier_scores_pad_a_short_last_batch_and_keep_each_images_score():
+    model = mini_xception(image_size=32, augmentation=None, dropout=0.0)
+    images = np.random.default_rng(4).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    direct = keras.ops.convert_to_numpy(model(images.astype(np.float32), training=False))[:, 0]
+    for batch_size in (2, 5, 8):
+        scored = faithfulness.classifier_scores(model, batch_size=batch_size)(images)
+        np.testing.assert_allclose(scored, direct, rtol=1e-5, atol=1e-6)
+    made = faithfulness.Variants(5, lambda indices: images[indices])
+    np.testing.assert_allclose(faithfulness.classifier_scores(model, 2)(made), direct, atol=1e-6)
+
+
 def test_pixel_order_is_hottest_first_with_ties_in_random_order():
     heat = np.array([[0.0, 0.5], [0.0, 1.0]])
     orders = {tuple(faithfulness.pixel_order(heat, np.random.default_rng(s))) for s in range(20)}
