@@ -51,10 +51,12 @@ class GradCamModel:
     layer (a Dense) -> its logits.
 
     One forward and backward pass gives every layer's feature maps and the gradients of the
-    explained classes' scores with respect to them. That pass is compiled (``tf.function`` /
-    ``jax.jit``, :func:`.gradients.grads_and_outputs`) once per batch shape and kind of class,
-    with the model's weights as arguments: a model whose weights change afterwards (the sanity
-    check randomizes them) is explained by the same compiled pass.
+    explained classes' scores with respect to them. Its first run goes op by op; from the second
+    on it is compiled (``tf.function`` / ``jax.jit``, :func:`.gradients.grads_and_outputs`,
+    traced once per batch shape and kind of class), which pays only where it repeats: a few
+    photos to explain (``predict``) are one run, the visualize stage's hundreds of images many.
+    The model's weights are arguments of the pass: a model whose weights change afterwards (the
+    sanity check randomizes them) is explained by the same compiled pass.
     """
 
     def __init__(
@@ -72,7 +74,7 @@ class GradCamModel:
         starts = [model.inputs[0], *ends[:-1]]
         self.segments = [keras.Model(a, b) for a, b in zip(starts, ends, strict=True)]
         self.head = keras.Model(ends[-1], output.input)
-        self._compiled: dict[str, Callable] = {}
+        self._passes: dict[tuple[str, bool], Callable] = {}  # (rule, compiled) -> the pass
         self._zeros: dict[int, list] = {}
 
     @property
@@ -124,15 +126,16 @@ class GradCamModel:
     def run(self, images: np.ndarray, classes: np.ndarray, rule: str):
         """One batch forward and backward: ``(grads, (feature maps, logits, classes))``, the
         first two per layer in depth order, as NumPy values."""
-        if rule not in self._compiled:
-            self._compiled[rule] = grads_and_outputs(self._pass(rule))
+        compiled = (rule, False) in self._passes
+        if (rule, compiled) not in self._passes:
+            self._passes[rule, compiled] = grads_and_outputs(self._pass(rule), compiled=compiled)
         if len(images) not in self._zeros:
             self._zeros[len(images)] = [
                 ops.zeros((len(images), *end.shape[1:]), end.dtype)
                 for end in (segment.outputs[0] for segment in self.segments)
             ]
         weights = [variable.value for variable in self.model.variables]
-        return self._compiled[rule](self._zeros[len(images)], weights, images, classes)
+        return self._passes[rule, compiled](self._zeros[len(images)], weights, images, classes)
 
     def _pass(self, rule: str) -> Callable:
         variables = self.model.variables
