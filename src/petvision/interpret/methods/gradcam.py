@@ -43,6 +43,7 @@ METHODS = ("gradcam", "gradcam_pp", "hirescam", "layercam")
 
 
 BATCH_SIZE = 32  # images per forward and backward pass: bounds the memory at any input size
+RULES = ("given", "predicted", "other")  # which classes a pass explains (other: the runner-up)
 
 
 class GradCamModel:
@@ -74,7 +75,7 @@ class GradCamModel:
         starts = [model.inputs[0], *ends[:-1]]
         self.segments = [keras.Model(a, b) for a, b in zip(starts, ends, strict=True)]
         self.head = keras.Model(ends[-1], output.input)
-        self._passes: dict[tuple[str, bool], Callable] = {}  # (rule, compiled) -> the pass
+        self._passes: dict[bool, Callable] = {}  # compiled or not -> the pass
         self._zeros: dict[int, list] = {}
 
     @property
@@ -112,37 +113,44 @@ class GradCamModel:
             logits = ops.softmax(logits, axis=-1)
         return ops.sum(logits * ops.one_hot(classes, self.output.units), axis=-1)
 
-    def choose(self, logits, classes, rule: str):
-        """The classes to explain: ``classes`` as given, or the predicted class or the runner-up
-        (ties to the lower index, as :func:`decide`)."""
-        if rule == "given":
-            return ops.cast(classes, "int32")
+    def choose(self, logits, classes, rule):
+        """The classes to explain, by ``rule`` (a scalar, the index of one of :data:`RULES`):
+        ``classes`` as given, or the predicted class or the runner-up (ties to the lower index,
+        as :func:`decide`). A tensor, not a Python value: one compiled pass serves all three."""
         if self.activation == "sigmoid" and self.output.units == 1:
             predicted = ops.cast(ops.greater_equal(logits[:, 0], 0), "int32")
-            return predicted if rule == "predicted" else 1 - predicted
-        top = ops.cast(ops.top_k(logits, 2)[1], "int32")
-        return top[:, 0] if rule == "predicted" else top[:, 1]
+            runner_up = 1 - predicted
+        else:
+            top = ops.cast(ops.top_k(logits, 2)[1], "int32")
+            predicted, runner_up = top[:, 0], top[:, 1]
+        rule = ops.cast(rule, "int32")
+        decided = ops.where(ops.equal(rule, RULES.index("predicted")), predicted, runner_up)
+        return ops.where(ops.equal(rule, RULES.index("given")), ops.cast(classes, "int32"), decided)
 
     def run(self, images: np.ndarray, classes: np.ndarray, rule: str):
-        """One batch forward and backward: ``(grads, (feature maps, logits, classes))``, the
-        first two per layer in depth order, as NumPy values."""
-        compiled = (rule, False) in self._passes
-        if (rule, compiled) not in self._passes:
-            self._passes[rule, compiled] = grads_and_outputs(self._pass(rule), compiled=compiled)
+        """One batch forward and backward, explaining the classes that ``rule`` (one of
+        :data:`RULES`) names: ``(grads, (feature maps, logits, classes))``, the first two per
+        layer in depth order, as NumPy values."""
+        compiled = False in self._passes
+        if compiled not in self._passes:
+            self._passes[compiled] = grads_and_outputs(self._pass(), compiled=compiled)
         if len(images) not in self._zeros:
             self._zeros[len(images)] = [
                 ops.zeros((len(images), *end.shape[1:]), end.dtype)
                 for end in (segment.outputs[0] for segment in self.segments)
             ]
         weights = [variable.value for variable in self.model.variables]
-        return self._passes[rule, compiled](self._zeros[len(images)], weights, images, classes)
+        rule_index = np.int32(RULES.index(rule))
+        return self._passes[compiled](
+            self._zeros[len(images)], weights, images, classes, rule_index
+        )
 
-    def _pass(self, rule: str) -> Callable:
+    def _pass(self) -> Callable:
         variables = self.model.variables
 
         # A zero added to each layer's output: the gradient with respect to it is the gradient
         # with respect to that output, everything below and above it computed once.
-        def scored(zeros, weights, images, classes):
+        def scored(zeros, weights, images, classes, rule):
             with keras.StatelessScope(state_mapping=list(zip(variables, weights, strict=True))):
                 fmaps, x = [], images
                 for segment, zero in zip(self.segments, zeros, strict=True):
