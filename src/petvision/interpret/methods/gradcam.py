@@ -52,12 +52,12 @@ class GradCamModel:
     layer (a Dense) -> its logits.
 
     One forward and backward pass gives every layer's feature maps and the gradients of the
-    explained classes' scores with respect to them. Its first run goes op by op; from the second
-    on it is compiled (``tf.function`` / ``jax.jit``, :func:`.gradients.grads_and_outputs`,
-    traced once per batch shape and kind of class), which pays only where it repeats: a few
-    photos to explain (``predict``) are one run, the visualize stage's hundreds of images many.
-    The model's weights are arguments of the pass: a model whose weights change afterwards (the
-    sanity check randomizes them) is explained by the same compiled pass.
+    explained classes' scores with respect to them. It is compiled (``tf.function`` /
+    ``jax.jit``, :func:`.gradients.grads_and_outputs`, traced once per batch shape) where it
+    repeats, which is where that pays: over many batches, or from its second run on. A few
+    photos to explain (``predict``) are one run, op by op. The model's weights are arguments of
+    the pass: a model whose weights change afterwards (the sanity check randomizes them) is
+    explained by the same compiled pass.
     """
 
     def __init__(
@@ -127,11 +127,12 @@ class GradCamModel:
         decided = ops.where(ops.equal(rule, RULES.index("predicted")), predicted, runner_up)
         return ops.where(ops.equal(rule, RULES.index("given")), ops.cast(classes, "int32"), decided)
 
-    def run(self, images: np.ndarray, classes: np.ndarray, rule: str):
+    def run(self, images: np.ndarray, classes: np.ndarray, rule: str, repeated: bool = False):
         """One batch forward and backward, explaining the classes that ``rule`` (one of
         :data:`RULES`) names: ``(grads, (feature maps, logits, classes))``, the first two per
-        layer in depth order, as NumPy values."""
-        compiled = False in self._passes
+        layer in depth order, as NumPy values. Compiled if ``repeated`` (more batches follow) or
+        if it ran before."""
+        compiled = repeated or bool(self._passes)
         if compiled not in self._passes:
             self._passes[compiled] = grads_and_outputs(self._pass(), compiled=compiled)
         if len(images) not in self._zeros:
@@ -280,7 +281,7 @@ def passes(
             given[:count] = np.asarray(classes)[start : start + count]
         if count < size:
             x = np.concatenate([x, np.zeros((size - count, *x.shape[1:]), x.dtype)])
-        grads, (fmaps, logits, chosen) = cam.run(x, given, rule)
+        grads, (fmaps, logits, chosen) = cam.run(x, given, rule, repeated=len(images) > size)
         order = [cam.depth_order.index(name) for name in cam.layer_names]
         yield Pass(
             [np.asarray(fmaps[i][:count], dtype=np.float32) for i in order],
