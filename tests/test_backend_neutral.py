@@ -430,3 +430,93 @@ def test_on_jax_batched_predict_and_the_trust_probe_compile_once_per_shape(tmp_p
     assert probe["traces_again"] == 0
     assert probe["features"] == [[70, 256], [70, 512]]
     assert probe["same_rows"]
+
+
+ON_JAX_MAPS = textwrap.dedent("""
+    import json, sys
+
+    class NoTensorFlow:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "tensorflow":
+                raise ImportError(f"{name}: TensorFlow is blocked in this check")
+
+    sys.meta_path.insert(0, NoTensorFlow())
+    import keras, numpy as np
+
+    # explain(), the test's own function, goes here
+
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    model = keras.saving.load_model(sys.argv[1])
+    images = np.load(sys.argv[2])
+    print(json.dumps(explain(model, images)))
+""")
+
+
+def explain(model, images) -> dict:
+    """What the visualize stage computes with gradients and predictions, on any backend: the
+    maps of a model cut at two blocks, in padded batches, before and after its weights change;
+    the book's Grad-CAM of the runner-up class; and P(dog)."""
+    from petvision.interpret.methods import faithfulness, gradcam
+
+    cam = gradcam.split_model(model, ["block3_add", "block1_add"], "dog_probability")
+    before = gradcam.cut_maps(cam, images, methods=["hirescam", "gradcam"], batch_size=2)
+    dense = model.get_layer("dog_probability")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([-kernel, -bias])
+    after = gradcam.cut_maps(cam, images, methods=["hirescam"], batch_size=2)
+    other = gradcam.heatmaps(gradcam.split_model(model, "block3_add"), images, classes="other")
+    return {
+        "classes": [before.classes.tolist(), after.classes.tolist(), other.classes.tolist()],
+        "maps": [
+            before.maps["block1_add"]["hirescam"].tolist(),
+            before.maps["block3_add"]["gradcam"].tolist(),
+            after.maps["block3_add"]["hirescam"].tolist(),
+            other.heatmaps.tolist(),
+        ],
+        "p_dog": faithfulness.classifier_scores(model, batch_size=2)(images).tolist(),
+    }
+
+
+@needs_jax
+def test_the_maps_and_scores_are_the_same_on_jax_without_tensorflow(tmp_path):
+    """interpret/methods/gradients.py's compiled pass over several layers, with the weights as
+    arguments, gives on JAX what it gives on TensorFlow, here."""
+    import keras
+
+    from petvision.models.classification import mini_xception
+
+    keras.utils.set_random_seed(0)
+    mini_xception(image_size=32, augmentation=None, dropout=0.0).save(tmp_path / "model.keras")
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    script = ON_JAX_MAPS.replace(
+        "# explain(), the test's own function, goes here", _source(explain)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model.keras"), str(tmp_path / "images.npy")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    on_jax = json.loads(done.stdout.strip().splitlines()[-1])
+    here = explain(keras.saving.load_model(tmp_path / "model.keras"), images)
+    assert on_jax["classes"] == here["classes"]
+    assert here["classes"][1] == [1 - c for c in here["classes"][0]]  # the weights were followed
+    for mine, theirs in zip(here["maps"], on_jax["maps"], strict=True):
+        np.testing.assert_allclose(np.asarray(theirs), np.asarray(mine), atol=1e-4)
+    np.testing.assert_allclose(on_jax["p_dog"], here["p_dog"], atol=1e-6)
+
+
+def _source(fn) -> str:
+    import inspect
+
+    return textwrap.dedent(inspect.getsource(fn))

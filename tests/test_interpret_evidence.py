@@ -119,6 +119,62 @@ def test_the_other_recipes_are_options_of_the_one_heatmap_call():
         gradcam.heatmaps(cam, images, method="scorecam")
 
 
+def test_one_pass_gives_every_layers_maps_as_a_cut_at_that_layer_alone_would():
+    # Cut at three blocks at once, 5 images in batches of 2 (the last one padded): each block's
+    # HiResCAM is the one of the old recipe, the network split at that block alone and the logit
+    # of the predicted class differentiated with respect to its output.
+    model = mini_xception(image_size=48, augmentation=None, dropout=0.0)
+    images = np.random.default_rng(2).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
+    layers = ["block3_add", "block1_add", "block5_add"]
+    found = gradcam.layer_maps(model, layers, images, methods=["hirescam"], batch_size=2)
+    assert list(found.maps) == layers  # in the order asked for, whatever the depth
+    dense = model.get_layer("dog_probability")
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in (dense.kernel, dense.bias))
+    x = images.astype(np.float32)
+    for layer in layers:
+        fmap, grads, logits = _split_at(model, layer, x, kernel, bias)
+        expected = gradcam.class_map("hirescam", fmap.astype(np.float64), grads.astype(np.float64))
+        np.testing.assert_allclose(found.maps[layer]["hirescam"], expected, atol=1e-4)
+    np.testing.assert_array_equal(found.classes, (logits[:, 0] >= 0).astype(int))
+
+
+def _split_at(model, layer, x, kernel, bias):
+    """The old recipe: the network split at ``layer`` alone; its feature maps, the gradient of
+    the predicted class's logit (z for dog, -z for cat) with respect to them, and the logits."""
+    from petvision.interpret.methods.gradients import value_and_grad
+
+    head = keras.Model(model.get_layer(layer).output, model.get_layer("dog_probability").input)
+    fmap = keras.ops.convert_to_numpy(
+        keras.Model(model.inputs[0], model.get_layer(layer).output)(x)
+    )
+    logits = keras.ops.convert_to_numpy(head(fmap)) @ kernel + bias
+    sign = np.where(logits[:, 0] >= 0, 1.0, -1.0).astype(np.float32)
+    _, grads = value_and_grad(
+        lambda f: keras.ops.sum(sign * (keras.ops.matmul(head(f), kernel)[:, 0] + bias[0]))
+    )(fmap)
+    return fmap, grads, logits
+
+
+def test_a_cut_model_explains_its_weights_as_they_are_now():
+    # The sanity check randomizes the weights of a model already cut: the compiled pass takes
+    # them as arguments, so the maps follow. Negating the output layer flips every decision.
+    model = mini_xception(image_size=32, augmentation=None, dropout=0.0)
+    images = np.random.default_rng(3).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    cam = gradcam.split_model(model, ["block2_add", "block3_add"], "dog_probability")
+    before = gradcam.cut_maps(cam, images, methods=["hirescam"])
+    dense = model.get_layer("dog_probability")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([-kernel, -bias])
+    after = gradcam.cut_maps(cam, images, methods=["hirescam"])
+    fresh = gradcam.layer_maps(model, ["block2_add", "block3_add"], images, methods=["hirescam"])
+    np.testing.assert_array_equal(after.classes, 1 - before.classes)
+    np.testing.assert_array_equal(after.classes, fresh.classes)
+    for layer in ("block2_add", "block3_add"):
+        np.testing.assert_allclose(
+            after.maps[layer]["hirescam"], fresh.maps[layer]["hirescam"], atol=1e-6
+        )
+
+
 # --------------------------------------------------------------------------- localization scores
 
 
@@ -262,6 +318,38 @@ def test_deletion_and_insertion_curves_and_their_areas_by_hand():
     last = np.array([[3, 2, 1, 0]])
     deletion, _ = faithfulness.curves(pixel_zero_red, image, last, np.array([1]), steps=4, fill=0)
     assert faithfulness.auc(deletion)[0] == pytest.approx(0.875)
+
+
+def test_the_curves_of_several_orders_in_one_call_are_each_orders_own():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8)
+    orders = np.stack([np.stack([rng.permutation(16) for _ in range(3)]) for _ in range(2)])
+    classes = np.array([1, 0, 1])
+    calls = []
+
+    def score(batch):
+        calls.append(len(batch))
+        return pixel_zero_red(batch)
+
+    together = faithfulness.all_curves(score, images, orders, classes, steps=4, fill=9)
+    assert calls == [2 * 3 * 2 * 5]  # every variant of every order in one call
+    for o in range(2):
+        deletion, insertion = faithfulness.curves(
+            pixel_zero_red, images, orders[o], classes, steps=4, fill=9
+        )
+        np.testing.assert_array_equal(together[o, :, 0], deletion)
+        np.testing.assert_array_equal(together[o, :, 1], insertion)
+
+
+def test_classifier_scores_pad_a_short_last_batch_and_keep_each_images_score():
+    model = mini_xception(image_size=32, augmentation=None, dropout=0.0)
+    images = np.random.default_rng(4).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    direct = keras.ops.convert_to_numpy(model(images.astype(np.float32), training=False))[:, 0]
+    for batch_size in (2, 5, 8):
+        scored = faithfulness.classifier_scores(model, batch_size=batch_size)(images)
+        np.testing.assert_allclose(scored, direct, rtol=1e-5, atol=1e-6)
+    made = faithfulness.Variants(5, lambda indices: images[indices])
+    np.testing.assert_allclose(faithfulness.classifier_scores(model, 2)(made), direct, atol=1e-6)
 
 
 def test_pixel_order_is_hottest_first_with_ties_in_random_order():

@@ -1,15 +1,25 @@
-"""The visualize stage's charts, from its measures: localization by depth, heat by distance to
-the pet's outline, deletion and insertion curves, segmentation IoU by class and pet size. Each
-saved atomically by :func:`.plots.save`. (Its grids of images are :func:`.pictures.panel_grid`.)"""
+"""The visualize stage's figures, from its measures and maps.
+
+Charts, each saved atomically by :func:`.plots.save`: localization by depth, heat by distance to
+the pet's outline, deletion and insertion curves, segmentation IoU by class and pet size.
+
+Grids of images, drawn by :func:`.pictures.panel_grid`: Grad-CAM on test images, the maps of
+every block, the randomization cascade, segmentation samples and errors by kind. Which image,
+map and caption goes in which panel is decided here; the measures in the captions (where a map's
+heat lies, a segmentation's IoU and errors) are computed by the caller and handed in.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from petvision.render import plots
+from petvision.render.images import error_picture, jet_overlay, mask_overlay
+from petvision.render.pictures import Panel, Row, panel_grid
 
 plt = plots.plt
 
@@ -111,3 +121,178 @@ def iou_breakdown(
     for ax in axes:
         ax.set_ylim(0, 1)
     return plots.save(fig, path)
+
+
+# --------------------------------------------------------------------------- grids of images
+
+
+class Shown(NamedTuple):
+    """The images of a grid: uint8 ``(N, H, W, 3)``, a name for each, and each pet's region
+    (boolean ``(H, W)``), drawn as a white outline."""
+
+    images: np.ndarray
+    names: Sequence[str]
+    pets: Sequence[np.ndarray]
+
+
+class Overlays(NamedTuple):
+    """One column of maps laid over the images, the first line of each caption, and where each
+    map's heat lies: its share on the pet (NaN for a blank map) and whether its peak is on the
+    pet (1.0 or 0.0)."""
+
+    maps: np.ndarray  # (N, h, w) in [0, 1], at any size: jet_overlay resizes them
+    titles: Sequence[str]
+    on_pet: np.ndarray
+    peak_on_pet: np.ndarray
+
+
+def _on_pet_short(share: float, peak_on_pet: float) -> str:
+    if np.isnan(share):
+        return "blank"
+    return f"{share:.0%} on pet, peak {'on' if peak_on_pet == 1 else 'off'}"
+
+
+def _on_pet_long(share: float, peak_on_pet: float) -> str:
+    if np.isnan(share):
+        return "no positive evidence anywhere"
+    return f"{share:.0%} of heat on pet, peak {'on' if peak_on_pet == 1 else 'off'} pet"
+
+
+def _overlay(shown: Shown, column: Overlays, i: int, alpha: float, short: bool) -> Panel:
+    where = (_on_pet_short if short else _on_pet_long)(column.on_pet[i], column.peak_on_pet[i])
+    return Panel(
+        jet_overlay(shown.images[i], column.maps[i], alpha), f"{column.titles[i]}\n{where}"
+    )
+
+
+def gradcam_grid(
+    shown: Shown,
+    heatmaps: np.ndarray,
+    columns: Sequence[Overlays],
+    path: Path,
+    title: str,
+    alpha: float,
+) -> Path:
+    """Per image: the image with its pet's outline, its heatmap as it is (at the feature map's
+    size), then each column's map laid over it."""
+    rows = []
+    for i in range(len(shown.images)):
+        panels = [
+            Panel(np.asarray(shown.images[i]), shown.names[i], outline=shown.pets[i]),
+            Panel(
+                heatmaps[i],
+                f"heatmap {heatmaps.shape[1]}x{heatmaps.shape[2]}",
+                cmap="jet",
+                vmin=0.0,
+                vmax=1.0,
+            ),
+        ]
+        panels += [_overlay(shown, column, i, alpha, short=False) for column in columns]
+        rows.append(Row(panels))
+    return panel_grid(rows, path, title=title)
+
+
+def map_grid(
+    shown: Shown,
+    columns: Mapping[str, Sequence[Overlays]],
+    path: Path,
+    title: str,
+    alpha: float,
+) -> Path:
+    """Rows of maps at the image size: for each image, one row per method of ``columns``
+    (method -> its columns), after the image with the pet's outline."""
+    rows = []
+    for i in range(len(shown.images)):
+        for method, by_column in columns.items():
+            panels = [
+                Panel(
+                    np.asarray(shown.images[i]),
+                    f"{shown.names[i]}\n{method}",
+                    outline=shown.pets[i],
+                )
+            ]
+            panels += [_overlay(shown, column, i, alpha, short=True) for column in by_column]
+            rows.append(Row(panels))
+    return panel_grid(rows, path, title=title, inches=1.6)
+
+
+def cascade_grid(
+    shown: Shown,
+    kept: Mapping[str, Sequence[np.ndarray]],
+    steps: Sequence[str],
+    path: Path,
+    alpha: float,
+) -> Path:
+    """For each image and method: its map from the trained model, then after each step of the
+    cascading randomization (named in ``steps``). The images' names are not shown."""
+    rows = []
+    for i in range(len(shown.images)):
+        for method, stages in kept.items():
+            panels = [Panel(np.asarray(shown.images[i]), method, outline=shown.pets[i])]
+            for name, maps in zip(["trained", *steps], stages, strict=True):
+                panels.append(Panel(jet_overlay(shown.images[i], maps[i], alpha), name))
+            rows.append(Row(panels))
+    return panel_grid(
+        rows,
+        path,
+        inches=1.3,
+        title="Maps as the weights are randomized, top block first (Adebayo et al. 2018)",
+    )
+
+
+class Segmented(NamedTuple):
+    """Validation images, their true and predicted masks (0 pet, 1 background, 2 border) and
+    each image's pet IoU."""
+
+    images: np.ndarray
+    stems: Sequence[str]
+    true_masks: np.ndarray
+    predicted: np.ndarray
+    ious: np.ndarray
+
+
+def segmentation_grid(seg: Segmented, indices: Sequence[int], path: Path, title: str) -> Path:
+    """Per image: the image, its true mask and its predicted mask with the pet IoU."""
+    rows = [
+        Row(
+            [
+                Panel(np.asarray(seg.images[i]), seg.stems[i]),
+                Panel(mask_overlay(seg.images[i], seg.true_masks[i]), "true mask"),
+                Panel(
+                    mask_overlay(seg.images[i], seg.predicted[i]),
+                    f"predicted: pet IoU {seg.ious[i]:.2f}",
+                ),
+            ]
+        )
+        for i in indices
+    ]
+    return panel_grid(rows, path, title=title)
+
+
+def failure_modes(
+    seg: Segmented,
+    indices: Sequence[int],
+    kinds: Sequence[Mapping[str, np.ndarray]],
+    shares: Sequence[Mapping[str, float]],
+    path: Path,
+) -> Path:
+    """The images at ``indices`` with their errors by kind (``kinds``: boolean maps by name, one
+    per index; ``shares``: each kind's share of the image's pixels): red pet missed, blue pet
+    invented, yellow border confused."""
+    rows = []
+    for i, errors, share in zip(indices, kinds, shares, strict=True):
+        text = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in share.items())
+        rows.append(
+            Row(
+                [
+                    Panel(np.asarray(seg.images[i]), f"{seg.stems[i]}: pet IoU {seg.ious[i]:.2f}"),
+                    Panel(mask_overlay(seg.images[i], seg.true_masks[i]), "true mask"),
+                    Panel(error_picture(seg.images[i], errors), text.replace(", b", "\nb")),
+                ]
+            )
+        )
+    return panel_grid(
+        rows,
+        path,
+        title="errors by kind: red pet missed, blue pet invented, yellow border confused",
+    )

@@ -2,6 +2,8 @@
 
 The page links the pictures where the stages wrote them (relative paths, nothing copied), so it
 is small, and opens from the file system or any static file server without a tracking server.
+The files it reads, ``preprocess.json`` and each training stage's ``metrics.json``, are deps of
+the visualize stage in dvc.yaml: a stage that writes new figures redraws the page.
 """
 
 from __future__ import annotations

@@ -21,21 +21,48 @@ import numpy as np
 
 from petvision.interpret.methods.localization import pet_region
 
-ScoreFn = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, H, W, 3) -> P(dog), (N,)
+SCORE_BATCH = 64  # images per compiled forward pass of the classifier
 
 
-def classifier_scores(model: keras.Model, batch_size: int = 64) -> ScoreFn:
-    """P(dog) of a sigmoid classifier, in inference mode, batch by batch. ``predict_on_batch``
-    runs Keras's compiled predict step instead of the model eagerly, op by op: the curves score
-    thousands of variants."""
+class Variants:
+    """Images made on demand from their indices, ``make(indices) -> uint8 (k, H, W, C)``: a
+    sequence (``len``, slices, ``np.asarray``) of many variants of a few images, of which a scorer
+    holds one batch at a time."""
 
-    def score(images: np.ndarray) -> np.ndarray:
-        out = [
-            keras.ops.convert_to_numpy(
-                model.predict_on_batch(np.asarray(images[s : s + batch_size], np.float32))
-            )
-            for s in range(0, len(images), batch_size)
-        ]
+    def __init__(self, count: int, make: Callable[[np.ndarray], np.ndarray]):
+        self.count, self.make = count, make
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, where: slice) -> np.ndarray:
+        return self.make(np.arange(self.count)[where])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self[:], dtype=dtype)
+
+
+ScoreFn = Callable[[np.ndarray | Variants], np.ndarray]  # uint8 (N, H, W, 3) -> P(dog), (N,)
+
+
+def classifier_scores(model: keras.Model, batch_size: int = SCORE_BATCH) -> ScoreFn:
+    """P(dog) of a sigmoid classifier, in inference mode, ``batch_size`` images at a time.
+    ``predict_on_batch`` runs Keras's compiled predict step instead of the model eagerly, op by
+    op; a short last batch is padded to the others' size, so that the step is compiled for one
+    shape however many images each call scores (each image's score depends on it alone). The
+    images may be :class:`Variants`: only one batch of them is ever in memory."""
+
+    def score(images: np.ndarray | Variants) -> np.ndarray:
+        size = min(batch_size, len(images))
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = np.asarray(images[start : start + batch_size], np.float32)
+            count = len(batch)
+            if count < size:
+                batch = np.concatenate(
+                    [batch, np.zeros((size - count, *batch.shape[1:]), np.float32)]
+                )
+            out.append(keras.ops.convert_to_numpy(model.predict_on_batch(batch))[:count])
         return np.concatenate(out)[:, 0].astype(np.float64) if out else np.zeros(0)
 
     return score
@@ -69,23 +96,42 @@ def curves(
     """Deletion and insertion curves ``(N, steps + 1)``: the probability of ``classes[i]`` as the
     pixels of image ``i`` are greyed out (to level ``fill``), or put back on a grey image, in the
     order ``orders[i]`` (flat pixel indices)."""
+    p = all_curves(score, images, np.asarray(orders)[None], classes, steps, fill)
+    return p[0, :, 0], p[0, :, 1]
+
+
+def all_curves(
+    score: ScoreFn,
+    images: np.ndarray,
+    orders: np.ndarray,
+    classes: np.ndarray,
+    steps: int,
+    fill: int,
+) -> np.ndarray:
+    """:func:`curves` for several orders of the same images (``orders``: ``(K, N, H * W)``), all
+    scored in one call: ``(K, N, 2, steps + 1)``, deletion then insertion."""
     images = np.asarray(images, dtype=np.uint8)
     n, h, w, c = images.shape
+    k = len(orders)
+    source = images.reshape(n, h * w, c)
+    # rank[o, i, pixel]: the position of the pixel in order o of image i.
+    rank = np.empty((k, n, h * w), np.int64)
+    for o in range(k):
+        for i in range(n):
+            rank[o, i, orders[o][i]] = np.arange(h * w)
     done = counts(h * w, steps)
-    # Every image's variants in one array, scored in the classifier's own batches: a call per
-    # image would run batches of 2 * (steps + 1), several times slower on a CPU.
-    variants = np.empty((n, 2, steps + 1, h * w, c), np.uint8)
-    for i in range(n):
-        source = images[i].reshape(h * w, c)
-        removed, inserted = variants[i, 0], variants[i, 1]
-        removed[:] = source
-        inserted[:] = fill
-        for k, m in enumerate(done):
-            removed[k, orders[i][:m]] = fill
-            inserted[k, orders[i][:m]] = source[orders[i][:m]]
-    p_dog = score(variants.reshape(-1, h, w, c)).reshape(n, 2, steps + 1)
-    p = class_probability(p_dog, np.asarray(classes).reshape(n, 1, 1))
-    return p[:, 0], p[:, 1]
+    points = 2 * (steps + 1)
+
+    def make(indices: np.ndarray) -> np.ndarray:
+        order, rest = np.divmod(indices, n * points)
+        image, rest = np.divmod(rest, points)
+        insertion, step = np.divmod(rest, steps + 1)
+        taken = rank[order, image] < done[step][:, None]  # greyed out, or put back
+        keep = taken == (insertion == 1)[:, None]
+        return np.where(keep[..., None], source[image], np.uint8(fill)).reshape(-1, h, w, c)
+
+    p_dog = score(Variants(k * n * points, make)).reshape(k, n, 2, steps + 1)
+    return class_probability(p_dog, np.asarray(classes).reshape(1, n, 1, 1))
 
 
 def auc(curve: np.ndarray) -> np.ndarray:
@@ -105,7 +151,7 @@ def deletion_insertion(
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """For every named set of maps (at the image size) and a random order: the mean deletion and
     insertion AUC over ``images``, and the mean curves (``<name>_deletion``,
-    ``<name>_insertion``)."""
+    ``<name>_insertion``). Every curve is scored in one call."""
     rng = np.random.default_rng(seed)
     n, h, w = np.asarray(images).shape[:3]
     orders = {
@@ -117,10 +163,10 @@ def deletion_insertion(
         if n
         else np.zeros((0, h * w), np.int64)
     )
+    found = all_curves(score, images, np.stack(list(orders.values())), classes, steps, fill)
     metrics: dict = {"images": int(n), "steps": int(steps), "deletion_auc": {}, "insertion_auc": {}}
     mean_curves: dict[str, np.ndarray] = {"fraction": np.linspace(0, 1, steps + 1)}
-    for name, order in orders.items():
-        deletion, insertion = curves(score, images, order, classes, steps, fill)
+    for name, (deletion, insertion) in zip(orders, found.transpose(0, 2, 1, 3), strict=True):
         metrics["deletion_auc"][name] = float(auc(deletion).mean()) if n else float("nan")
         metrics["insertion_auc"][name] = float(auc(insertion).mean()) if n else float("nan")
         mean_curves[f"{name}_deletion"] = deletion.mean(axis=0) if n else np.full(steps + 1, np.nan)
@@ -142,34 +188,48 @@ def pet_box(region: np.ndarray) -> np.ndarray:
     return box
 
 
-def occluded(images: np.ndarray, masks: np.ndarray, what: str, fill: int) -> np.ndarray:
-    """``images`` with ``what`` greyed out: ``background`` (pet and border kept), ``pet`` (pet
+OCCLUSIONS = ("background", "pet", "pet_box")
+
+
+def hidden(mask: np.ndarray, what: str) -> np.ndarray:
+    """The pixels greyed out to hide ``what``: ``background`` (pet and border kept), ``pet`` (pet
     and border) or ``pet_box`` (the pet's bounding box)."""
+    region = pet_region(mask)
+    if what == "background":
+        return ~region  # the trimap's background class: pet_region is every other class
+    if what == "pet":
+        return region
+    if what == "pet_box":
+        return pet_box(region)
+    raise ValueError(f"cannot grey out {what!r}: expected background, pet or pet_box")
+
+
+def occluded(images: np.ndarray, masks: np.ndarray, what: str, fill: int) -> np.ndarray:
+    """``images`` with ``what`` greyed out (:func:`hidden`)."""
     out = np.array(images, dtype=np.uint8, copy=True)
     for i, mask in enumerate(masks):
-        region = pet_region(mask)
-        if what == "background":
-            hide = ~region  # the trimap's background class: pet_region is every other class
-        elif what == "pet":
-            hide = region
-        elif what == "pet_box":
-            hide = pet_box(region)
-        else:
-            raise ValueError(f"cannot grey out {what!r}: expected background, pet or pet_box")
-        out[i][hide] = fill
+        out[i][hidden(mask, what)] = fill
     return out
 
 
 def occlusion_accuracy(
     score: ScoreFn, images: np.ndarray, masks: np.ndarray, labels: np.ndarray, fill: int
 ) -> dict:
-    """Accuracy (P(dog) >= 0.5 is dog) on the images as they are and with each part greyed out."""
+    """Accuracy (P(dog) >= 0.5 is dog) on the images as they are and with each part greyed out,
+    every variant scored in one call."""
     labels = np.asarray(labels).astype(np.int64)
-    result: dict = {"images": len(labels)}
-    variants = {"nothing_greyed": np.asarray(images)}
-    for what in ("background", "pet", "pet_box"):
-        variants[f"{what}_greyed"] = occluded(images, masks, what, fill)
-    for name, batch in variants.items():
-        predicted = (score(batch) >= 0.5).astype(np.int64)
-        result[name] = float((predicted == labels).mean()) if len(labels) else float("nan")
+    n = len(labels)
+
+    def make(indices: np.ndarray) -> np.ndarray:
+        out = np.array(images[indices % n], dtype=np.uint8, copy=True)
+        for j, (kind, i) in enumerate(zip(indices // n, indices % n, strict=True)):
+            if kind:
+                out[j][hidden(masks[i], OCCLUSIONS[kind - 1])] = fill
+        return out
+
+    predicted = (score(Variants((1 + len(OCCLUSIONS)) * n, make)) >= 0.5).astype(np.int64)
+    result: dict = {"images": n}
+    for kind, name in enumerate(["nothing", *OCCLUSIONS]):
+        right = predicted[kind * n : (kind + 1) * n] == labels
+        result[f"{name}_greyed"] = float(right.mean()) if n else float("nan")
     return result

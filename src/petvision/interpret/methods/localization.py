@@ -21,6 +21,7 @@ only shape tells the species apart, so it is) puts about half its heat on either
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -63,10 +64,15 @@ def pointing_hit(heat: np.ndarray, region: np.ndarray) -> float:
     return float(region[at_peak].mean() >= 0.5)
 
 
-def measures(heatmaps: np.ndarray, masks: np.ndarray) -> dict:
-    """Localization over images, each map upsampled to its mask: mean heat-on-pet share,
-    pointing-game hit rate, and the chance level of both (the share of the image the pets cover),
-    with the number of images used and how many maps were blank (left out of the two means)."""
+class PerImage(NamedTuple):
+    """Localization image by image, each map upsampled to its mask."""
+
+    heat_on_pet: np.ndarray  # (N,) the share of the map's heat on the pet; NaN for a blank map
+    pointing: np.ndarray  # (N,) 1.0 where the map's peak is on the pet, 0.0 if not; NaN blank
+    pet_area: np.ndarray  # (N,) the pet's share of the image: the chance level of both
+
+
+def per_image(heatmaps: np.ndarray, masks: np.ndarray) -> PerImage:
     shares, hits, areas = [], [], []
     for heat, mask in zip(heatmaps, masks):
         region = pet_region(mask)
@@ -74,14 +80,20 @@ def measures(heatmaps: np.ndarray, masks: np.ndarray) -> dict:
         shares.append(heat_on_pet(up, region))
         hits.append(pointing_hit(up, region))
         areas.append(float(region.mean()))
-    shares_a, hits_a = np.array(shares, dtype=np.float64), np.array(hits, dtype=np.float64)
-    blank = int(np.isnan(shares_a).sum())
+    return PerImage(*(np.array(values, dtype=np.float64) for values in (shares, hits, areas)))
+
+
+def measures(heatmaps: np.ndarray, masks: np.ndarray) -> dict:
+    """Localization over images (:func:`per_image`), averaged: mean heat-on-pet share,
+    pointing-game hit rate, and the chance level of both (the share of the image the pets cover),
+    with the number of images used and how many maps were blank (left out of the two means)."""
+    found = per_image(heatmaps, masks)
     return {
-        "images": len(areas),
-        "blank_heatmaps": blank,
-        "heat_on_pet": _nanmean(shares_a),
-        "pointing_game": _nanmean(hits_a),
-        "pet_area": float(np.mean(areas)) if areas else float("nan"),
+        "images": len(found.pet_area),
+        "blank_heatmaps": int(np.isnan(found.heat_on_pet).sum()),
+        "heat_on_pet": _nanmean(found.heat_on_pet),
+        "pointing_game": _nanmean(found.pointing),
+        "pet_area": float(np.mean(found.pet_area)) if len(found.pet_area) else float("nan"),
     }
 
 

@@ -8,6 +8,7 @@ run and puts the folder in place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,110 +71,58 @@ def everything(
     book's ImageNet Xception and its class names, whose filters and Grad-CAM are then drawn
     instead of the trained classifier's (and without the localization evidence)."""
     vis = cfg.visualize
-    index = vis.activations.image_index
-    sections.draw_activations(
-        classifier,
-        activations.classifier_layers(classifier),
-        test.images[index],
-        folder / "activations",
-        "classifier",
-        vis.activations.images_per_row,
-    )
-    sections.draw_activations(
-        segmenter,
-        activations.encoder_layers(segmenter),
-        val.images[index],
-        folder / "activations",
-        Task.segmentation,
-        vis.activations.images_per_row,
-    )
+    index, per_row = vis.activations.image_index, vis.activations.images_per_row
+    for model, layers, image, prefix in (
+        (classifier, activations.classifier_layers(classifier), test.images[index], "classifier"),
+        (segmenter, activations.encoder_layers(segmenter), val.images[index], Task.segmentation),
+    ):
+        sections.draw_activations(model, layers, image, folder / "activations", prefix, per_row)
 
-    f = vis.filters
     if imagenet_xception is None:
-        architecture = cfg.classification.model.name
-        # The model divides by 255 inside: see filters.filter_patterns.
-        probed, scale = classifier, 255.0
-        cam = gradcam.split_model(
-            classifier, architectures.last_conv_layer(architecture), "dog_probability"
-        )
-        class_names, labels = layout.SPECIES_NAMES, np.asarray(test.require("labels"))
+        subject = _trained(cfg.classification.model.name, classifier, test)
     else:
         xception, class_names = imagenet_xception
-        architecture = "imagenet_xception"
-        # The book feeds its start image in [0.4, 0.6] to Xception as it is: input_scale 1.
-        probed, scale = imagenet.xception_conv_base(xception, f.image_size), 1.0
-        cam = gradcam.split_model(
+        subject = _imagenet(xception, class_names, vis.filters.image_size)
+    sections.draw_filters(subject, folder / "filters", vis.filters, seed=cfg.trainer.seed)
+    explained = sections.explain_classifier(subject, test, folder / "gradcam", vis)
+    segmented = sections.segment(segmenter, val)
+    seg = sections.explain_segmentation(segmented, folder / Task.segmentation, vis)
+    seg.update(
+        evidence.explain_segmentation_failures(
+            segmented, folder / Task.segmentation, vis.segmentation
+        )
+    )
+    if imagenet_xception is not None:
+        return {"model": subject.name, "gradcam": explained, Task.segmentation: seg}
+    where = evidence.explain_where(classifier, subject.name, test, vis, cfg.trainer.seed, folder)
+    return {"model": subject.name, **where, "gradcam": explained, Task.segmentation: seg}
+
+
+def _trained(architecture: str, classifier, test: npy_dataset.Split) -> sections.Subject:
+    return sections.Subject(
+        name=architecture,
+        probed=classifier,
+        input_scale=255.0,  # the model divides by 255 inside: see filters.filter_patterns
+        cam=gradcam.split_model(
+            classifier, architectures.last_conv_layer(architecture), "dog_probability"
+        ),
+        class_names=layout.SPECIES_NAMES,
+        labels=np.asarray(test.require("labels")),
+    )
+
+
+def _imagenet(xception, class_names: Sequence[str], image_size: int) -> sections.Subject:
+    return sections.Subject(
+        name="imagenet_xception",
+        probed=imagenet.xception_conv_base(xception, image_size),
+        # The book feeds its start image in [0.4, 0.6] to Xception as it is.
+        input_scale=1.0,
+        cam=gradcam.split_model(
             xception,
             imagenet.XCEPTION_GRADCAM_LAYER,
             "predictions",
             preprocess=imagenet.xception_inputs,
-        )
-        labels = None
-    layers = filters.choose_layers(f.layers, architecture, probed)
-    sections.draw_filters(
-        probed,
-        layers,
-        folder / "filters",
-        architecture,
-        f.num_filters,
-        f.steps,
-        f.learning_rate,
-        scale,
-        f.crop,
-        f.margin,
-        seed=cfg.trainer.seed,
+        ),
+        class_names=class_names,
+        labels=None,
     )
-
-    g = vis.gradcam
-    explained = sections.explain_classifier(
-        cam,
-        test.images,
-        test.require("masks"),
-        labels,
-        class_names,
-        test.stems,
-        folder / "gradcam",
-        vis.num_images,
-        g.localization_images,
-        g.alpha,
-        g.other_class,
-    )
-    seg = sections.explain_segmentation(
-        segmenter,
-        val.images,
-        val.require("masks"),
-        val.stems,
-        folder / Task.segmentation,
-        vis.num_images,
-        vis.segmentation.worst,
-    )
-    seg.update(
-        evidence.explain_segmentation_failures(
-            segmenter,
-            val.images,
-            val.require("masks"),
-            val.stems,
-            folder / Task.segmentation,
-            vis.segmentation.worst,
-            vis.segmentation.pet_size_edges,
-        )
-    )
-    if imagenet_xception is not None:
-        return {"model": architecture, "gradcam": explained, Task.segmentation: seg}
-    where = evidence.explain_where(
-        classifier,
-        architectures.lookup(Task.classification, architecture).block_outputs,
-        architectures.last_conv_layer(architecture),
-        test.images,
-        test.require("masks"),
-        np.asarray(test.require("labels")),
-        test.stems,
-        folder,
-        g.localization_images,
-        vis.localization,
-        vis.faithfulness,
-        vis.sanity,
-        g.alpha,
-        cfg.trainer.seed,
-    )
-    return {"model": architecture, **where, "gradcam": explained, Task.segmentation: seg}

@@ -1,29 +1,47 @@
 """The four parts of the visualize stage, each from models and arrays to pictures (and metrics).
 
 Every function writes into a folder it is given (the stage hands it a temporary folder that
-replaces ``reports/visualize/`` only once everything is drawn) and returns what it wrote.
+replaces ``reports/visualize/`` only once everything is drawn) and returns what it wrote. The
+grids themselves are :mod:`petvision.render.figures`'; here is what goes in them, with the
+measures of their captions (:func:`overlays`, :func:`shown`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 from tqdm import tqdm
 
+from petvision.config import FiltersConfig, GradcamConfig, VisualizeConfig
+from petvision.data.npy_dataset import Split
 from petvision.interpret.methods import activations, filters, gradcam, localization, segmentation
+from petvision.render import figures, pictures
 from petvision.render import images as pixels
-from petvision.render import pictures
-from petvision.render.pictures import Panel, Row
 
 log = logging.getLogger(__name__)
 
 
 def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+# --------------------------------------------------------------------------- what a grid shows
+
+
+def shown(images: np.ndarray, names: Sequence[str], masks: np.ndarray) -> figures.Shown:
+    """Images for a grid, with the pets' regions (from the trimaps) to outline."""
+    return figures.Shown(images, names, [localization.pet_region(mask) for mask in masks])
+
+
+def overlays(maps: np.ndarray, titles: Sequence[str], masks: np.ndarray) -> figures.Overlays:
+    """Maps to lay over their images, with where each puts its heat (for the captions)."""
+    found = localization.per_image(maps, masks)
+    return figures.Overlays(maps, titles, found.heat_on_pet, found.pointing)
 
 
 # --------------------------------------------------------------------------- activations
@@ -53,70 +71,57 @@ def draw_activations(
     return written
 
 
-# --------------------------------------------------------------------------- filters
+# --------------------------------------------------------------------------- the classifier
 
 
-def draw_filters(
-    model: keras.Model,
-    layer_names: Sequence[str],
-    folder: Path,
-    prefix: str,
-    num_filters: int,
-    steps: int,
-    learning_rate: float,
-    input_scale: float,
-    crop: int,
-    margin: int,
-    seed: int = 0,
-) -> list[Path]:
-    """One grid of filter patterns per layer: the first ``num_filters`` filters of each."""
+@dataclass(frozen=True)
+class Subject:
+    """The classifier whose filters and Grad-CAM are drawn: the trained one, or the book's
+    ImageNet Xception (``visualize.model=imagenet_xception``)."""
+
+    name: str  # its architecture: in the pictures' names and the metrics
+    probed: keras.Model  # the model whose filter patterns are found
+    input_scale: float  # the book's numbers in the probed model's input units (filter_patterns)
+    cam: gradcam.GradCamModel
+    class_names: Sequence[str]
+    labels: np.ndarray | None  # the test images' classes, where the model's classes are ours
+
+
+def draw_filters(subject: Subject, folder: Path, f: FiltersConfig, seed: int = 0) -> list[Path]:
+    """One grid of filter patterns per configured layer: the first ``f.num_filters`` filters."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in layer_names:
-        extractor = filters.feature_extractor(model, name)
-        count = min(num_filters, int(extractor.outputs[0].shape[-1]))
+    for name in filters.choose_layers(f.layers, subject.name, subject.probed):
+        extractor = filters.feature_extractor(subject.probed, name)
+        count = min(f.num_filters, int(extractor.outputs[0].shape[-1]))
         images = filters.filter_patterns(
             extractor,
             list(range(count)),
-            steps=steps,
-            learning_rate=learning_rate,
-            input_scale=input_scale,
+            steps=f.steps,
+            learning_rate=f.learning_rate,
+            input_scale=subject.input_scale,
             seed=seed,
             progress=f"filters of {name}",
         )
-        grid = pixels.stitch([pixels.deprocess(im, crop) for im in images], margin)
-        written.append(pictures.save_image(grid, folder / f"{prefix}_{_safe_name(name)}.jpg"))
+        grid = pixels.stitch([pixels.deprocess(im, f.crop) for im in images], f.margin)
+        written.append(pictures.save_image(grid, folder / f"{subject.name}_{_safe_name(name)}.jpg"))
     return written
 
 
-# --------------------------------------------------------------------------- Grad-CAM
-
-
-def explain_classifier(
-    cam: gradcam.GradCamModel,
-    images: np.ndarray,
-    masks: np.ndarray,
-    labels: np.ndarray | None,
-    class_names: Sequence[str],
-    stems: Sequence[str],
-    folder: Path,
-    num_images: int,
-    localization_images: int,
-    alpha: float,
-    other_class: bool,
-) -> dict:
-    """Grad-CAM pictures for the first ``num_images`` images and localization metrics over the
-    first ``localization_images`` (0 = all). ``labels`` (0/1) give the accuracy when known."""
+def explain_classifier(subject: Subject, test: Split, folder: Path, vis: VisualizeConfig) -> dict:
+    """Grad-CAM pictures for the first ``vis.num_images`` test images and localization metrics
+    over the first ``vis.gradcam.localization_images`` (0 = all); the accuracy where the
+    subject's classes are the labels'."""
     folder.mkdir(parents=True, exist_ok=True)
-    n = len(images) if localization_images == 0 else min(localization_images, len(images))
-    k = min(num_images, len(images))
-    used = max(n, k)
-    result = gradcam.heatmaps(cam, images[:used])
+    images, masks, count = test.images, test.require("masks"), vis.gradcam.localization_images
+    n = len(images) if count == 0 else min(count, len(images))
+    k = min(vis.num_images, len(images))
+    result = gradcam.heatmaps(subject.cam, images[: max(n, k)])
     metrics = localization.measures(result.heatmaps[:n], np.asarray(masks[:n]))
-    metrics["layer"] = cam.layer_name
-    if labels is not None:
+    metrics["layer"] = subject.cam.layer_name
+    if subject.labels is not None:
         metrics["accuracy"] = (
-            float((result.predicted[:n] == np.asarray(labels[:n])).mean()) if n else float("nan")
+            float((result.predicted[:n] == subject.labels[:n]).mean()) if n else float("nan")
         )
     log.info(
         "Grad-CAM on %d images: %.2f of the heat on the pet (pets cover %.2f), peak on the pet in %.2f",
@@ -125,53 +130,39 @@ def explain_classifier(
         metrics["pet_area"],
         metrics["pointing_game"],
     )
-
-    others = gradcam.heatmaps(cam, images[:k], classes="other") if other_class and k else None
-    rows = []
-    for i in range(k):
-        region = localization.pet_region(masks[i])
-        up = localization.upsample(result.heatmaps[i], region.shape)
-        truth = f", true {class_names[int(labels[i])]}" if labels is not None else ""
-        row = Row(
-            [
-                Panel(np.asarray(images[i]), f"{stems[i]}{truth}", outline=region),
-                Panel(
-                    result.heatmaps[i],
-                    f"heatmap {result.heatmaps.shape[1]}x{result.heatmaps.shape[2]}",
-                    cmap="jet",
-                    vmin=0.0,
-                    vmax=1.0,
-                ),
-                Panel(
-                    pixels.jet_overlay(images[i], result.heatmaps[i], alpha),
-                    f"{_class_label(result, i, class_names)}\n{_where(up, region)}",
-                ),
-            ]
-        )
-        if others is not None:
-            other_up = localization.upsample(others.heatmaps[i], region.shape)
-            row.panels.append(
-                Panel(
-                    pixels.jet_overlay(images[i], others.heatmaps[i], alpha),
-                    f"evidence for {class_names[int(others.classes[i])]}\n{_where(other_up, region)}",
-                )
-            )
-        rows.append(row)
-    pictures.panel_grid(
-        rows,
-        folder / "gradcam.jpg",
-        title=f"Grad-CAM at {cam.layer_name} (white: the pet's outline)",
-    )
+    _draw_gradcam(subject, test, result, k, folder / "gradcam.jpg", vis.gradcam)
     metrics["heat_ratio"] = localization.heat_ratio(metrics)
     return metrics
 
 
-def _where(heat: np.ndarray, region: np.ndarray) -> str:
-    share = localization.heat_on_pet(heat, region)
-    if np.isnan(share):
-        return "no positive evidence anywhere"
-    peak = "on" if localization.pointing_hit(heat, region) == 1 else "off"
-    return f"{share:.0%} of heat on pet, peak {peak} pet"
+def _draw_gradcam(
+    subject: Subject,
+    test: Split,
+    result: gradcam.GradCamResult,
+    k: int,
+    path: Path,
+    g: GradcamConfig,
+) -> Path:
+    """The first ``k`` images: each with its heatmap, the evidence for the predicted class laid
+    over it, and (``g.other_class``) the evidence for the other."""
+    images, masks, names = test.images[:k], test.require("masks")[:k], subject.class_names
+    labels = subject.labels
+    truths = [f", true {names[int(labels[i])]}" if labels is not None else "" for i in range(k)]
+    columns = [
+        overlays(result.heatmaps[:k], [_class_label(result, i, names) for i in range(k)], masks)
+    ]
+    if g.other_class and k:
+        others = gradcam.heatmaps(subject.cam, images, classes="other")
+        titles = [f"evidence for {names[int(c)]}" for c in others.classes]
+        columns.append(overlays(others.heatmaps, titles, masks))
+    return figures.gradcam_grid(
+        shown(images, [f"{test.stems[i]}{truths[i]}" for i in range(k)], masks),
+        result.heatmaps[:k],
+        columns,
+        path,
+        f"Grad-CAM at {subject.cam.layer_name} (white: the pet's outline)",
+        g.alpha,
+    )
 
 
 def _class_label(result: gradcam.GradCamResult, i: int, class_names: Sequence[str]) -> str:
@@ -184,52 +175,38 @@ def _class_label(result: gradcam.GradCamResult, i: int, class_names: Sequence[st
 # --------------------------------------------------------------------------- segmentation
 
 
-def explain_segmentation(
-    model: keras.Model,
-    images: np.ndarray,
-    masks: np.ndarray,
-    stems: Sequence[str],
-    folder: Path,
-    num_images: int,
-    worst: int,
-) -> dict:
-    """Overlays of the predicted masks on the first ``num_images`` images and on the ``worst``
-    images by pet IoU; the IoU summary over all of them."""
+def segment(model: keras.Model, val: Split) -> figures.Segmented:
+    """The segmentation model's masks of the validation images, and each one's pet IoU."""
+    predicted = segmentation.predict_masks(model, val.images)
+    masks = val.require("masks")
+    return figures.Segmented(
+        val.images, val.stems, masks, predicted, segmentation.pet_ious(masks, predicted)
+    )
+
+
+def explain_segmentation(seg: figures.Segmented, folder: Path, vis: VisualizeConfig) -> dict:
+    """Overlays of the predicted masks on the first ``vis.num_images`` images and on the
+    ``vis.segmentation.worst`` images by pet IoU; the IoU summary over all of them."""
     folder.mkdir(parents=True, exist_ok=True)
-    predicted = segmentation.predict_masks(model, images)
-    ious = segmentation.pet_ious(masks, predicted)
-
-    def rows(indices: Sequence[int]) -> list[Row]:
-        return [
-            Row(
-                [
-                    Panel(np.asarray(images[i]), stems[i]),
-                    Panel(pixels.mask_overlay(images[i], masks[i]), "true mask"),
-                    Panel(
-                        pixels.mask_overlay(images[i], predicted[i]),
-                        f"predicted: pet IoU {ious[i]:.2f}",
-                    ),
-                ]
-            )
-            for i in indices
-        ]
-
-    pictures.panel_grid(
-        rows(range(min(num_images, len(images)))),
+    figures.segmentation_grid(
+        seg,
+        range(min(vis.num_images, len(seg.images))),
         folder / "samples.jpg",
         title="segmentation of validation images (orange: pet, yellow: border)",
     )
+    worst = vis.segmentation.worst
     if worst:
-        pictures.panel_grid(
-            rows([int(i) for i in segmentation.worst_cases(ious, worst)]),
+        figures.segmentation_grid(
+            seg,
+            [int(i) for i in segmentation.worst_cases(seg.ious, worst)],
             folder / "worst.jpg",
-            title=f"the {min(worst, len(images))} validation images with the lowest pet IoU",
+            title=f"the {min(worst, len(seg.images))} validation images with the lowest pet IoU",
         )
-    metrics = segmentation.summary(ious)
+    metrics = segmentation.summary(seg.ious)
     log.info(
         "segmentation: mean pet IoU %.3f over %d validation images, worst %.3f",
         metrics.get("mean_pet_iou", float("nan")),
-        len(ious),
+        len(seg.ious),
         metrics.get("worst_pet_iou", float("nan")),
     )
     return metrics
