@@ -15,14 +15,17 @@ from petvision.core.tasks import Task
 SIZE = 32  # the tiny preset's image size, both tasks
 
 
-def save_untrained_models(cfg, size: int = SIZE) -> dict[Task, object]:
-    """A model of each task's configured architecture at ``size``, untrained, saved at the file
-    the task view names (``models/classifier.keras``, ``models/segmentation.keras``)."""
+def save_untrained_models(
+    cfg, size: int = SIZE, classifier_size: int | None = None
+) -> dict[Task, object]:
+    """A model of each task's configured architecture at ``size`` (the classifier at
+    ``classifier_size`` if given), untrained, saved at the file the task view names
+    (``models/classifier.keras``, ``models/segmentation.keras``)."""
     from petvision.models.classification import build_classifier
     from petvision.models.segmentation import build_segmentation_model
 
     models = {
-        Task.classification: build_classifier(cfg.classification.model, size),
+        Task.classification: build_classifier(cfg.classification.model, classifier_size or size),
         Task.segmentation: build_segmentation_model(cfg.segmentation.model, size),
     }
     for task, model in models.items():

@@ -11,6 +11,7 @@ import re
 import mlflow
 import pytest
 from conftest import free_port, path_overrides, run_module, write_npy
+from saved_models import save_untrained_models
 
 from petvision import tracking
 from petvision.config import architectures, task_config
@@ -18,8 +19,6 @@ from petvision.core import atomic
 from petvision.core.errors import ConfigError, DownloadError
 from petvision.core.tasks import Task
 from petvision.data import npy_dataset
-from petvision.models.classification import mini_xception
-from petvision.models.segmentation import book_model
 from petvision.visualize import output_dir, run_visualize, without_nan
 
 BLOCKS = architectures.lookup(Task.classification, "mini_xception").block_outputs
@@ -51,11 +50,8 @@ def trained(make_config):
     write_npy(
         npy, "segmentation", SEGMENTATION_SIZE, {"val": VAL_IMAGES}, seed=1, **PET_IN_THE_MIDDLE
     )
-    task_config(cfg, Task.classification).model_file.parent.mkdir(parents=True, exist_ok=True)
-    mini_xception(CLASSIFIER_SIZE, cfg.classification.model.augmentation, 0.5).save(
-        task_config(cfg, Task.classification).model_file
-    )
-    book_model(SEGMENTATION_SIZE, 3).save(task_config(cfg, Task.segmentation).model_file)
+    assert (cfg.classification.model.name, cfg.segmentation.model.name) == ("mini_xception", "book")
+    save_untrained_models(cfg, SEGMENTATION_SIZE, classifier_size=CLASSIFIER_SIZE)
 
     with tracking.Run(cfg, "train_xception", task=task_config(cfg, Task.classification)) as run:
         pass

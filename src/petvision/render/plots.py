@@ -27,7 +27,7 @@ def save(fig: plt.Figure, path: Path, dpi: int = 100) -> Path:
 
 
 def mask_to_gray(mask: np.ndarray) -> np.ndarray:
-    """The seed's display of a 0/1/2 mask: ``mask * 127`` as an 8-bit picture."""
+    """The book's display of a 0/1/2 mask: ``mask * 127`` as an 8-bit picture."""
     return (np.asarray(mask)[..., 0] if np.ndim(mask) == 3 else np.asarray(mask)).astype(
         np.uint8
     ) * 127
