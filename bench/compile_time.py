@@ -35,9 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = ("train_segmentation", "train_xception")
 
-# The tests' toy pipeline (tests/project_copy.py), with batches that divide every split: 50/10
-# segmentation images at batch 10, 24/10/10 classification images at batch 12 (the validation
-# and test splits are one batch of 10).
+# The tiny preset's sizes and batches (conf/experiment/tiny.yaml: batches that divide every split,
+# 50/10 segmentation images at batch 10, 24/10/10 classification images at batch 12) on the
+# default preset's recipe (Adam, warm-up and cosine), as the figures in docs/benchmarks.md were
+# measured.
 TINY = [
     "preset=tiny",
     "data.synthetic.num_images=60",

@@ -226,70 +226,6 @@ def test_every_model_trains_compiled_on_jax_without_tensorflow(tmp_path, precisi
     assert report["gradient"] == [5.0, [2.0, 4.0], [6.0]]
 
 
-def _compile_time_bench():
-    """bench/compile_time.py, which reads JAX's compile log (loaded as a file: bench/ is no package)."""
-    spec = importlib.util.spec_from_file_location("compile_time", ROOT / "bench/compile_time.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compile_time"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-FALLBACK = "Model doesn't support `jit_compile=True`"
-
-
-@needs_jax
-@pytest.mark.slow
-@pytest.mark.timeout(1500)
-def test_the_training_stages_compile_on_jax_once_and_load_from_the_cache_when_run_again(tmp_path):
-    """The training stages as dvc repro runs them, on JAX with TensorFlow blocked (the lent GPU
-    machine) and JAX's compile log on, at the toy sizes with batches that divide the splits: no
-    model falls back to running op by op (Keras's warning), the training and validation steps
-    compile once per process, and a second run of a stage loads its training step from the
-    persistent compilation cache (paths.compile_cache) instead of compiling it again."""
-    from conftest import NO_TENSORFLOW
-
-    bench = _compile_time_bench()
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(NO_TENSORFLOW)
-    work = tmp_path / "work"
-    env = {
-        **bench.stage_env(),
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT / "src")]),
-    }
-    # bench.TINY: the tests' toy pipeline, its batch sizes made to divide every split. Trained in
-    # mixed_bfloat16 (as on a GPU), the trust step probes a float32 copy of each model, made anew.
-    overrides = [*bench.overrides_for(work, "tiny"), "trainer.precision=mixed_bfloat16"]
-    outputs: dict[str, list[str]] = {}
-    for stage in ("download", "preprocess", *bench.TRAINING, "train_segmentation"):
-        done = subprocess.run(
-            [sys.executable, "-m", f"petvision.{stage}", *overrides],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        output = done.stdout + done.stderr
-        assert done.returncode == 0, output[-4000:]
-        assert FALLBACK not in output, f"{stage} ran a model op by op:\n{output[-3000:]}"
-        outputs.setdefault(stage, []).append(output)
-
-    for stage in bench.TRAINING:
-        first = bench.read_compiles(outputs[stage][0])
-        assert first.by_name.get("train_step") == 1, (stage, first.by_name)
-        assert first.by_name.get("test_step") == 1, (stage, first.by_name)
-        assert first.hits_by_name.get("train_step") is None, (stage, first.hits_by_name)
-    again = bench.read_compiles(outputs["train_segmentation"][1])
-    assert again.by_name.get("train_step") == 1 and again.hits_by_name.get("train_step") == 1, again
-    assert any((work / "compile_cache").glob("jit_train_step-*")), (
-        "nothing kept in the cache folder"
-    )
-
-
 def test_a_batch_is_padded_to_full_size_or_a_short_input_to_a_power_of_two():
     from petvision.evaluation.batched import padded_size
 
@@ -402,6 +338,7 @@ BATCHED_ON_JAX = textwrap.dedent("""
 
 
 @needs_jax
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_on_jax_batched_predict_and_the_trust_probe_compile_once_per_shape(tmp_path):
     env = {
@@ -478,6 +415,7 @@ def explain(model, images) -> dict:
 
 
 @needs_jax
+@pytest.mark.slow
 def test_the_maps_and_scores_are_the_same_on_jax_without_tensorflow(tmp_path):
     """interpret/methods/gradients.py's compiled pass over several layers, with the weights as
     arguments, gives on JAX what it gives on TensorFlow, here."""

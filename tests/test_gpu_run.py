@@ -1,6 +1,12 @@
 """scripts/gpu_run, the prepared call for a lent GPU machine, runs end to end here in its toy
 form (``--tiny``) the way it runs there: Keras on JAX, and no TensorFlow importable at all (the
-machine has none), with the stages as subprocesses and every result under ``--out``."""
+machine has none), with the stages as subprocesses and every result under ``--out``.
+
+Its stages are also the check that the training stages compile as they should on JAX, read from
+JAX's compile log (``JAX_LOG_COMPILES``): no model falls back to running op by op (Keras's
+warning), the training and validation steps compile once per process, and the paper part's
+trainings, whose programs are the quick part's (the tiny preset's sizes, the same recipe), load
+them from the persistent compilation cache the quick part filled instead of compiling them."""
 
 from __future__ import annotations
 
@@ -13,6 +19,19 @@ import tarfile
 
 import pytest
 from conftest import NO_TENSORFLOW, ROOT
+
+FALLBACK = "Model doesn't support `jit_compile=True`"
+
+
+def compile_log_reader():
+    """bench/compile_time.py's reader of JAX's compile log (loaded as a file: bench/ is no
+    package)."""
+    spec = importlib.util.spec_from_file_location("compile_time", ROOT / "bench/compile_time.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["compile_time"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.read_compiles
 
 
 @pytest.mark.slow
@@ -27,6 +46,7 @@ def test_the_gpu_run_runs_every_step_on_jax_without_tensorflow(tmp_path):
         **os.environ,
         "KERAS_BACKEND": "jax",
         "JAX_PLATFORMS": "cpu",
+        "JAX_LOG_COMPILES": "1",
         "PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")]),
     }
     done = subprocess.run(
@@ -96,3 +116,16 @@ def test_the_gpu_run_runs_every_step_on_jax_without_tensorflow(tmp_path):
     assert "logs/quick_train_xception.log" in names
     assert "quick/reports/classification/metrics.json" in names
     assert "paper/reports/segmentation/learning_curves.png" in names
+
+    # The training stages on JAX, from their logs (module docstring).
+    read_compiles = compile_log_reader()
+    logs = {path.stem: path.read_text() for path in (work / "logs").glob("*.log")}
+    for name, text in logs.items():
+        assert FALLBACK not in text, f"{name} ran a model op by op:\n{text[-3000:]}"
+    for stage in ("train_segmentation", "train_xception"):
+        first = read_compiles(logs[f"quick_{stage}"])
+        assert first.by_name.get("train_step") == 1, (stage, first.by_name)
+        assert first.by_name.get("test_step") == 1, (stage, first.by_name)
+        assert first.hits_by_name.get("train_step") is None, (stage, first.hits_by_name)
+        again = read_compiles(logs[f"paper_{stage}"])
+        assert again.hits_by_name.get("train_step") == 1, (stage, again.hits_by_name)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 import keras
 import numpy as np
 
+from petvision.models import xla
+
 MapsFn = Callable[[keras.Model], Mapping[str, np.ndarray]]  # model -> method -> maps (N, H, W)
 
 
@@ -66,8 +68,12 @@ def cascade(
     with the trained maps per method and step, and the first ``keep`` images' maps per method:
     trained, then after each step."""
     keras.utils.set_random_seed(seed)
-    fresh = keras.models.clone_model(model)  # same layers, freshly initialized weights
-    work = keras.models.clone_model(model)
+    # Same layers, freshly initialized weights. A clone is compiled as it is made, with new
+    # augmentation layers that Keras marks not compilable (its warning), as a loaded model is:
+    # xla.allow lifts that, or on JAX every pass over the copy would run op by op.
+    with xla.loading():
+        fresh = xla.allow(keras.models.clone_model(model))
+        work = xla.allow(keras.models.clone_model(model))
     work.set_weights(model.get_weights())
     trained = {name: np.asarray(m) for name, m in maps_fn(work).items()}
     kept = {name: [m[:keep]] for name, m in trained.items()}
