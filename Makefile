@@ -28,6 +28,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Stage logs appear as they happen, also when the output is a pipe (CI, dvc queue logs).
 export PYTHONUNBUFFERED ?= 1
 PYTEST_ARGS ?=
+# The suite in PYTEST_WORKERS processes (pytest-xdist), each test file in one of them: most tests
+# start a stage, dvc or a server and keep one core busy. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 MLFLOW_PORT ?= 5000
 
 .PHONY: help install install-run run lint quality-gate test test-fast params lock bench mlflow-ui clean-venv
@@ -97,13 +101,13 @@ lint: install ## ruff (lint, format check), mypy, the import layering, dvc.yaml'
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layering.py tests/test_dvc_deps.py tests/test_function_size.py
 
 test: lint ## lint, then the whole test suite (slow tests included)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 quality-gate: install ## only the quality checks: train the quick recipe once, check its bars (make test includes them)
 	$(BIN)/python -m pytest -m quality $(PYTEST_ARGS)
 
 test-fast: install ## run the tests not marked slow
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 params: install-run ## recompose params.yaml from conf/ (what dvc exp run -S does)
 	$(BIN)/python scripts/compose_params.py

@@ -64,6 +64,48 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
+# --------------------------------------------------------------------------- one session, several workers
+
+# The suite runs in several processes (pytest-xdist: make test's -n 2). What a session makes once
+# for all of them (the trained pipeline, the tiny project) lies in one folder that the first
+# process makes and names here; the workers it starts inherit the name.
+SESSION_ENV = "PETVISION_TEST_SESSION"
+
+
+def pytest_configure(config):
+    if SESSION_ENV not in os.environ:
+        import tempfile
+
+        os.environ[SESSION_ENV] = tempfile.mkdtemp(prefix="petvision-tests-")
+
+
+def session_dir() -> Path:
+    """The folder shared by every process of this test session."""
+    return Path(os.environ[SESSION_ENV])
+
+
+@contextlib.contextmanager
+def session_lock(name: str):
+    """Held by one process of the session at a time (the others wait), across the workers."""
+    import fcntl
+
+    with (session_dir() / f"{name}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def pytest_sessionfinish(session):
+    """The session is over in every worker (this runs last in the process that started them):
+    end a background training still running."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        import trained
+
+        trained.stop()
+
+
 # --------------------------------------------------------------------------- the trained pipeline
 
 
@@ -75,14 +117,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _train_in_the_background(request, tmp_path_factory):
-    """Start the trained pipeline's training when the session starts, if a selected test reads it."""
+def _train_in_the_background(request):
+    """Start the trained pipeline's training when the session starts (in whichever worker comes
+    first), if a selected test reads it."""
     import trained
 
     if any("trained_pipeline" in item.fixturenames for item in request.session.items):
-        trained.start(tmp_path_factory.mktemp("trained"))
-    yield
-    trained.stop()
+        trained.start()
 
 
 @pytest.fixture(scope="session")

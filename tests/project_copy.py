@@ -245,32 +245,34 @@ def tracked_stages(project: Path) -> dict[str, str]:
     return {s: task for s, task in TRACKED_STAGES.items() if s in stage_names(project)}
 
 
-_SHARED: dict[str, object] = {}
-
-
-def shared_repro_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny project after the README's one-minute run, made once per test session (a session
-    fixture in each test module calls this). Read-only for tests: copy it (:func:`copy_project`)
-    before changing anything.
+def shared_repro_project(tmp_path_factory: pytest.TempPathFactory | None = None) -> Path:
+    """The tiny project after the README's one-minute run, made once per test session, by
+    whichever worker process asks first (a session fixture in each test module calls this).
+    Read-only for tests: copy it (:func:`copy_project`) before changing anything.
 
     It is made as a user makes it: a fresh clone with the default preset, then ``dvc exp run -S
     experiment=tiny`` (``make run EXPERIMENT=tiny``); its output is :func:`shared_repro_output`.
     Then tiny is made the copy's default preset, which composes the same params.yaml, and the
     results are committed: ``dvc exp run -S`` in a test then changes a tiny pipeline, not the
     quick one."""
-    if "project" not in _SHARED:
-        project = make_project(tmp_path_factory.mktemp("team") / "project", experiment="quick")
-        done = dvc(project, "exp", "run", "-S", f"experiment={TINY}", timeout=900)
-        composed = load_params(project)
-        set_default_experiment(project, TINY)
-        compose_params(project)
-        assert load_params(project) == composed, "tiny as the default composes other params"
-        git(project, "add", "--all")
-        git(project, "commit", "--quiet", "-m", "dvc exp run -S experiment=tiny")
-        _SHARED["project"], _SHARED["output"] = project, done.stdout
-    return _SHARED["project"]  # type: ignore[return-value]
+    from conftest import session_dir, session_lock
+
+    folder = session_dir() / "team"
+    project = folder / "project"
+    with session_lock("team"):
+        if not (folder / "output.txt").exists():
+            make_project(project, experiment="quick")
+            done = dvc(project, "exp", "run", "-S", f"experiment={TINY}", timeout=900)
+            composed = load_params(project)
+            set_default_experiment(project, TINY)
+            compose_params(project)
+            assert load_params(project) == composed, "tiny as the default composes other params"
+            git(project, "add", "--all")
+            git(project, "commit", "--quiet", "-m", "dvc exp run -S experiment=tiny")
+            (folder / "output.txt").write_text(done.stdout)
+    return project
 
 
 def shared_repro_output() -> str:
     """What ``dvc exp run -S experiment=tiny`` printed when :func:`shared_repro_project` was made."""
-    return _SHARED["output"]  # type: ignore[return-value]
+    return (shared_repro_project() / ".." / "output.txt").read_text()

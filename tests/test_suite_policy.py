@@ -27,6 +27,7 @@ def collected(*args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_the_tests_that_read_the_trained_pipeline_run_last_and_are_slow():
     """They wait for the training started when the session starts (tests/trained.py), so they
     come after every other test, whatever order they were named in; and `make test-fast` (not

@@ -15,8 +15,9 @@ project's own precision choice does (``trainer.precision=auto``):
 other settings (``trainer.precision=float32``, another ``trainer.seed``); CI leaves it unset.
 
 The training is started in the background when the session starts (:func:`start`, from
-conftest.py) and the tests that read it run last (conftest.py orders them), so the rest of the
-suite runs while it trains; the first test that needs it waits for it (:func:`wait`).
+conftest.py, in whichever worker process comes first) and the tests that read it run last
+(conftest.py orders them), so the rest of the suite runs while it trains; a test that needs it
+waits for it (:func:`wait`). It lives in the session's shared folder (conftest.session_dir).
 """
 
 from __future__ import annotations
@@ -91,71 +92,76 @@ class TrainedPipeline:
         return self.project / relative
 
 
-@dataclass
-class _Training:
-    pipeline: TrainedPipeline
-    process: subprocess.Popen
-    log: Path
-    started: float
+def _folder() -> Path:
+    from conftest import session_dir
+
+    return session_dir() / "trained"
 
 
-_running: _Training | None = None
+def start() -> None:
+    """Make the project copy and start its ``dvc repro`` in the background, once a session
+    (whichever worker comes first; the others find it started)."""
+    from conftest import session_lock
 
-
-def start(base: Path) -> None:
-    """Make the project copy and start its ``dvc repro`` in the background (once a session)."""
-    global _running
-    if _running is not None:
-        return
-    quick = gate_applies()
-    if quick:
-        project = make_project(base / "project", experiment=QUICK)
-    else:
-        preset = yaml.safe_load((ROOT / "conf" / "experiment" / f"{QUICK}.yaml").read_text())
-        project = make_project(
-            base / "project", experiment=SMALLER, overlay=_merged(preset, SMALLER_CHANGES)
-        )
-    extra = os.environ.get("PETVISION_LEARNING_EXTRA", "").split()
-    if extra:  # to measure the checks under other settings (test_learning.py)
-        compose_params(project, *extra)
-        git(project, "commit", "--quiet", "--all", "-m", "PETVISION_LEARNING_EXTRA")
-    log = base / "dvc-repro.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(VENV_BIN / "dvc"), "repro", *STAGES],
-            cwd=project,
-            env=env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # stop() ends dvc and the stage it runs together
-        )
-    _running = _Training(
-        TrainedPipeline(project, QUICK if quick else SMALLER), process, log, time.monotonic()
-    )
+    folder = _folder()
+    with session_lock("trained"):
+        if (folder / "preset").exists():
+            return
+        folder.mkdir()
+        quick = gate_applies()
+        if quick:
+            project = make_project(folder / "project", experiment=QUICK)
+        else:
+            preset = yaml.safe_load((ROOT / "conf" / "experiment" / f"{QUICK}.yaml").read_text())
+            project = make_project(
+                folder / "project", experiment=SMALLER, overlay=_merged(preset, SMALLER_CHANGES)
+            )
+        extra = os.environ.get("PETVISION_LEARNING_EXTRA", "").split()
+        if extra:  # to measure the checks under other settings (test_learning.py)
+            compose_params(project, *extra)
+            git(project, "commit", "--quiet", "--all", "-m", "PETVISION_LEARNING_EXTRA")
+        # Its exit status in a file, for whichever worker waits for it.
+        repro = " ".join([str(VENV_BIN / "dvc"), "repro", *STAGES])
+        with (folder / "dvc-repro.log").open("w") as out:
+            process = subprocess.Popen(
+                ["sh", "-c", f'{repro}; echo $? > "$0.part" && mv "$0.part" "$0"', folder / "rc"],
+                cwd=project,
+                env=env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # stop() ends dvc and the stage it runs together
+            )
+        (folder / "pid").write_text(str(process.pid))
+        (folder / "started").write_text(str(time.time()))
+        (folder / "preset").write_text(QUICK if quick else SMALLER)
 
 
 def wait() -> TrainedPipeline:
     """The trained pipeline, once its ``dvc repro`` has finished; fails the test with the end of
     its log if it failed or ran past :data:`LIMIT_S`."""
-    assert _running is not None, "trained.start was not called (conftest.py)"
-    left = LIMIT_S - (time.monotonic() - _running.started)
-    try:
-        code = _running.process.wait(timeout=max(left, 1))
-    except subprocess.TimeoutExpired:
-        stop()
-        pytest.fail(f"the trained pipeline's dvc repro ran past {LIMIT_S} s: {_tail()}")
+    folder = _folder()
+    assert (folder / "preset").exists(), "trained.start was not called (conftest.py)"
+    deadline = float((folder / "started").read_text()) + LIMIT_S
+    while not (folder / "rc").exists():
+        if time.time() > deadline:
+            stop()
+            pytest.fail(f"the trained pipeline's dvc repro ran past {LIMIT_S} s: {_tail()}")
+        time.sleep(2)
+    code = int((folder / "rc").read_text())
     if code != 0:
         pytest.fail(f"the trained pipeline's dvc repro exited {code}: {_tail()}")
-    return _running.pipeline
+    return TrainedPipeline(folder / "project", (folder / "preset").read_text())
 
 
 def stop() -> None:
     """End a training still running (the session is over, or it ran too long)."""
-    if _running is not None and _running.process.poll() is None:
-        os.killpg(_running.process.pid, signal.SIGKILL)
-        _running.process.wait(timeout=60)
+    pid_file = _folder() / "pid"
+    if pid_file.exists() and not (_folder() / "rc").exists():
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _tail() -> str:
-    assert _running is not None
-    return _running.log.read_text(errors="replace")[-6000:]
+    return (_folder() / "dvc-repro.log").read_text(errors="replace")[-6000:]
