@@ -171,6 +171,7 @@ class _Search:
                 }
             )
             self.parent = parent
+            self._end_left_runs()
             self._run_trials()
             sweep_dir = Path(str(config.hydra.sweep.dir))
             return search_report.report(opened.study, parent, sweep_dir)
@@ -248,6 +249,32 @@ class _Search:
             finally:
                 self._mark_runs(started, trial, state, status)
                 _release_memory()
+
+    def _end_left_runs(self) -> None:
+        """End the trial runs an earlier worker left RUNNING though their trial is over: a worker
+        SIGKILLed, or one whose Ctrl-C landed inside an SQLite write and left that process unable
+        to write the store again (its trial failed, its run could not be ended). They end as the
+        worker would have ended them, tagged with the trial's state: KILLED unless the trial is
+        complete. A trial still running in some worker keeps its run as it is."""
+        from optuna.trial import TrialState
+
+        states = {t.number: t.state for t in self.study.get_trials(deepcopy=False)}
+        for run_id, tags in self.parent.running_children().items():
+            number = tags.get("optuna.trial.number", "")
+            state = states.get(int(number)) if number.isdigit() else None
+            if state is None or state == TrialState.RUNNING:
+                continue
+            status = "FINISHED" if state == TrialState.COMPLETE else "KILLED"
+            log.info("trial %s's run %s was left running; ended as %s", number, run_id, status)
+            self.parent.close_other_run(
+                run_id,
+                {
+                    "optuna.trial.state": state.name,
+                    "mlflow.runName": f"trial {number} ({state.name.lower()})",
+                },
+                status,
+                f"trial {number} state",
+            )
 
     def _mark_runs(self, run_ids: list[str], trial: Any, state: str, status: str) -> None:
         """The trial's run: its Optuna state as a tag, pruned as KILLED, named after the trial."""

@@ -272,6 +272,18 @@ class Run:
 
         self._safe(what, close)
 
+    def running_children(self) -> dict[str, dict[str, str]]:
+        """This run's child runs (tag ``mlflow.parentRunId``) that the store still marks RUNNING,
+        each with its tags; none where the store cannot say (recorded in ``lost``)."""
+
+        def find() -> dict[str, dict[str, str]]:
+            experiments = [e.experiment_id for e in self._client.search_experiments()]
+            query = f"tags.`mlflow.parentRunId` = '{self.run_id}' and attributes.status = 'RUNNING'"
+            runs = self._client.search_runs(experiments, query, max_results=10_000)
+            return {run.info.run_id: dict(run.data.tags) for run in runs}
+
+        return self._safe("running child runs", find) or {}
+
     # ------------------------------------------------------------------ logging
     def set_tags(self, tags: dict[str, str]) -> None:
         self._safe(f"tags {sorted(tags)}", lambda: self._set_tags_now(tags))
