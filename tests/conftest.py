@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,6 +71,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 # for all of them (the trained pipeline, the tiny project) lies in one folder that the first
 # process makes and names here; the workers it starts inherit the name.
 SESSION_ENV = "PETVISION_TEST_SESSION"
+_MADE_HERE = pytest.StashKey[bool]()
 
 
 def pytest_configure(config):
@@ -77,6 +79,7 @@ def pytest_configure(config):
         import tempfile
 
         os.environ[SESSION_ENV] = tempfile.mkdtemp(prefix="petvision-tests-")
+        config.stash[_MADE_HERE] = True
 
 
 def session_dir() -> Path:
@@ -97,13 +100,19 @@ def session_lock(name: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def pytest_sessionfinish(session):
+def pytest_sessionfinish(session, exitstatus):
     """The session is over in every worker (this runs last in the process that started them):
-    end a background training still running."""
+    end a background training still running, and remove the session's folder (the quick
+    preset's project alone is about 800 MB) unless a test failed: then it stays, for its logs."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
         import trained
 
         trained.stop()
+        if session.config.stash.get(_MADE_HERE, False):
+            if exitstatus == 0:
+                shutil.rmtree(session_dir(), ignore_errors=True)
+            else:
+                print(f"\nthe session's shared folder is kept: {session_dir()}")
 
 
 # --------------------------------------------------------------------------- the trained pipeline
