@@ -115,6 +115,15 @@ def pytest_sessionfinish(session, exitstatus):
                 print(f"\nthe session's shared folder is kept: {session_dir()}")
 
 
+@pytest.fixture(scope="session")
+def repro_project():
+    """The tiny project after ``make run EXPERIMENT=tiny``, made once per session
+    (project_copy.shared_repro_project). Read-only: copy it before changing anything."""
+    from project_copy import shared_repro_project
+
+    return shared_repro_project()
+
+
 # --------------------------------------------------------------------------- the trained pipeline
 
 

@@ -23,7 +23,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 from conftest import SUBPROCESS_SITE
 
@@ -245,7 +244,7 @@ def tracked_stages(project: Path) -> dict[str, str]:
     return {s: task for s, task in TRACKED_STAGES.items() if s in stage_names(project)}
 
 
-def shared_repro_project(tmp_path_factory: pytest.TempPathFactory | None = None) -> Path:
+def shared_repro_project() -> Path:
     """The tiny project after the README's one-minute run, made once per test session, by
     whichever worker process asks first (a session fixture in each test module calls this).
     Read-only for tests: copy it (:func:`copy_project`) before changing anything.

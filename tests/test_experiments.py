@@ -21,16 +21,10 @@ from project_copy import (
     mlflow_runs,
     ran_stages,
     run,
-    shared_repro_project,
     tracked_stages,
 )
 
 EXP_NAME_TAG = "dvc.exp_name"  # set by petvision.tracking from $DVC_EXP_NAME
-
-
-@pytest.fixture(scope="session")
-def repro_project(tmp_path_factory):
-    return shared_repro_project(tmp_path_factory)
 
 
 def runs_of(project, exp_name: str) -> dict[str, object]:

@@ -22,16 +22,9 @@ from project_copy import (
     ran_stages,
     run,
     shared_repro_output,
-    shared_repro_project,
     stage_names,
     tracked_stages,
 )
-
-
-@pytest.fixture(scope="session")
-def repro_project(tmp_path_factory):
-    return shared_repro_project(tmp_path_factory)
-
 
 # --------------------------------------------------------------------------- without running
 

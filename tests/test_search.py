@@ -23,7 +23,6 @@ from project_copy import (
     env,
     load_params,
     mlflow_runs,
-    shared_repro_project,
 )
 
 from hydra_plugins.petvision_optuna_sweeper import report as search_report
@@ -373,11 +372,9 @@ def digest(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
+def searched(tmp_path_factory, repro_project):
     """A 3-trial search in a copy of the tiny repro'd project: (project, its output, seconds)."""
-    project = copy_project(
-        shared_repro_project(tmp_path_factory), tmp_path_factory.mktemp("search") / "project"
-    )
+    project = copy_project(repro_project, tmp_path_factory.mktemp("search") / "project")
     outputs = [project / "models/classifier.keras", project / "reports/classification/metrics.json"]
     before = [digest(p) for p in outputs]
     log = project.parent / "search.log"
@@ -492,8 +489,8 @@ def test_an_interrupted_search_started_again_continues_its_study(searched):
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study_and_lose_no_trial(tmp_path, tmp_path_factory):
-    project = copy_project(shared_repro_project(tmp_path_factory), tmp_path / "project")
+def test_two_workers_share_one_study_and_lose_no_trial(tmp_path, repro_project):
+    project = copy_project(repro_project, tmp_path / "project")
     command = search_command(project, "shared", 3)
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     workers = [start(project, command, log) for log in logs]

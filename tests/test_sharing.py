@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import free_port
-from project_copy import VENV_BIN, copy_project, dvc, git, ran_stages, shared_repro_project
+from project_copy import VENV_BIN, copy_project, dvc, git, ran_stages
 
 BUCKET = "petvision-dvc"
 FAKE_AWS = {
@@ -19,11 +19,6 @@ FAKE_AWS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-@pytest.fixture(scope="session")
-def repro_project(tmp_path_factory):
-    return shared_repro_project(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
