@@ -23,6 +23,7 @@ waits for it (:func:`wait`). It lives in the session's shared folder (conftest.s
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -121,7 +122,7 @@ def start() -> None:
             compose_params(project, *extra)
             git(project, "commit", "--quiet", "--all", "-m", "PETVISION_LEARNING_EXTRA")
         # Its exit status in a file, for whichever worker waits for it.
-        repro = " ".join([str(VENV_BIN / "dvc"), "repro", *STAGES])
+        repro = shlex.join([str(VENV_BIN / "dvc"), "repro", *STAGES])
         with (folder / "dvc-repro.log").open("w") as out:
             process = subprocess.Popen(
                 ["sh", "-c", f'{repro}; echo $? > "$0.part" && mv "$0.part" "$0"', folder / "rc"],
