@@ -78,11 +78,7 @@ def _tf_batches(
         ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()
-    # Only a dataset sharded across several workers reads this policy (multi-worker training, since
-    # removed); on one machine `mirrored` splits each global batch across its GPUs instead.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 class ArrayBatches(keras.utils.PyDataset):
