@@ -109,7 +109,7 @@ def pytest_sessionfinish(session, exitstatus):
 
         trained.stop()
         if session.config.stash.get(_MADE_HERE, False):
-            if exitstatus == 0:
+            if exitstatus == 0 or not any(session_dir().iterdir()):
                 shutil.rmtree(session_dir(), ignore_errors=True)
             else:
                 print(f"\nthe session's shared folder is kept: {session_dir()}")
