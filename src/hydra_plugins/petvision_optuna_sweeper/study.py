@@ -316,20 +316,26 @@ def trial_scope(trial: Any, objective: str, run_tags: dict[str, str]) -> Iterato
 # --------------------------------------------------------------------------- budget
 
 
+def fail_stale_trials(study: Any) -> None:
+    """Mark FAIL the RUNNING trials whose worker stopped sending heartbeats (it died)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def budget_spent(study: Any, n_trials: int | None) -> bool:
     """Whether the study holds ``n_trials`` trials that count: finished (complete or pruned) or
     running in some worker. Failed trials do not count, so an interrupted search, started
     again, runs what is left."""
     if n_trials is None:
         return False
-    import optuna
     from optuna.trial import TrialState
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # A trial of a dead worker is not running: fail it (and queue its parameters again)
-        # before counting, or it would hold its place in the budget for ever.
-        optuna.storages.fail_stale_trials(study)
+    # A trial of a dead worker is not running: fail it (and queue its parameters again) before
+    # counting, or it would hold its place in the budget for ever.
+    fail_stale_trials(study)
     counted = study.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     )

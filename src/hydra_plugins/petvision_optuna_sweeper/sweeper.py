@@ -258,6 +258,7 @@ class _Search:
         complete. A trial still running in some worker keeps its run as it is."""
         from optuna.trial import TrialState
 
+        search_study.fail_stale_trials(self.study)  # a dead worker's trial is over too
         states = {t.number: t.state for t in self.study.get_trials(deepcopy=False)}
         for run_id, tags in self.parent.running_children().items():
             number = tags.get("optuna.trial.number", "")
