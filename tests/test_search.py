@@ -489,6 +489,43 @@ def test_an_interrupted_search_started_again_continues_its_study(searched):
 
 
 @pytest.mark.slow
+def test_a_sigkilled_workers_trial_run_is_ended_when_the_search_starts_again(
+    tmp_path, repro_project
+):
+    """**Real SIGKILL** of a search worker while its trial trains: nothing in it can end the
+    trial's MLflow run. Started again once the heartbeat is stale, the search fails that trial,
+    ends its run as KILLED and runs the trial's parameters again."""
+    project = copy_project(repro_project, tmp_path / "project")
+    command = [*search_command(project, "killed", 1), "hydra.sweeper.heartbeat_interval=1"]
+    first = start(project, command, tmp_path / "first.log")
+    deadline = time.monotonic() + 600
+    trial_0 = "tags.`optuna.study_name` = 'killed' and tags.`optuna.trial.number` = '0'"
+    while not mlflow_runs(project, trial_0):
+        assert first.poll() is None and time.monotonic() < deadline, (
+            tmp_path / "first.log"
+        ).read_text()[-3000:]
+        time.sleep(1)
+    first.kill()
+    first.wait(timeout=60)
+    (killed,) = mlflow_runs(project, trial_0)
+    assert killed.info.status == "RUNNING"
+    time.sleep(4)  # over two heartbeat intervals (whole seconds): the worker is gone
+
+    again = tmp_path / "again.log"
+    output = finish(start(project, command, again), again)
+    assert "was left running; ended as KILLED" in output
+    study = load(project, "killed")
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    assert study.trials[1].params == study.trials[0].params  # queued again
+    _, children = search_runs(project, "killed")
+    assert (children[0].info.status, children[0].data.tags["optuna.trial.state"]) == (
+        "KILLED",
+        "FAIL",
+    )
+    assert children[1].info.status == "FINISHED"
+
+
+@pytest.mark.slow
 def test_two_workers_share_one_study_and_lose_no_trial(tmp_path, repro_project):
     project = copy_project(repro_project, tmp_path / "project")
     command = search_command(project, "shared", 3)
