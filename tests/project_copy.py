@@ -7,11 +7,12 @@ the way ``make params`` does. The default preset is changed in conf/, not only i
 because ``dvc exp run -S`` recomposes params.yaml from conf/: overrides given only to the
 composition would be lost by the first experiment.
 
-:func:`shared_repro_project` runs the tiny pipeline once per test session, whichever test modules
-ask for it; tests that change a project work on :func:`copy_project` copies of it.
+:func:`shared_repro_project` runs the tiny pipeline once per test session, whichever worker
+asks first (conftest.py's ``repro_project`` fixture), in the session's shared folder; tests that
+change a project work on :func:`copy_project` copies of it under their tmp_path.
 
 Everything the pipeline writes (data, models, reports, the MLflow store, the DVC cache and the
-default remote ``../petvision-dvc-storage``) then lies in the copy or beside it, under tmp_path.
+default remote ``../petvision-dvc-storage``) then lies in the copy or beside it.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ def tracked_stages(project: Path) -> dict[str, str]:
 
 def shared_repro_project() -> Path:
     """The tiny project after the README's one-minute run, made once per test session, by
-    whichever worker process asks first (a session fixture in each test module calls this).
+    whichever worker process asks first (conftest.py's ``repro_project`` fixture calls this).
     Read-only for tests: copy it (:func:`copy_project`) before changing anything.
 
     It is made as a user makes it: a fresh clone with the default preset, then ``dvc exp run -S
