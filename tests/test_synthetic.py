@@ -229,25 +229,40 @@ def _stems_and_species(root: Path) -> tuple[list[str], np.ndarray]:
     return stems, np.array([layout.species_of(s) for s in stems])
 
 
+def _square_filter(values: np.ndarray, size: int, pick) -> np.ndarray:
+    """The min (``np.minimum``) or max (``np.maximum``) over each pixel's size x size square, edges
+    repeated: what PIL's MinFilter / MaxFilter give, to the value. A square's min or max is one
+    along the rows of one along the columns, so this costs 2 x size passes where PIL's rank filter
+    sorts size x size values per pixel (40 CPU-s against 1.4 for this module's 300 pets)."""
+    half = size // 2
+    padded = np.pad(values, half, mode="edge")
+    height, width = values.shape
+    rows = padded[:, :width]
+    for shift in range(1, size):
+        rows = pick(rows, padded[:, shift : shift + width])
+    out = rows[:height]
+    for shift in range(1, size):
+        out = pick(out, rows[shift : shift + height])
+    return out
+
+
 def _thin_line_features(root: Path, stem: str) -> tuple[list[float], list[float]]:
     """(light, dark) thin-line amounts at full resolution: morphological top-hats of 3 and 5 px
     (what an opening or closing of that size removes) above a few contrasts. Light lines near the
     pet (whiskers run off the head) and dark lines on the pet (an outline drawn on a part)."""
     where = layout.Layout(root)
     with Image.open(where.image_path(stem)) as im:
-        grey = im.convert("L")
+        values = np.asarray(im.convert("L"), np.int16)
     with Image.open(where.trimap_path(stem)) as tm:
         trimap = np.asarray(tm)
     pet = trimap == layout.TRIMAP_PET
-    around = Image.fromarray((trimap != layout.TRIMAP_BACKGROUND).astype(np.uint8) * 255)
-    near = np.asarray(around.filter(ImageFilter.MaxFilter(9))) > 0
-    values = np.asarray(grey, np.int16)
+    near = _square_filter(trimap != layout.TRIMAP_BACKGROUND, 9, np.maximum)
     light, dark = [], []
     for size in (3, 5):
-        opened = grey.filter(ImageFilter.MinFilter(size)).filter(ImageFilter.MaxFilter(size))
-        closed = grey.filter(ImageFilter.MaxFilter(size)).filter(ImageFilter.MinFilter(size))
-        white_hat = values - np.asarray(opened, np.int16)
-        black_hat = np.asarray(closed, np.int16) - values
+        opened = _square_filter(_square_filter(values, size, np.minimum), size, np.maximum)
+        closed = _square_filter(_square_filter(values, size, np.maximum), size, np.minimum)
+        white_hat = values - opened
+        black_hat = closed - values
         for contrast in (15, 30, 50):
             light.append(float(((white_hat > contrast) & (values > 170) & near).sum() / near.sum()))
             dark.append(float(((black_hat > contrast) & pet).sum() / pet.sum()))
