@@ -36,13 +36,29 @@ def module_name(path: Path) -> str:
     return name.removesuffix(".__init__")
 
 
+def parse(path: Path) -> ast.Module:
+    """``path``'s syntax tree. Python 3.11 keeps the AST constructor's recursion counter per
+    interpreter, not per thread, so another thread building an AST at the same moment (a thread a
+    test left running, formatting a traceback) can fail this one with "AST constructor recursion
+    depth mismatch" (CPython gh-106905; seen once in CI's worker processes). The source did not
+    change: parse it again."""
+    source = path.read_text()
+    for attempt in range(3):
+        try:
+            return ast.parse(source, str(path))
+        except SystemError as error:
+            if "recursion depth mismatch" not in str(error) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def imports(path: Path) -> list[Import]:
     """The project imports written in one file, as written (parents not added)."""
     package = (
         module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     )
     found: list[Import] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parse(path)):
         if isinstance(node, ast.Import):
             found += [
                 Import(a.name, node.lineno)

@@ -8,13 +8,15 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from project_imports import parse
+
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES, MAX_PARAMETERS = 60, 8
 
 
 def function_sizes(path: Path):
     """``(name, line, body lines, parameters)`` of every function and method in ``path``."""
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(parse(path)):
         if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             continue
         args = node.args

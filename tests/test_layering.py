@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 
-from project_imports import SRC, imports, module_file, module_name
+from project_imports import SRC, imports, module_file, module_name, parse
 
 # Top first; the packages (or stage modules) of one layer are independent of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
@@ -79,7 +79,7 @@ def test_no_module_takes_another_modules_private_names():
     is public, or lives where it is used."""
     wrong = []
     for path in sorted(SRC.rglob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
+        tree = parse(path)
         bound: set[str] = set()  # local names of imported project modules
         for imp in imports(path):
             taken = [n for n in imp.names if _private(n)]

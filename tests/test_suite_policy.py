@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, time_bound
 from project_copy import env as project_env
 from project_copy import make_project
+from project_imports import parse
 
 
 def collected(*args: str) -> str:
@@ -118,7 +119,7 @@ def test_no_test_module_imports_another():
 
     offenders = []
     for path in sorted((ROOT / "tests").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        for node in ast.walk(parse(path)):
             names = (
                 [alias.name for alias in node.names]
                 if isinstance(node, ast.Import)
