@@ -29,9 +29,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED ?= 1
 PYTEST_ARGS ?=
 # The suite in PYTEST_WORKERS processes (pytest-xdist), each test file in one of them: most tests
-# start a stage, dvc or a server and keep one core busy. PYTEST_WORKERS=0: one process.
+# start a stage, dvc or a server and keep one core busy. The files go out in collection order,
+# which tests/conftest.py makes the slowest first. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
-XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 MLFLOW_PORT ?= 5000
 
 .PHONY: help install install-run run lint quality-gate test test-fast params lock bench mlflow-ui clean-venv

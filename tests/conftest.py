@@ -127,11 +127,38 @@ def repro_project():
 # --------------------------------------------------------------------------- the trained pipeline
 
 
+# The slowest test files, slowest first: seconds of wall time on one of two workers beside the
+# background training (2-core AVX-512-BF16 CPU, 2026-12-06). make test hands whole files to its
+# workers in collection order (--dist loadfile --no-loadscope-reorder), so these start first and
+# the many short files fill the end; in xdist's own order (most tests first) test_gpu_run came
+# last and one worker sat idle for its last four minutes. The first two do not both wait for the
+# shared tiny project (conftest's repro_project): test_search makes it while test_reliability runs.
+SLOWEST_FILES = (
+    "test_search.py",  # 445: searches, each trial a training (the first makes the tiny project)
+    "test_reliability.py",  # 389: in-process stage runs, killed and rerun; a real ENOSPC
+    "test_gpu_run.py",  # 281: scripts/gpu_run --tiny on JAX, compiling every step
+    "test_kill_points.py",  # 261: a real SIGKILL at each commit point, 16 stage processes
+    "test_experiments.py",  # 191: dvc exp run and dvc queue of the tiny pipeline
+    "test_backend_neutral.py",  # 184: every model compiled on JAX, twice
+    "test_pipeline.py",  # 161: the five stages from the command line; dvc repro again
+    "test_tracking_server.py",  # 125: a stage logging to a real MLflow server
+)
+
+
+def _run_order(item) -> tuple[bool, int]:
+    name = item.path.name
+    return (
+        "trained_pipeline" in item.fixturenames,
+        SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES),
+    )
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """The tests that read the trained pipeline run last: it trains in the background while the
-    rest of the suite runs (tests/trained.py)."""
-    items.sort(key=lambda item: "trained_pipeline" in item.fixturenames)  # stable: order kept
+    """The slowest files first (:data:`SLOWEST_FILES`), and the tests that read the trained
+    pipeline last: it trains in the background while the rest of the suite runs
+    (tests/trained.py)."""
+    items.sort(key=_run_order)  # stable: the order within a file, and of the others, is kept
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -32,12 +32,26 @@ def collected(*args: str) -> str:
 def test_the_tests_that_read_the_trained_pipeline_run_last_and_are_slow():
     """They wait for the training started when the session starts (tests/trained.py), so they
     come after every other test, whatever order they were named in; and `make test-fast` (not
-    slow) never starts that training."""
-    names = ["tests/test_learning.py", "tests/test_quality_gate.py", "tests/test_schedules.py"]
+    slow) never starts that training. One of the slowest files (conftest.SLOWEST_FILES) comes
+    first, though named last."""
+    names = [
+        "tests/test_learning.py",
+        "tests/test_quality_gate.py",
+        "tests/test_schedules.py",
+        "tests/test_kill_points.py",
+    ]
     listed = [line for line in collected(*names).splitlines() if "::" in line]
     readers = [i for i, line in enumerate(listed) if line.startswith(tuple(names[:2]))]
     assert readers and readers == list(range(len(listed) - len(readers), len(listed))), listed
+    assert listed[0].startswith(names[-1]), listed
     assert "test_learning.py" not in collected("-m", "not slow", *names[:2])
+
+
+def test_the_slowest_files_named_for_the_workers_exist():
+    """A renamed file would silently lose its place at the front."""
+    from conftest import SLOWEST_FILES
+
+    assert [n for n in SLOWEST_FILES if not (ROOT / "tests" / n).is_file()] == []
 
 
 def test_the_gate_follows_the_cpu_unless_told(monkeypatch):
