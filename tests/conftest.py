@@ -127,10 +127,11 @@ def repro_project():
 # --------------------------------------------------------------------------- the trained pipeline
 
 
-# The slowest test files, slowest first: seconds of wall time on one of two workers beside the
-# background training (2-core AVX-512-BF16 CPU, 2026-12-06). make test hands whole files to its
-# workers in collection order (--dist loadfile --no-loadscope-reorder), so these start first and
-# the many short files fill the end; in xdist's own order (most tests first) test_gpu_run came
+# The slowest test files, slowest first: seconds of wall time on one of two workers, in a run of
+# the suite without the background training (2-core AVX-512-BF16 CPU, 2026-12-06; on a slower or
+# busier machine all grow alike, and the order is what matters). make test hands whole files to
+# its workers in collection order (--dist loadfile --no-loadscope-reorder), so these start first
+# and the many short files fill the end; in xdist's own order (most tests first) test_gpu_run came
 # last and one worker sat idle for its last four minutes. The first two do not both wait for the
 # shared tiny project (conftest's repro_project): test_search makes it while test_reliability runs.
 SLOWEST_FILES = (
