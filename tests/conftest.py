@@ -132,8 +132,8 @@ def repro_project():
 # busier machine all grow alike, and the order is what matters). make test hands whole files to
 # its workers in collection order (--dist loadfile --no-loadscope-reorder), so these start first
 # and the many short files fill the end; in xdist's own order (most tests first) test_gpu_run came
-# among the last and ended the session. The first two do not both wait for the
-# shared tiny project (conftest's repro_project): test_search makes it while test_reliability runs.
+# among the last and ended the session. The first two do not both wait for the shared tiny
+# project (repro_project above): test_search makes it while test_reliability runs.
 SLOWEST_FILES = (
     "test_search.py",  # 445: searches, each trial a training (the first makes the tiny project)
     "test_reliability.py",  # 389: in-process stage runs, killed and rerun; a real ENOSPC

@@ -233,7 +233,8 @@ def _square_filter(values: np.ndarray, size: int, pick) -> np.ndarray:
     """The min (``np.minimum``) or max (``np.maximum``) over each pixel's size x size square, edges
     repeated: what PIL's MinFilter / MaxFilter give, to the value. A square's min or max is one
     along the rows of one along the columns, so this costs 2 x size passes where PIL's rank filter
-    sorts size x size values per pixel (40 CPU-s against 1.4 for this module's 300 pets)."""
+    sorts size x size values per pixel (40 CPU-s against 1.4 for this module's 300 pets, on a
+    2-core AVX-512-BF16 CPU)."""
     half = size // 2
     padded = np.pad(values, half, mode="edge")
     height, width = values.shape
