@@ -43,13 +43,12 @@ def parse(path: Path) -> ast.Module:
     depth mismatch" (CPython gh-106905; seen once in CI's worker processes). The source did not
     change: parse it again."""
     source = path.read_text()
-    for attempt in range(3):
-        try:
-            return ast.parse(source, str(path))
-        except SystemError as error:
-            if "recursion depth mismatch" not in str(error) or attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    try:
+        return ast.parse(source, str(path))
+    except SystemError as error:
+        if "recursion depth mismatch" not in str(error):
+            raise
+    return ast.parse(source, str(path))
 
 
 def imports(path: Path) -> list[Import]:
