@@ -1,13 +1,14 @@
-"""XLA compilations per training stage on Keras's JAX backend, with an empty and a warm
-persistent compilation cache (``paths.compile_cache``, :func:`petvision.training.runtime.use_compile_cache`).
+"""XLA compilations per stage on Keras's JAX backend, on a first run and with a warm persistent
+compilation cache (``paths.compile_cache``, :func:`petvision.models.xla.use_compile_cache`).
 
     .venv/bin/python bench/compile_time.py [--sizes tiny|quick] [--runs 2] [--work DIR] [--no-cache]
 
-Runs download and preprocess once, then each training stage ``--runs`` times in fresh processes,
-as ``dvc repro`` runs them (``python -m petvision.<stage>``), every output under ``--work`` (a
-temporary folder by default). The first run of a stage starts from an empty cache folder and
-fills it; the later ones load from it what they compiled before. ``--no-cache`` adds a run with
-``trainer.compile_cache=false`` first: what every run compiled before the cache.
+Runs download and preprocess once, then each training stage and visualize ``--runs`` times in
+fresh processes, as ``dvc repro`` runs them (``python -m petvision.<stage>``), every output under
+``--work`` (a temporary folder by default). One cache folder serves them all, as in a project:
+the first run of a stage finds what the stages before it compiled (nothing, for the first) and
+adds its own; the later ones load from it what they compiled before. ``--no-cache`` adds a run
+with ``trainer.compile_cache=false`` first: what every run compiled before the cache.
 
 ``JAX_LOG_COMPILES=1`` makes JAX log every compilation; the table gives per stage and run its
 seconds, the XLA compilations and their seconds (a program loaded from the cache counts as one,
@@ -34,11 +35,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = ("train_segmentation", "train_xception")
+# visualize reads both trained models: it runs after the training stages.
+STAGES = (*TRAINING, "visualize")
 
 # The tiny preset's sizes and batches (conf/experiment/tiny.yaml: batches that divide every split,
-# 50/10 segmentation images at batch 10, 24/10/10 classification images at batch 12) on the
-# default preset's recipe (Adam, warm-up and cosine), as the figures in docs/benchmarks.md were
-# measured.
+# 50/10 segmentation images at batch 10, 24/10/10 classification images at batch 12, its few
+# pictures in visualize) on the default preset's recipe (Adam, warm-up and cosine), as the figures
+# in docs/benchmarks.md were measured.
 TINY = [
     "preset=tiny",
     "data.synthetic.num_images=60",
@@ -54,6 +57,12 @@ TINY = [
     "segmentation.train.batch_size=10",
     "classification.train.epochs=1",
     "classification.train.batch_size=12",
+    "visualize.num_images=2",
+    "visualize.activations.images_per_row=4",
+    "visualize.filters.num_filters=2",
+    "visualize.filters.steps=2",
+    "visualize.gradcam.localization_images=4",
+    "visualize.segmentation.worst=2",
 ]
 
 _COMPILED = re.compile(r"Finished XLA compilation of (?:jit\()?([\w.<>-]+)\)? in ([\d.]+) sec")
@@ -100,7 +109,7 @@ def read_compiles(log: str) -> Compiles:
 @dataclass
 class Run:
     stage: str
-    label: str  # "no cache", "empty cache", "warm cache"
+    label: str  # "no cache", "first run", "warm cache"
     seconds: float
     compiles: Compiles
 
@@ -151,10 +160,10 @@ def measure(work: Path, sizes: str, runs: int, no_cache: bool) -> list[Run]:
     for stage in ("download", "preprocess"):
         print(f"[compile_time] {stage}", flush=True)
         run_stage(stage, base, logs / f"{stage}.log")
-    labels = [*(["no cache"] if no_cache else []), "empty cache"]
+    labels = [*(["no cache"] if no_cache else []), "first run"]
     labels += [f"warm cache{f' {i}' if runs > 2 else ''}" for i in range(1, runs)]
     results = []
-    for stage in TRAINING:
+    for stage in STAGES:
         for i, label in enumerate(labels):
             extra = ["trainer.compile_cache=false"] if label == "no cache" else []
             log = logs / f"{stage}.{i}.log"

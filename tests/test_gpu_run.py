@@ -6,7 +6,8 @@ Its stages are also the check that the training stages compile as they should on
 JAX's compile log (``JAX_LOG_COMPILES``): no model falls back to running op by op (Keras's
 warning), the training and validation steps compile once per process, and the paper part's
 trainings, whose programs are the quick part's (the tiny preset's sizes, the same recipe), load
-them from the persistent compilation cache the quick part filled instead of compiling them."""
+them from the persistent compilation cache the quick part filled instead of compiling them; the
+visualize stage finds there what the training stages compiled for it."""
 
 from __future__ import annotations
 
@@ -129,3 +130,7 @@ def test_the_gpu_run_runs_every_step_on_jax_without_tensorflow(tmp_path):
         assert first.hits_by_name.get("train_step") is None, (stage, first.hits_by_name)
         again = read_compiles(logs[f"paper_{stage}"])
         assert again.hits_by_name.get("train_step") == 1, (stage, again.hits_by_name)
+    # visualize uses the same cache: loading the models runs their weight initializers, which the
+    # training stages compiled for the same shapes.
+    shown = read_compiles(logs["quick_visualize"])
+    assert shown.hits_by_name.get("_uniform", 0) > 0, shown.hits_by_name

@@ -37,7 +37,7 @@ from petvision.config import Config, Task, task_config
 from petvision.core import atomic
 from petvision.data import npy_dataset
 from petvision.interpret.pipeline import draw, links
-from petvision.models import imagenet, loading
+from petvision.models import imagenet, loading, xla
 from petvision.render import html_report, report_tables
 from petvision.util.nested import flatten, numbers
 
@@ -50,6 +50,9 @@ def output_dir(cfg: Config) -> Path:
 
 def run_visualize(cfg: Config) -> dict:
     vis = cfg.visualize
+    # On JAX: the weight initializers run as the models load, and the training stages compiled
+    # them for the same shapes; a rerun of this stage finds all of its programs there.
+    xla.use_compile_cache(cfg.paths.resolve("compile_cache") if cfg.trainer.compile_cache else None)
     imagenet_xception = None
     if vis.model == "imagenet_xception":
         # First: without the internet this fails in seconds, before anything else is loaded.

@@ -16,9 +16,10 @@ only the default strategy exists. The strategies are made in :mod:`petvision.tra
 Compiling is most of a short run's time on JAX (measured on an H200: about 20 s for the book's
 segmentation model, 80 s for the mini-Xception, per process, against under 20 s of training), so
 there :func:`setup` keeps what XLA compiles in a folder (``paths.compile_cache``, see
-:func:`use_compile_cache`): a rerun, a DVC experiment or the other stage loads a step it has
-compiled before instead of compiling it again. ``trainer.xla_flags`` reaches XLA the only way it
-reads flags, ``XLA_FLAGS`` before the backend starts. TensorFlow is left as it was by both.
+:func:`petvision.models.xla.use_compile_cache`, which the visualize stage uses too): a rerun, a
+DVC experiment or the other stage loads a step it has compiled before instead of compiling it
+again. ``trainer.xla_flags`` reaches XLA the only way it reads flags, ``XLA_FLAGS`` before the
+backend starts. TensorFlow is left as it was by both.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import keras
 
 from petvision.config import TrainerConfig
 from petvision.core.errors import ConfigError, TrainingError
+from petvision.models import xla
 from petvision.training import distribute, faults
 
 log = logging.getLogger(__name__)
@@ -253,41 +255,6 @@ def _set_xla_flags(cfg: TrainerConfig) -> str:
     return flags
 
 
-# Every program is kept, however fast it compiled (JAX's default keeps those over 1 s): a stage
-# also compiles about a hundred small ones (Keras's eager ops, the initializers) at tens of ms
-# each. Measured with the segmentation stage at toy sizes on a 2-core CPU: a second run spent 8.1 s
-# compiling with only those over 0.5 s kept, 0.9 s with all of them kept (109 files, 1.1 MB).
-CACHE_MIN_COMPILE_S = 0.0
-
-
-def use_compile_cache(folder: Path | None) -> Path | None:
-    """Keep what JAX compiles in ``folder`` from now on, and load from it what it compiled before
-    (JAX's persistent compilation cache; ``None``: leave JAX's settings as they are). Its entries
-    are keyed by the program, the JAX version, the device and the XLA flags, so a stale one is
-    never used; deleting the folder only costs compile time. Returns the folder where it is used
-    (the JAX backend), else None.
-
-    What was compiled before the call is not kept. Only a trusted user may write to the folder: a
-    cached program runs as it is found (JAX's documentation says so too)."""
-    if folder is None or keras.backend.backend() != "jax":
-        return None
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    current = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]  # set at runtime
-    if current != str(folder):
-        jax.config.update("jax_compilation_cache_dir", str(folder))
-        # JAX opens its cache folder once, at the first compilation that uses it.
-        compilation_cache.reset_cache()
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
-    # -1: every program that took long enough, whatever its size (0 lets JAX raise the minimum
-    # for remote file systems).
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    return folder
-
-
 def _jit_compile(configured: bool) -> bool:
     """``trainer.xla`` is TensorFlow's choice. Keras on JAX runs a step compiled only through XLA
     (``jit_compile=False`` there means op by op, many times slower), so JAX always gets True."""
@@ -361,7 +328,7 @@ def setup(cfg: TrainerConfig, compile_cache: Path | None = None) -> Runtime:
         bf16_native=native,
         accelerator=accelerator,
         steps_per_execution=cfg.steps_per_execution,
-        compile_cache=use_compile_cache(compile_cache if cfg.compile_cache else None),
+        compile_cache=xla.use_compile_cache(compile_cache if cfg.compile_cache else None),
         xla_flags=xla_flags if keras.backend.backend() == "jax" else "",
     )
     _log_choices(rt, cfg)
