@@ -82,6 +82,15 @@ def pytest_configure(config):
         config.stash[_MADE_HERE] = True
 
 
+def pytest_collection_finish(session):
+    """The test modules are imported, and with them TensorFlow, Keras, JAX and MLflow: freeze those
+    objects out of the garbage collector's full collections for the rest of the session, as a
+    stage run does (petvision/__init__.py). Many tests run a stage in this process."""
+    import gc
+
+    gc.freeze()
+
+
 def session_dir() -> Path:
     """The folder shared by every process of this test session."""
     return Path(os.environ[SESSION_ENV])

@@ -148,3 +148,56 @@ def test_a_hydra_sweep_runs_one_job_per_value_beside_the_pipeline_outputs(tmp_pa
         "0.01",
     ]
     assert all(r.info.status == "FINISHED" for r in found)
+
+
+# A stage's start as `python -m` makes it: sys.argv[0] is "-m" while Python imports the package.
+GC_PROBE = """
+import sys
+sys.argv = ["-m", *sys.argv[1:]]
+import gc, json
+import petvision
+import keras
+during_imports = gc.isenabled()
+from petvision.cli import stage
+
+def task(cfg):
+    print(json.dumps({"during_imports": during_imports, "in_the_run": gc.isenabled(),
+                      "frozen": gc.get_freeze_count()}))
+
+stage.main(task, writes=[])
+"""
+
+
+def test_a_stage_run_keeps_its_imports_out_of_the_garbage_collector_and_collects_the_rest(
+    tmp_path,
+):
+    """``python -m petvision.<stage>``: nothing collected while TensorFlow, Keras and the rest
+    import, those objects frozen once imported, collection on for the run; an import of petvision
+    by anything else leaves the collector alone (petvision/__init__.py)."""
+    package = tmp_path / "probe"
+    package.mkdir()
+    (package / "__init__.py").write_text("import sys\nprint(sys.argv[0])\n")
+    (package / "run.py").write_text("")
+    located = subprocess.run(
+        [sys.executable, "-m", "probe.run"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert located.stdout.strip() == "-m", located  # what petvision/__init__.py relies on
+
+    done = subprocess.run(
+        [sys.executable, "-c", GC_PROBE, f"hydra.run.dir={tmp_path / 'hydra'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["during_imports"] is False and seen["in_the_run"] is True, seen
+    assert seen["frozen"] > 100_000, seen  # Keras, TensorFlow, MLflow... (over a million)
+
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", "import gc, petvision; print(gc.isenabled())"],
+        capture_output=True,
+        text=True,
+    )
+    assert elsewhere.stdout.strip() == "True", elsewhere

@@ -8,6 +8,7 @@ and the plain function ``run_<stage>(cfg)`` does the work. Tests call that funct
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -40,6 +41,11 @@ def main(task: Callable[[config_lib.Config], Any], writes: Sequence[str]) -> Non
     """Run ``task`` as a Hydra application over conf/ (see module docstring)."""
     import hydra
     from omegaconf import DictConfig
+
+    # What the stage module imported stays for the whole run: out of the collector's way, which
+    # collects again from here on (petvision/__init__.py).
+    gc.freeze()
+    gc.enable()
 
     try:
         conf = project_paths.conf_dir()
