@@ -64,44 +64,43 @@ def measured(command: list[str], log: Path) -> dict:
     }
 
 
+def row(stage: str, given: list[str], rounds: int, work: Path) -> str:
+    """One stage ``rounds`` times each way, alternating: its row of the table."""
+    module = f"petvision.{stage}"
+    ways: dict[str, list[dict]] = {"project": [], "plain": []}
+    for n in range(rounds):
+        project = [sys.executable, "-m", module, *given]
+        ways["project"].append(measured(project, work / f"{stage}-{n}-project.log"))
+        plain = [sys.executable, "-c", PLAIN, module, *given]
+        ways["plain"].append(measured(plain, work / f"{stage}-{n}-plain.log"))
+    ratio = statistics.median(a["cpu"] / b["cpu"] for a, b in zip(ways["project"], ways["plain"]))
+    cells = [stage]
+    for key, digits in (("cpu", 1), ("wall", 1), ("peak_mib", 0)):
+        for way in ("project", "plain"):
+            cells.append(f"{statistics.median(r[key] for r in ways[way]):.{digits}f}")
+        if key == "cpu":
+            cells.append(f"{ratio:.2f}")
+    return "| " + " | ".join(cells) + " |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     args = parser.parse_args()
-    python = sys.executable
     with tempfile.TemporaryDirectory(prefix="stage-startup-") as tmp:
         work = Path(tmp)
         given = overrides(work)
         for stage in ("download", "preprocess", *STAGES):  # the data, and a model per stage
-            measured([python, "-m", f"petvision.{stage}", *given], work / f"{stage}.log")
+            measured([sys.executable, "-m", f"petvision.{stage}", *given], work / f"{stage}.log")
         print(f"{args.rounds} rounds each way, alternating; medians (CPU = user + system)\n")
-        print("| stage | CPU s, project | CPU s, plain | ratio | wall s, project | wall s, plain "
-              "| peak MiB, project | peak MiB, plain |")
+        print(
+            "| stage | CPU s, project | CPU s, plain | ratio | wall s, project | wall s, plain "
+            "| peak MiB, project | peak MiB, plain |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for stage in args.stages:
-            ways: dict[str, list[dict]] = {"project": [], "plain": []}
-            for n in range(args.rounds):
-                module = f"petvision.{stage}"
-                ways["project"].append(
-                    measured([python, "-m", module, *given], work / f"{stage}-{n}-project.log")
-                )
-                ways["plain"].append(
-                    measured([python, "-c", PLAIN, module, *given], work / f"{stage}-{n}-plain.log")
-                )
-
-            def median(way: str, key: str) -> float:
-                return statistics.median(r[key] for r in ways[way])
-
-            ratio = statistics.median(
-                a["cpu"] / b["cpu"] for a, b in zip(ways["project"], ways["plain"])
-            )
-            print(
-                f"| {stage} | {median('project', 'cpu'):.1f} | {median('plain', 'cpu'):.1f} "
-                f"| {ratio:.2f} | {median('project', 'wall'):.1f} | {median('plain', 'wall'):.1f} "
-                f"| {median('project', 'peak_mib'):.0f} | {median('plain', 'peak_mib'):.0f} |",
-                flush=True,
-            )
+            print(row(stage, given, args.rounds, work), flush=True)
 
 
 if __name__ == "__main__":
