@@ -56,7 +56,8 @@ def measured(command: list[str], log: Path) -> dict:
         _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - began
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(command[:4])} failed; its log: {log}")
+        # The temporary folder goes with the exit: the log's end, not its path.
+        sys.exit(f"{' '.join(command[:4])} failed:\n{log.read_text()[-3000:]}")
     return {
         "cpu": usage.ru_utime + usage.ru_stime,
         "wall": wall,
