@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -371,29 +372,66 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Searched:
+    """The module's search, two workers sharing one study in a copy of the tiny repro'd project."""
+
+    project: Path
+    output: str  # of the worker that ended last, which saw every trial
+    seconds: float
+
+
+def run_workers(
+    project: Path, command: list[str], logs: list[Path]
+) -> tuple[list[str], list[float]]:
+    """Start one search worker per log at once; wait for all. Their outputs and end times."""
+    workers = [start(project, command, log) for log in logs]
+    ended: dict[int, float] = {}
+    try:
+        deadline = time.monotonic() + 900
+        while len(ended) < len(workers) and time.monotonic() < deadline:
+            for i, process in enumerate(workers):
+                if i not in ended and process.poll() is not None:
+                    ended[i] = time.monotonic()
+            time.sleep(1)
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                process.kill()
+    outputs = [finish(process, log, timeout=10) for process, log in zip(workers, logs)]
+    return outputs, [ended[i] for i in range(len(workers))]
+
+
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory, repro_project):
-    """A 3-trial search in a copy of the tiny repro'd project: (project, its output, seconds)."""
+def searched(tmp_path_factory, repro_project) -> Searched:
+    """A search of 3 trials run by two workers at once (the same command started twice), in a
+    copy of the tiny repro'd project. Every test of a whole search reads this one: each worker is
+    a whole search, so the one-worker behaviours show in it too."""
     project = copy_project(repro_project, tmp_path_factory.mktemp("search") / "project")
     outputs = [project / "models/classifier.keras", project / "reports/classification/metrics.json"]
     before = [digest(p) for p in outputs]
-    log = project.parent / "search.log"
+    logs = [project.parent / "worker-a.log", project.parent / "worker-b.log"]
     began = time.monotonic()
-    output = finish(start(project, search_command(project, "tiny", 3), log), log)
+    printed, ended = run_workers(project, search_command(project, "tiny", 3), logs)
     elapsed = time.monotonic() - began
     assert [digest(p) for p in outputs] == before, "the search changed the pipeline's outputs"
-    return project, output, elapsed
+    last = max(range(len(ended)), key=ended.__getitem__)
+    return Searched(project, printed[last], elapsed)
 
 
 @pytest.mark.slow
 def test_a_small_search_records_each_trial_as_a_child_run_of_one_search_run(searched):
-    project, output, elapsed = searched
-    print(f"3-trial search on the tiny data: {elapsed:.0f} s")
+    project, output = searched.project, searched.output
+    print(f"3-trial search of two workers on the tiny data: {searched.seconds:.0f} s")
     study = load(project, "tiny")
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
-    parent, children = search_runs(project, "tiny")
-    assert sorted(children) == [0, 1, 2]
-    for trial in study.trials:
+    trials = study.trials
+    # The budget is 3; two workers asking at the same moment may pass it by one.
+    assert 3 <= len(trials) <= 4, [t.number for t in trials]
+    assert [t.number for t in trials] == list(range(len(trials)))
+    assert [t.state.name for t in trials] == ["COMPLETE"] * len(trials)
+    parent, children = search_runs(project, "tiny")  # one search run for both workers
+    assert sorted(children) == [t.number for t in trials]
+    for trial in trials:
         run = children[trial.number]
         assert trial.user_attrs[search_study.RUN_ATTR] == run.info.run_id
         assert run.info.status == "FINISHED" and run.data.tags["optuna.trial.state"] == "COMPLETE"
@@ -411,21 +449,39 @@ def test_a_small_search_records_each_trial_as_a_child_run_of_one_search_run(sear
     steps = client.get_metric_history(children[0].info.run_id, "val_auc")
     assert [m.step for m in steps] == [0]
     best = study.best_trial
+    assert best.value == max(t.value for t in trials)
     assert parent.data.tags["optuna.study_name"] == "tiny"
     assert parent.data.tags["best_trial.number"] == str(best.number)
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
     pictures = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "optuna")}
     assert {"optimization_history.png", "param_importances.png", "slice.png"} <= pictures
+    # Each worker prints a best trial; the one that ended last saw every trial.
     number, value, command = printed_best(output)
     assert (number, value) == (best.number, pytest.approx(best.value, rel=1e-5))
     assert parent.data.tags["best_trial.dvc_command"] == command
 
 
 @pytest.mark.slow
+def test_two_workers_share_one_study_and_lose_no_trial(searched):
+    trials = load(searched.project, "tiny").trials
+    by_worker: dict[str, list] = {}
+    for t in trials:
+        by_worker.setdefault(t.user_attrs["worker"], []).append(t)
+    assert len(by_worker) == 2, f"one worker ran every trial: {sorted(by_worker)}"
+    spans = [
+        (min(t.datetime_start for t in ts), max(t.datetime_complete for t in ts))
+        for ts in by_worker.values()
+    ]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], (
+        f"the workers did not overlap: {spans}"
+    )
+
+
+@pytest.mark.slow
 def test_the_printed_dvc_command_makes_the_best_trial_a_pipeline_experiment(searched):
-    project, output, _ = searched
+    project = searched.project
     best = load(project, "tiny").best_trial
-    _, _, command = printed_best(output)
+    _, _, command = printed_best(searched.output)
     words = shlex.split(command)
     assert words[:3] == ["dvc", "exp", "run"]
     dvc(project, *words[1:], timeout=900)
@@ -446,44 +502,45 @@ def test_an_interrupted_search_started_again_continues_its_study(searched):
 
     import mlflow
 
-    project, _, _ = searched
+    project = searched.project
+    done = len(load(project, "tiny").trials)  # 3, or 4 where both workers asked at once
     log = project.parent / "interrupted.log"
-    process = start(project, search_command(project, "tiny", 5), log)
+    process = start(project, search_command(project, "tiny", done + 2), log)
     deadline = time.monotonic() + 600
-    # Interrupted (Ctrl-C) once trial 3 has its run, i.e. while it trains.
-    while not mlflow_runs(project, "tags.`optuna.trial.number` = '3'"):
+    # Interrupted (Ctrl-C) once its first trial has its run, i.e. while it trains.
+    while not mlflow_runs(project, f"tags.`optuna.trial.number` = '{done}'"):
         assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(1)
     process.send_signal(signal.SIGINT)
     process.wait(timeout=300)
     states = [t.state.name for t in load(project, "tiny").trials]
-    assert states == ["COMPLETE"] * 3 + ["FAIL"], states
+    assert states == ["COMPLETE"] * done + ["FAIL"], states
     # The worker ends its interrupted trial's run as KILLED, unless the Ctrl-C landed inside an
     # SQLite write, which leaves that process unable to write the store again (seen once under
     # load). Whichever happened, the run is now left RUNNING, as that case and a SIGKILLed worker
     # leave it: the search started again must end it.
-    (interrupted,) = mlflow_runs(project, "tags.`optuna.trial.number` = '3'")
+    (interrupted,) = mlflow_runs(project, f"tags.`optuna.trial.number` = '{done}'")
     assert interrupted.info.status in ("KILLED", "RUNNING"), interrupted.info.status
     mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}").update_run(
         interrupted.info.run_id, status="RUNNING"
     )
 
-    # Started again with a budget of 4: the failed trial does not count, one more runs; this
-    # time a pruner stops it after its first epoch.
+    # Started again with a budget of one more than was done: the failed trial does not count,
+    # one more runs; this time a pruner stops it after its first epoch.
     again = project.parent / "again.log"
-    finish(start(project, [*search_command(project, "tiny", 4), *PRUNE_ALL], again), again)
+    finish(start(project, [*search_command(project, "tiny", done + 1), *PRUNE_ALL], again), again)
     study = load(project, "tiny")
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3 + ["FAIL", "PRUNED"]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * done + ["FAIL", "PRUNED"]
     parent, children = search_runs(project, "tiny")  # still the one search run
-    assert sorted(children) == [0, 1, 2, 3, 4]
-    assert (children[3].info.status, children[3].data.tags["optuna.trial.state"]) == (
+    assert sorted(children) == list(range(done + 2))
+    assert (children[done].info.status, children[done].data.tags["optuna.trial.state"]) == (
         "KILLED",
         "FAIL",
     )
-    pruned = children[4]
+    pruned = children[done + 1]
     assert (pruned.info.status, pruned.data.tags["optuna.trial.state"]) == ("KILLED", "PRUNED")
     assert "val_auc" in pruned.data.metrics  # the epoch it was judged on is in its run
-    assert study.trials[4].intermediate_values == {0: pruned.data.metrics["val_auc"]}
+    assert study.trials[done + 1].intermediate_values == {0: pruned.data.metrics["val_auc"]}
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["trials.pruned"] == 1
 
@@ -523,58 +580,6 @@ def test_a_sigkilled_workers_trial_run_is_ended_when_the_search_starts_again(
         "FAIL",
     )
     assert children[1].info.status == "FINISHED"
-
-
-@pytest.mark.slow
-def test_two_workers_share_one_study_and_lose_no_trial(tmp_path, repro_project):
-    project = copy_project(repro_project, tmp_path / "project")
-    command = search_command(project, "shared", 3)
-    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
-    workers = [start(project, command, log) for log in logs]
-    ended: dict[int, float] = {}
-    try:
-        deadline = time.monotonic() + 900
-        while len(ended) < len(workers) and time.monotonic() < deadline:
-            for i, process in enumerate(workers):
-                if i not in ended and process.poll() is not None:
-                    ended[i] = time.monotonic()
-            time.sleep(1)
-    finally:
-        for process in workers:
-            if process.poll() is None:
-                process.kill()
-    outputs = [finish(process, log, timeout=10) for process, log in zip(workers, logs)]
-
-    study = load(project, "shared")
-    trials = study.trials
-    assert [t.number for t in trials] == list(range(len(trials)))
-    # The budget is 3; two workers asking at the same moment may pass it by one.
-    assert 3 <= len(trials) <= 4
-    assert {t.state.name for t in trials} == {"COMPLETE"}, [t.state.name for t in trials]
-    by_worker: dict[str, list] = {}
-    for t in trials:
-        by_worker.setdefault(t.user_attrs["worker"], []).append(t)
-    assert len(by_worker) == 2, f"one worker ran every trial: {sorted(by_worker)}"
-    spans = [
-        (min(t.datetime_start for t in ts), max(t.datetime_complete for t in ts))
-        for ts in by_worker.values()
-    ]
-    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], (
-        f"the workers did not overlap: {spans}"
-    )
-
-    parent, children = search_runs(project, "shared")
-    assert sorted(children) == [t.number for t in trials]
-    for t in trials:
-        assert t.user_attrs[search_study.RUN_ATTR] == children[t.number].info.run_id
-    best_value = max(t.value for t in trials)
-    assert parent.data.metrics["best_value"] == pytest.approx(best_value)
-    assert study.best_trial.value == best_value
-    # each worker printed a best trial; the one that finished last saw every trial
-    last = max(ended, key=ended.__getitem__)
-    number, value, _ = printed_best(outputs[last])
-    assert value == pytest.approx(best_value, rel=1e-5)
-    assert trials[number].value == pytest.approx(value, rel=1e-5)
 
 
 def test_ctrl_c_is_seen_even_where_a_library_swallows_the_keyboard_interrupt():
