@@ -381,25 +381,22 @@ class Searched:
     seconds: float
 
 
-def run_workers(
-    project: Path, command: list[str], logs: list[Path]
-) -> tuple[list[str], list[float]]:
-    """Start one search worker per log at once; wait for all. Their outputs and end times."""
+def run_workers(project: Path, command: list[str], logs: list[Path]) -> list[str]:
+    """Start one search worker per log at once and wait for all: their outputs, in the order
+    the workers ended (the last one saw every trial)."""
     workers = [start(project, command, log) for log in logs]
-    ended: dict[int, float] = {}
+    ended: list[int] = []
     try:
         deadline = time.monotonic() + 900
         while len(ended) < len(workers) and time.monotonic() < deadline:
-            for i, process in enumerate(workers):
-                if i not in ended and process.poll() is not None:
-                    ended[i] = time.monotonic()
             time.sleep(1)
+            ended += [i for i, p in enumerate(workers) if i not in ended and p.poll() is not None]
     finally:
         for process in workers:
             if process.poll() is None:
                 process.kill()
-    outputs = [finish(process, log, timeout=10) for process, log in zip(workers, logs)]
-    return outputs, [ended[i] for i in range(len(workers))]
+    order = [*ended, *(i for i in range(len(workers)) if i not in ended)]
+    return [finish(workers[i], logs[i], timeout=10) for i in order]
 
 
 @pytest.fixture(scope="module")
@@ -412,11 +409,10 @@ def searched(tmp_path_factory, repro_project) -> Searched:
     before = [digest(p) for p in outputs]
     logs = [project.parent / "worker-a.log", project.parent / "worker-b.log"]
     began = time.monotonic()
-    printed, ended = run_workers(project, search_command(project, "tiny", 3), logs)
+    printed = run_workers(project, search_command(project, "tiny", 3), logs)
     elapsed = time.monotonic() - began
     assert [digest(p) for p in outputs] == before, "the search changed the pipeline's outputs"
-    last = max(range(len(ended)), key=ended.__getitem__)
-    return Searched(project, printed[last], elapsed)
+    return Searched(project, printed[-1], elapsed)
 
 
 @pytest.mark.slow
