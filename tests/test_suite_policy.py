@@ -1,7 +1,8 @@
 """The test suite's own rules, which a change to conftest.py or pyproject.toml could break without
 any other test noticing: the tests that read the session's trained pipeline run last and only in
 the slow set, the quality gate follows the CPU, petvision's deprecations are errors in the
-processes the tests start too, and in-process fixtures have a time bound."""
+processes the tests start too, those on TensorFlow load no JAX, and in-process fixtures have a time
+bound."""
 
 from __future__ import annotations
 
@@ -110,6 +111,24 @@ def test_so_it_does_in_a_stage_that_dvc_runs_in_a_project_copy(tmp_path):
         timeout=120,
     )
     assert done.returncode == 1 and "DeprecationWarning: old API" in done.stderr, done
+
+
+def test_processes_started_on_tensorflow_find_no_jax_and_the_tests_and_jax_processes_do():
+    """JAX is held back from the TensorFlow processes the tests start (its optional import costs
+    each a second), never from a process on Keras's JAX backend or from the tests' own."""
+    import importlib.util
+
+    assert importlib.util.find_spec("jax") is not None  # the test lock installs it
+    probe = "import importlib.util; print(importlib.util.find_spec('jax') is not None)"
+    for backend, found in (("tensorflow", "False"), ("jax", "True")):
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            env=project_env(KERAS_BACKEND=backend),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0 and done.stdout.strip() == found, (backend, done)
 
 
 def test_time_bound_fails_a_block_that_runs_too_long():
