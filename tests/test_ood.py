@@ -136,3 +136,24 @@ def test_a_photo_far_from_the_training_images_is_flagged_and_a_held_out_one_is_n
     near = detector.score(features.forward(model, held_out, layers).features)
     assert detector.flag(far).all(), (far, detector.threshold)
     assert detector.flag(near).mean() <= 0.2, (near, detector.threshold)
+
+
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+def test_without_detector_layers_the_pass_gives_every_images_logits(head):
+    """`trust.detector=false` asks for no layer: the pass must still give each image's logits
+    (a probe of one output is one array, which was once read as a list of outputs)."""
+    import keras
+
+    from petvision.evaluation import features
+    from petvision.models.classification import mini_xception
+    from petvision.models.segmentation import book_model
+
+    keras.utils.set_random_seed(0)
+    model = book_model(16, 3) if head == "softmax" else mini_xception(32)
+    layers = ["down2_conv"] if head == "softmax" else ["block2_add"]
+    size = model.inputs[0].shape[1]
+    images = np.random.default_rng(0).integers(0, 256, (5, size, size, 3), dtype=np.uint8)
+    alone = features.forward(model, images, [], batch_size=4)
+    tapped = features.forward(model, images, layers, batch_size=4)
+    assert alone.features == [] and len(alone.logits) == 5
+    np.testing.assert_allclose(alone.logits, tapped.logits, rtol=1e-5, atol=1e-6)

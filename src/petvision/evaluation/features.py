@@ -68,6 +68,8 @@ def forward(
     pooled: list[list[np.ndarray]] = [[] for _ in layers]
     last: list[np.ndarray] = []
     for outputs in batched.batches(_probe(model, tuple(layers), binary), images, batch_size):
+        if not layers:  # a probe of one output gives that array, not a list of one
+            outputs = [outputs]
         # Pooled batch by batch: a detector layer's whole maps for every image would not fit.
         for store, out in zip(pooled, outputs[:-1]):
             store.append(pool_mean_std(out))
