@@ -64,7 +64,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     )
 )
 # The processes the tests start on TensorFlow find no JAX (subprocess_site/sitecustomize.py: it
-# costs each a second of start-up for bridges nobody uses); the test processes themselves, which
+# costs each 0.7 CPU-s of start-up for bridges nobody uses); the test processes themselves, which
 # inherit the same setting, keep it for the JAX tests that run in them.
 os.environ["PETVISION_TESTS_JAX"] = "absent"
 if "jax" in sys.modules and sys.modules["jax"] is None:

@@ -115,7 +115,7 @@ def test_so_it_does_in_a_stage_that_dvc_runs_in_a_project_copy(tmp_path):
 
 def test_processes_started_on_tensorflow_find_no_jax_and_the_tests_and_jax_processes_do():
     """JAX is held back from the TensorFlow processes the tests start (its optional import costs
-    each a second), never from a process on Keras's JAX backend or from the tests' own."""
+    each 0.7 CPU-s), never from a process on Keras's JAX backend or from the tests' own."""
     import importlib.util
 
     assert importlib.util.find_spec("jax") is not None  # the test lock installs it

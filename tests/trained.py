@@ -63,9 +63,9 @@ STAGES = ("train_segmentation", "train_xception")
 # read (the temperature is still fitted); the tiny-preset tests check both.
 AFTER_TRAINING_OFF = ("trust.detector=false", "tracking.log_model=false")
 LIMIT_S = 3600  # the quick preset on a slow 2-core CPU, while the rest of the suite runs beside it
-# Three heavy processes on two cores (the training beside two pytest workers) made each test's own
-# CPU time higher than with the training stopped; a training at the lowest priority yields the
-# cores to the tests whenever they want them.
+# Three heavy processes on two cores cost more CPU time per test than two (a third pytest worker
+# took 1.19x, docs/benchmarks.md); at the lowest priority the training yields the cores to the two
+# workers whenever they want them and takes the cycles they leave.
 NICE = 19
 
 

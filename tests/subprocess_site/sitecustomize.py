@@ -38,7 +38,7 @@ for _entry in tomllib.loads(_PYPROJECT.read_text(encoding="utf-8"))["tool"]["pyt
 
 
 # TensorFlow's TF Lite and Keras's Orbax callback each import JAX at start-up when it is installed
-# (optional bridges this project never uses): about a second of CPU in every TensorFlow process,
+# (optional bridges this project never uses): 0.7 CPU-s of every TensorFlow process's start-up,
 # and the tests start some seventy. Where conftest.py asks for it (for every process the tests
 # start), a process on TensorFlow finds no JAX, as after `make install-run` (whose lock has none);
 # a process on Keras's JAX backend is left alone, and the test processes lift it (conftest.py).
