@@ -16,9 +16,10 @@ project's own precision choice does (``trainer.precision=auto``):
 other settings (``trainer.precision=float32``, another ``trainer.seed``); CI leaves it unset.
 
 The training is started in the background when the session starts (:func:`start`, from
-conftest.py, in whichever worker process comes first) and the tests that read it run last
-(conftest.py orders them), so the rest of the suite runs while it trains; a test that needs it
-waits for it (:func:`wait`). It lives in the session's shared folder (conftest.session_dir).
+conftest.py, in whichever worker process comes first; at the lowest CPU priority, :data:`NICE`)
+and the tests that read it run last (conftest.py orders them), so the rest of the suite runs while
+it trains; a test that needs it waits for it (:func:`wait`). It lives in the session's shared
+folder (conftest.session_dir).
 """
 
 from __future__ import annotations
