@@ -13,6 +13,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from petvision.evaluation import batched
+
 CONVOLUTIONS = (layers.Conv2D, layers.SeparableConv2D, layers.DepthwiseConv2D)
 POOLINGS = (layers.MaxPooling2D, layers.AveragePooling2D)
 # The decoder of a segmentation model starts at its first upsampling layer.
@@ -41,10 +43,10 @@ def layer_activations(
 ) -> dict[str, np.ndarray]:
     """``{layer name: (H, W, C) float32}`` for one uint8 image ``(S, S, 3)``, in inference mode."""
     taps = keras.Model(model.inputs[0], [model.get_layer(name).output for name in layer_names])
-    outputs = taps(np.asarray(image, dtype=np.float32)[None], training=False)
+    # batched.predict: one compiled program on JAX, where a model called op by op compiles each
+    # of its operations on its own (a hundred small compilations for the mini-Xception's taps);
+    # on TensorFlow the model called as before.
+    outputs = batched.predict(taps, np.asarray(image)[None])
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]
-    return {
-        name: keras.ops.convert_to_numpy(out)[0].astype(np.float32)
-        for name, out in zip(layer_names, outputs)
-    }
+    return {name: np.asarray(out)[0].astype(np.float32) for name, out in zip(layer_names, outputs)}

@@ -130,9 +130,10 @@ class GradCamModel:
     def run(self, images: np.ndarray, classes: np.ndarray, rule: str, repeated: bool = False):
         """One batch forward and backward, explaining the classes that ``rule`` (one of
         :data:`RULES`) names: ``(grads, (feature maps, logits, classes))``, the first two per
-        layer in depth order, as NumPy values. Compiled if ``repeated`` (more batches follow) or
-        if it ran before."""
-        compiled = repeated or bool(self._passes)
+        layer in depth order, as NumPy values. Compiled if ``repeated`` (more batches follow), if
+        it ran before, or on JAX: there a pass run op by op compiles each of its operations on its
+        own, some two hundred small compilations for the mini-Xception, slower than the one."""
+        compiled = repeated or bool(self._passes) or keras.backend.backend() == "jax"
         if compiled not in self._passes:
             self._passes[compiled] = grads_and_outputs(self._pass(), compiled=compiled)
         if len(images) not in self._zeros:

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
+from petvision.evaluation import batched
 from petvision.evaluation.metrics import (
     PET,
     SEGMENTATION_CLASSES,
@@ -36,10 +37,10 @@ BACKGROUND, BORDER = 1, 2
 def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """The most likely class per pixel, ``(N, H, W)`` uint8, in inference mode."""
     out = []
-    starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc="segmenting", leave=False, disable=len(starts) < 4):
-        batch = np.asarray(images[start : start + batch_size], dtype=np.float32)
-        probs = keras.ops.convert_to_numpy(model(batch, training=False))
+    count = -(-len(images) // batch_size)
+    # batched.batches: compiled once per batch shape on JAX (not op by op), as before on TensorFlow.
+    outputs = batched.batches(model, images, batch_size)
+    for probs in tqdm(outputs, total=count, desc="segmenting", leave=False, disable=count < 4):
         out.append(np.argmax(probs, axis=-1).astype(np.uint8))
     return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.uint8)
 
