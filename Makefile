@@ -92,20 +92,24 @@ EXPERIMENT ?=
 run: install-run ## run the pipeline on the default configuration (dvc repro); EXPERIMENT=tiny for a one-minute run
 	$(if $(EXPERIMENT),$(BIN)/dvc exp run -S experiment=$(EXPERIMENT),$(BIN)/dvc repro)
 
-# The last line checks what the code's structure promises, read from the source in seconds: the
+# One command, stopping at the first check that fails: `make lint` runs it, and `make test` runs it
+# beside the suite (not through $(MAKE): a recipe line that names it runs even under `make -n`).
+# Its last part checks what the code's structure promises, read from the source in seconds: the
 # import layering of docs/architecture.md, no private names across modules, dvc.yaml's deps, no
 # function over 60 lines or 8 parameters.
+LINT := $(BIN)/ruff check src tests bench scripts \
+	&& $(BIN)/ruff format --check src tests bench scripts \
+	&& $(BIN)/mypy \
+	&& $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layering.py tests/test_dvc_deps.py tests/test_function_size.py
+
 lint: install ## ruff (lint, format check), mypy, the import layering, dvc.yaml's deps, function sizes
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
-	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layering.py tests/test_dvc_deps.py tests/test_function_size.py
+	$(LINT)
 
 # The lint runs beside the suite, not before it: half a minute of one core while the suite starts
 # and collects, instead of half a minute in which the other core waits. Its output follows the
 # suite's, and a lint failure fails the target as a test failure does.
 test: install ## lint and the whole test suite (slow tests included), side by side
-	@$(MAKE) --no-print-directory lint > $(VENV)/lint.log 2>&1 & lint=$$!; \
+	@( $(LINT) ) > $(VENV)/lint.log 2>&1 & lint=$$!; \
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS); tests=$$?; \
 	wait $$lint; linted=$$?; \
 	echo "--- make lint (run beside the suite) ---"; cat $(VENV)/lint.log; \
