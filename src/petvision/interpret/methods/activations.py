@@ -43,9 +43,9 @@ def layer_activations(
 ) -> dict[str, np.ndarray]:
     """``{layer name: (H, W, C) float32}`` for one uint8 image ``(S, S, 3)``, in inference mode."""
     taps = keras.Model(model.inputs[0], [model.get_layer(name).output for name in layer_names])
-    # batched.predict: one compiled program on JAX, where a model called op by op compiles each
-    # of its operations on its own (a hundred small compilations for the mini-Xception's taps);
-    # on TensorFlow the model called as before.
+    # batched.predict: one compiled program on JAX, where a model called directly runs op by op
+    # and compiles each operation on its own (about 110 small compilations for the two models'
+    # taps in the tiny visualize stage); on TensorFlow the model is called as before.
     outputs = batched.predict(taps, np.asarray(image)[None])
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]

@@ -132,7 +132,8 @@ class GradCamModel:
         :data:`RULES`) names: ``(grads, (feature maps, logits, classes))``, the first two per
         layer in depth order, as NumPy values. Compiled if ``repeated`` (more batches follow), if
         it ran before, or on JAX: there a pass run op by op compiles each of its operations on its
-        own, some two hundred small compilations for the mini-Xception, slower than the one."""
+        own (about 220 small compilations in the tiny visualize stage; with this and the maps
+        compiled, that stage took 0.75x the CPU time: docs/benchmarks.md)."""
         compiled = repeated or bool(self._passes) or keras.backend.backend() == "jax"
         if compiled not in self._passes:
             self._passes[compiled] = grads_and_outputs(self._pass(), compiled=compiled)
