@@ -192,3 +192,41 @@ def test_a_second_make_installs_nothing(makefile_copy):
     # A newer lock reinstalls what it feeds.
     (makefile_copy / "requirements.lock").touch()
     assert up_to_date("install-run") and not up_to_date("install")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_test_fails_when_the_lint_beside_the_suite_fails(makefile_copy):
+    """`make test` runs the lint in the background beside the suite: a failing lint must fail the
+    target even when every test passes, and print the lint's output after the suite's. The venv
+    here is a stand-in whose `python` only says it ran (nothing is installed or tested), and the
+    lint is `true` or a command that prints and fails."""
+    venv = makefile_copy / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".installed-run-cpu").touch()
+    (venv / ".installed-cpu").touch()
+    python = venv / "bin" / "python"
+    python.write_text('#!/bin/sh\necho "the suite ran"\nexit "${SUITE_RC:-0}"\n')
+    python.chmod(0o755)
+
+    def make_test(lint: str, suite_rc: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "--no-print-directory", "test", f"LINT={lint}"],
+            cwd=makefile_copy,
+            env={**os.environ, "SUITE_RC": str(suite_rc)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    passed = make_test("true", 0)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "the suite ran" in passed.stdout and "make lint failed" not in passed.stdout
+
+    lint_failed = make_test("echo ruff found E501; false", 0)
+    assert lint_failed.returncode != 0
+    out = lint_failed.stdout
+    assert "the suite ran" in out  # the suite is not cut short by the lint
+    assert out.index("the suite ran") < out.index("ruff found E501") < out.index("make lint failed")
+
+    tests_failed = make_test("true", 1)
+    assert tests_failed.returncode != 0 and "make lint failed" not in tests_failed.stdout
