@@ -595,6 +595,35 @@ def test_ctrl_c_is_seen_even_where_a_library_swallows_the_keyboard_interrupt():
         signal.signal(signal.SIGINT, inherited)
 
 
+def test_a_ctrl_c_that_a_library_loses_is_delivered_again_while_the_stage_runs():
+    """A real SIGINT to this process inside a stage that loses the KeyboardInterrupt and goes on
+    (as TensorFlow's tracing once did, looping forever): the search interrupts it again after the
+    grace time, as a user presses Ctrl-C again; once the stage is over, nothing is repeated."""
+    import os
+    import signal
+
+    from hydra_plugins.petvision_optuna_sweeper.sweeper import ctrl_c_seen
+
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        lost = 0
+        began = time.monotonic()
+        with ctrl_c_seen() as seen:
+            with pytest.raises(KeyboardInterrupt), seen.repeated_while_inside(every_s=0.5):
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(5)
+                except KeyboardInterrupt:
+                    lost += 1  # the library drops it and carries on
+                while time.monotonic() - began < 20:  # stuck
+                    time.sleep(0.01)
+            assert lost == 1 and seen.count == 2
+            assert time.monotonic() - began < 5
+            time.sleep(1.5)  # once the stage is over, no Ctrl-C is delivered again
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
 def _interrupt_twice(ctrl_c_seen):
     import os
     import signal

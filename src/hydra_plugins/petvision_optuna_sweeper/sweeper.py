@@ -4,13 +4,15 @@ budget is spent. Each trial is one job of Hydra's launcher, run in this process.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -228,7 +230,8 @@ class _Search:
         objective = self.settings.objective
         with search_study.trial_scope(trial, objective, tags) as started, ctrl_c_seen() as seen:
             try:
-                (ret,) = sw.launcher.launch([job], initial_job_idx=sw.job_idx)
+                with seen.repeated_while_inside():
+                    (ret,) = sw.launcher.launch([job], initial_job_idx=sw.job_idx)
                 sw.job_idx += 1
                 if ret.status == JobStatus.FAILED:
                     error = ret._return_value
@@ -312,25 +315,70 @@ def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+# How long a Ctrl-C may take to end a trial's stage before it is delivered again.
+CTRL_C_REPEAT_S = 30.0
+
+
+class CtrlC:
+    """Whether SIGINT (Ctrl-C) arrived while installed (``ctrl_c_seen``): called, it says so."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last_at = 0.0  # time.monotonic() of the last one
+
+    def __call__(self) -> bool:
+        return self.count > 0
+
+    def arrived(self) -> None:
+        self.count += 1
+        self.last_at = time.monotonic()
+
+    @contextlib.contextmanager
+    def repeated_while_inside(self, every_s: float = CTRL_C_REPEAT_S) -> Iterator[None]:
+        """Inside, a Ctrl-C that has not ended the block after ``every_s`` is delivered again,
+        as a user presses it again: an interrupt landing in TensorFlow's C++ while it traced a
+        step once left its state broken and the stage looping forever, eating memory (seen in a
+        search interrupted during a trial's first step). Put around the stage alone, so that
+        the trial's bookkeeping after it is never interrupted twice."""
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(min(1.0, every_s / 4)):
+                if self.count and time.monotonic() - self.last_at >= every_s and not done.is_set():
+                    log.warning(
+                        "Ctrl-C did not end the trial within %.0f s: interrupting it again", every_s
+                    )
+                    self.last_at = time.monotonic()
+                    _thread.interrupt_main(signal.SIGINT)
+
+        watcher = threading.Thread(target=watch, daemon=True, name="ctrl-c-repeat")
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
+
+
 @contextlib.contextmanager
-def ctrl_c_seen() -> Iterator[Callable[[], bool]]:
-    """Yield a function that says whether SIGINT (Ctrl-C) arrived inside the block, which still
+def ctrl_c_seen() -> Iterator[CtrlC]:
+    """Yield a ``CtrlC`` that says whether SIGINT (Ctrl-C) arrived inside the block, which still
     raises KeyboardInterrupt as before. Needed because the interrupt does not always come out
     of a trial as one: landing while TensorFlow traces a step, it came out as that tracing's
     TypeError, and the trial would have counted as a failure and the search gone on."""
-    seen: list[int] = []
+    ctrl_c = CtrlC()
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or not callable(previous):
-        yield lambda: False  # handlers are the main thread's; an ignored SIGINT stays ignored
+        yield ctrl_c  # handlers are the main thread's; an ignored SIGINT stays ignored
         return
 
     def handler(signum: int, frame: Any) -> None:
-        seen.append(signum)
+        ctrl_c.arrived()
         previous(signum, frame)
 
     signal.signal(signal.SIGINT, handler)
     try:
-        yield lambda: bool(seen)
+        yield ctrl_c
     finally:
         signal.signal(signal.SIGINT, previous)
 
