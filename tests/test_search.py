@@ -608,18 +608,17 @@ def test_a_ctrl_c_that_a_library_loses_is_delivered_again_while_the_stage_runs()
     try:
         lost = 0
         began = time.monotonic()
-        with ctrl_c_seen() as seen:
-            with pytest.raises(KeyboardInterrupt), seen.repeated_while_inside(every_s=0.5):
-                try:
-                    os.kill(os.getpid(), signal.SIGINT)
-                    time.sleep(5)
-                except KeyboardInterrupt:
-                    lost += 1  # the library drops it and carries on
-                while time.monotonic() - began < 20:  # stuck
-                    time.sleep(0.01)
-            assert lost == 1 and seen.count == 2
-            assert time.monotonic() - began < 5
-            time.sleep(1.5)  # once the stage is over, no Ctrl-C is delivered again
+        with pytest.raises(KeyboardInterrupt), ctrl_c_seen(repeat_after_s=0.5) as seen:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                lost += 1  # the library drops it and carries on
+            while time.monotonic() - began < 20:  # stuck
+                time.sleep(0.01)
+        assert lost == 1 and seen.count == 2
+        assert time.monotonic() - began < 5
+        time.sleep(1.5)  # once the stage is over, no Ctrl-C is delivered again
     finally:
         signal.signal(signal.SIGINT, inherited)
 

@@ -228,9 +228,10 @@ class _Search:
         }
         state, status = "FAIL", "FAILED"
         objective = self.settings.objective
-        with search_study.trial_scope(trial, objective, tags) as started, ctrl_c_seen() as seen:
+        with search_study.trial_scope(trial, objective, tags) as started:
             try:
-                with seen.repeated_while_inside():
+                # Around the stage alone: the trial's bookkeeping below is never interrupted twice.
+                with ctrl_c_seen() as seen:
                     (ret,) = sw.launcher.launch([job], initial_job_idx=sw.job_idx)
                 sw.job_idx += 1
                 if ret.status == JobStatus.FAILED:
@@ -320,7 +321,7 @@ CTRL_C_REPEAT_S = 30.0
 
 
 class CtrlC:
-    """Whether SIGINT (Ctrl-C) arrived while installed (``ctrl_c_seen``): called, it says so."""
+    """Whether SIGINT (Ctrl-C) arrived inside ``ctrl_c_seen``'s block: called, it says so."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -329,43 +330,17 @@ class CtrlC:
     def __call__(self) -> bool:
         return self.count > 0
 
-    def arrived(self) -> None:
-        self.count += 1
-        self.last_at = time.monotonic()
-
-    @contextlib.contextmanager
-    def repeated_while_inside(self, every_s: float = CTRL_C_REPEAT_S) -> Iterator[None]:
-        """Inside, a Ctrl-C that has not ended the block after ``every_s`` is delivered again,
-        as a user presses it again: an interrupt landing in TensorFlow's C++ while it traced a
-        step once left its state broken and the stage looping forever, eating memory (seen in a
-        search interrupted during a trial's first step). Put around the stage alone, so that
-        the trial's bookkeeping after it is never interrupted twice."""
-        done = threading.Event()
-
-        def watch() -> None:
-            while not done.wait(min(1.0, every_s / 4)):
-                if self.count and time.monotonic() - self.last_at >= every_s and not done.is_set():
-                    log.warning(
-                        "Ctrl-C did not end the trial within %.0f s: interrupting it again", every_s
-                    )
-                    self.last_at = time.monotonic()
-                    _thread.interrupt_main(signal.SIGINT)
-
-        watcher = threading.Thread(target=watch, daemon=True, name="ctrl-c-repeat")
-        watcher.start()
-        try:
-            yield
-        finally:
-            done.set()
-            watcher.join()
-
 
 @contextlib.contextmanager
-def ctrl_c_seen() -> Iterator[CtrlC]:
+def ctrl_c_seen(repeat_after_s: float = CTRL_C_REPEAT_S) -> Iterator[CtrlC]:
     """Yield a ``CtrlC`` that says whether SIGINT (Ctrl-C) arrived inside the block, which still
     raises KeyboardInterrupt as before. Needed because the interrupt does not always come out
     of a trial as one: landing while TensorFlow traces a step, it came out as that tracing's
-    TypeError, and the trial would have counted as a failure and the search gone on."""
+    TypeError, and the trial would have counted as a failure and the search gone on.
+
+    A Ctrl-C that has not ended the block after ``repeat_after_s`` is delivered again, as a user
+    presses it again: one landing in TensorFlow's C++ while it traced a step once left its state
+    broken and the stage looping forever, eating memory."""
     ctrl_c = CtrlC()
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or not callable(previous):
@@ -373,13 +348,30 @@ def ctrl_c_seen() -> Iterator[CtrlC]:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        ctrl_c.arrived()
+        ctrl_c.count += 1
+        ctrl_c.last_at = time.monotonic()
         previous(signum, frame)
 
+    done = threading.Event()
+
+    def repeat() -> None:
+        while not done.wait(min(1.0, repeat_after_s / 4)):
+            if ctrl_c.count and time.monotonic() - ctrl_c.last_at >= repeat_after_s:
+                log.warning(
+                    "Ctrl-C did not end the trial within %.0f s: interrupting it again",
+                    repeat_after_s,
+                )
+                ctrl_c.last_at = time.monotonic()
+                _thread.interrupt_main(signal.SIGINT)
+
     signal.signal(signal.SIGINT, handler)
+    watcher = threading.Thread(target=repeat, daemon=True, name="ctrl-c-repeat")
+    watcher.start()
     try:
         yield ctrl_c
     finally:
+        done.set()
+        watcher.join()
         signal.signal(signal.SIGINT, previous)
 
 
